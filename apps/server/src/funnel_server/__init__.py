@@ -1,0 +1,3 @@
+"""funnel_server."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""funnel_auth."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""funnel_proxy."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""funnel_tokenstore."""
+
+__all__: list[str] = []
