@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
 __all__ = ["MemoryTokenStore"]
 
 
@@ -10,6 +15,7 @@ class MemoryTokenStore:
 
     def __init__(self) -> None:
         self._values: dict[str, bytes] = {}
+        self._locks: dict[str, anyio.Lock] = {}
 
     async def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None``."""
@@ -22,6 +28,13 @@ class MemoryTokenStore:
     async def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
         self._values.pop(key, None)
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        """Hold the in-process lock named ``key``."""
+        lock = self._locks.setdefault(key, anyio.Lock())
+        async with lock:
+            yield
 
     def __repr__(self) -> str:
         # Never show values: they are secrets.

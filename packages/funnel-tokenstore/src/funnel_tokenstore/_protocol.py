@@ -6,6 +6,7 @@ registrations to bytes and picks the keys; a store only keeps them safe.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 __all__ = ["TokenStore"]
@@ -29,4 +30,14 @@ class TokenStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove ``key``; deleting a missing key is not an error."""
+        ...
+
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold an exclusive lock named ``key`` for a read-modify-write.
+
+        The lock spans every process that shares the store where the backend is shared
+        (file, keyring), and this process only for the memory store. funnel-auth holds it
+        around a token refresh, re-reading the stored tokens inside it, so that two
+        processes never both spend the same rotating refresh token.
+        """
         ...
