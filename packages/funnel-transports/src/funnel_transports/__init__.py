@@ -22,6 +22,7 @@ from funnel_transports._errors import (
     TransportClosed,
     TransportError,
 )
+from funnel_transports._framing import LineFramer
 from funnel_transports._inbox import Inbox
 from funnel_transports._jsonrpc import (
     ErrorObject,
@@ -36,32 +37,61 @@ from funnel_transports._jsonrpc import (
     from_raw,
     to_raw,
 )
+from funnel_transports._mcp import (
+    HANDSHAKE_VERSIONS,
+    LATEST_VERSION,
+    MODERN_VERSIONS,
+    DiscoverResult,
+    Implementation,
+    InitializeResult,
+)
+from funnel_transports._session import (
+    ClientSession,
+    NotificationHandler,
+    ProgressHandler,
+    RequestHandler,
+    SessionMode,
+)
+from funnel_transports._stdio import StdioTransport
 from funnel_transports._transport import Transport
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "HANDSHAKE_VERSIONS",
+    "LATEST_VERSION",
+    "MODERN_VERSIONS",
     "AuthRequired",
     "Backoff",
+    "ClientSession",
     "ConnectError",
     "ConnectionLost",
     "DecodeError",
+    "DiscoverResult",
     "ErrorObject",
     "ErrorResponse",
     "HttpStatusError",
+    "Implementation",
     "Inbox",
+    "InitializeResult",
     "InvalidRequest",
+    "LineFramer",
     "Message",
     "MessageTooLarge",
     "NegotiationError",
     "Notification",
+    "NotificationHandler",
     "ParseError",
+    "ProgressHandler",
     "Request",
+    "RequestHandler",
     "RequestId",
     "RequestTimeout",
     "Response",
     "RpcError",
     "SessionExpired",
+    "SessionMode",
+    "StdioTransport",
     "Transport",
     "TransportClosed",
     "TransportError",

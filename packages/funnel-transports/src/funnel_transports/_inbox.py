@@ -43,6 +43,11 @@ class Inbox:
         """Whether :meth:`close` has been called."""
         return self._closed
 
+    @property
+    def reason(self) -> TransportError | None:
+        """Why the stream ended (``None`` while open, or after a clean close)."""
+        return self._reason
+
     def put(self, message: Message) -> None:
         """Queue one inbound message (ignored once closed)."""
         if not self.closed:

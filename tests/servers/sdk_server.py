@@ -1,0 +1,55 @@
+"""A dual-era MCP server built on the official Python SDK (``mcp`` 2.x), run over stdio.
+
+Test peer only: it lets tests meet a server nobody on this project wrote, in both the
+stateless (2026-07-28) and the handshake era.
+"""
+
+from __future__ import annotations
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("sdk-peer", instructions="A test peer for funnel.")
+
+
+@server.tool()
+def echo(message: str) -> str:
+    """Echo the message back."""
+    return f"Echo: {message}"
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool()
+async def slow(steps: int, ctx: Context) -> str:
+    """Report progress for each step, then finish."""
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps, f"step {step}")
+    return f"done after {steps} steps"
+
+
+@server.tool()
+async def wait_forever() -> str:
+    """Never finish (until cancelled)."""
+    await anyio.sleep_forever()
+    return "unreachable"
+
+
+@server.prompt()
+def greeting(name: str) -> str:
+    """Greet someone."""
+    return f"Hello, {name}!"
+
+
+@server.resource("memo://hello")
+def hello() -> str:
+    """A fixed memo."""
+    return "hello from the sdk peer"
+
+
+if __name__ == "__main__":
+    server.run("stdio")
