@@ -1,8 +1,39 @@
-"""funnel-tokenstore: bytes-level secret storage (OS keychain, locked files, memory)."""
+"""funnel-tokenstore: bytes-level secret storage (OS keychain, locked files, memory).
 
+Every store implements :class:`TokenStore`; :func:`open_token_store` picks one.
+:mod:`funnel_tokenstore.testing` holds the contract suite every store passes.
+"""
+
+from funnel_tokenstore._errors import (
+    InvalidKey,
+    TokenStoreConfigError,
+    TokenStoreCorrupt,
+    TokenStoreError,
+    TokenStoreLockTimeout,
+    TokenStoreUnavailable,
+)
+from funnel_tokenstore._file import FileTokenStore
+from funnel_tokenstore._home import funnel_home
+from funnel_tokenstore._keyring import KeyringTokenStore
 from funnel_tokenstore._memory import MemoryTokenStore
+from funnel_tokenstore._open import TokenStoreKind, open_token_store
 from funnel_tokenstore._protocol import TokenStore
 
 __version__ = "0.1.0"
 
-__all__ = ["MemoryTokenStore", "TokenStore", "__version__"]
+__all__ = [
+    "FileTokenStore",
+    "InvalidKey",
+    "KeyringTokenStore",
+    "MemoryTokenStore",
+    "TokenStore",
+    "TokenStoreConfigError",
+    "TokenStoreCorrupt",
+    "TokenStoreError",
+    "TokenStoreKind",
+    "TokenStoreLockTimeout",
+    "TokenStoreUnavailable",
+    "__version__",
+    "funnel_home",
+    "open_token_store",
+]

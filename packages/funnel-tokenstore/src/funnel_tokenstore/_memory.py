@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import anyio
 
+from funnel_tokenstore._keys import check_key
+
 __all__ = ["MemoryTokenStore"]
 
 
@@ -19,19 +21,23 @@ class MemoryTokenStore:
 
     async def get(self, key: str) -> bytes | None:
         """Return the value under ``key``, or ``None``."""
+        check_key(key)
         return self._values.get(key)
 
     async def set(self, key: str, value: bytes) -> None:
         """Store a copy of ``value`` under ``key``."""
+        check_key(key)
         self._values[key] = bytes(value)
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+        check_key(key)
         self._values.pop(key, None)
 
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
         """Hold the in-process lock named ``key``."""
+        check_key(key)
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
             yield
