@@ -23,6 +23,7 @@ from funnel_transports._errors import (
     TransportError,
 )
 from funnel_transports._framing import LineFramer
+from funnel_transports._http import StreamableHttpTransport
 from funnel_transports._inbox import Inbox
 from funnel_transports._jsonrpc import (
     ErrorObject,
@@ -52,6 +53,7 @@ from funnel_transports._session import (
     RequestHandler,
     SessionMode,
 )
+from funnel_transports._sse import SseTransport
 from funnel_transports._stdio import StdioTransport
 from funnel_transports._transport import Transport
 
@@ -91,7 +93,9 @@ __all__ = [
     "RpcError",
     "SessionExpired",
     "SessionMode",
+    "SseTransport",
     "StdioTransport",
+    "StreamableHttpTransport",
     "Transport",
     "TransportClosed",
     "TransportError",

@@ -1,0 +1,1 @@
+"""Tests of the remote transports (streamable HTTP, legacy SSE, WebSocket)."""

@@ -1,0 +1,321 @@
+"""Fixtures for the remote transports: real servers on 127.0.0.1 and a JSON-RPC helper.
+
+Helpers reach tests through fixtures (``wire``, ``servers``) because pytest's importlib
+import mode does not let a test import a conftest. Every server started here is stopped
+here, in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+import uvicorn
+
+from funnel_transports import (
+    ErrorResponse,
+    Message,
+    Notification,
+    Request,
+    Response,
+    Transport,
+    from_raw,
+    to_raw,
+)
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[3]
+EVERYTHING = (
+    REPO
+    / "tools"
+    / "node_modules"
+    / "@modelcontextprotocol"
+    / "server-everything"
+    / "dist"
+    / "index.js"
+)
+HANDSHAKE_VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def listening_socket() -> socket.socket:
+    """A socket bound to 127.0.0.1:0 and already listening (connections queue at once)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Poll until something accepts on 127.0.0.1:port (bounded), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)  # polling interval of a bounded readiness loop, not a wait for behaviour
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, wait, kill: a started server never outlives its fixture."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            stream.close()
+
+
+class NodeServer:
+    """The npm ``server-everything`` in one of its HTTP modes, restartable on its port."""
+
+    def __init__(self, mode: str) -> None:
+        node = shutil.which("node")
+        if node is None or not EVERYTHING.exists():
+            pytest.skip("the npm test peers are not installed (run `make install`)")
+        self.node = node
+        self.mode = mode
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {"PATH": os.environ.get("PATH", os.defpath), "PORT": str(self.port)}
+        self.proc = subprocess.Popen(
+            [self.node, str(EVERYTHING), self.mode],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+            stop_process(self.proc)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def everything_http() -> Iterator[str]:
+    """URL of a running server-everything in streamableHttp mode (shared by a module)."""
+    server = NodeServer("streamableHttp")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}/mcp"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def everything_sse() -> Iterator[str]:
+    """URL of a running server-everything in (legacy) sse mode."""
+    server = NodeServer("sse")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}/sse"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def node_server() -> Iterator[Callable[[str], NodeServer]]:
+    """A factory of restartable server-everything processes, all stopped at teardown."""
+    started: list[NodeServer] = []
+
+    def make(mode: str) -> NodeServer:
+        server = NodeServer(mode)
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
+
+
+class Servers:
+    """In-process servers for tests: uvicorn on a pre-bound socket, test apps by path."""
+
+    @contextlib.asynccontextmanager
+    async def uvicorn(self, app: Any, *, lifespan: str = "auto") -> AsyncIterator[int]:
+        """Serve an ASGI app on 127.0.0.1 in this task group; yield its port."""
+        sock = listening_socket()
+        port: int = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan=lifespan,  # type: ignore[arg-type]  # uvicorn types it as a Literal
+            timeout_graceful_shutdown=1,
+            timeout_keep_alive=1,
+        )
+        server = uvicorn.Server(config)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.serve, [sock])
+                try:
+                    yield port
+                finally:
+                    server.should_exit = True
+        finally:
+            sock.close()
+
+    @staticmethod
+    def load(name: str) -> ModuleType:
+        """Import a helper module that lives beside the tests (e.g. ``apps``)."""
+        spec = importlib.util.spec_from_file_location(f"remote_{name}", HERE / f"{name}.py")
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    @contextlib.contextmanager
+    def subprocess(self, script: str, *args: str, port: int | None = None) -> Iterator[Process]:
+        """Run ``script`` (beside the tests) with ``sys.executable`` on a port."""
+        process = Process(HERE / script, list(args), port or free_port())
+        try:
+            process.start()
+            yield process
+        finally:
+            process.stop()
+
+
+class Process:
+    """A Python test server in a child process that can be killed and restarted."""
+
+    def __init__(self, script: Path, args: list[str], port: int) -> None:
+        self.script = script
+        self.args = args
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.script), str(self.port), *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@pytest.fixture
+def servers() -> Servers:
+    return Servers()
+
+
+class Wire:
+    """Message-level MCP over any transport: requests by hand, the handshake by hand."""
+
+    def __init__(self) -> None:
+        self.next_id = 1
+        self.notifications: list[Notification] = []
+
+    def request(self, method: str, params: Any = None) -> Request:
+        rid = self.next_id
+        self.next_id += 1
+        return Request(id=rid, method=method, params=to_raw(params if params is not None else {}))
+
+    async def call(
+        self, transport: Transport, method: str, params: Any = None, *, timeout: float = 10
+    ) -> Response | ErrorResponse:
+        """Send a request and wait for its answer, keeping notifications seen meanwhile."""
+        request = self.request(method, params)
+        with anyio.fail_after(timeout):
+            await transport.send(request)
+            return await self.answer(transport, request.id)
+
+    async def answer(self, transport: Transport, rid: int | str) -> Response | ErrorResponse:
+        while True:
+            message: Message = await transport.receive()
+            if isinstance(message, Response | ErrorResponse) and message.id == rid:
+                return message
+            if isinstance(message, Notification):
+                self.notifications.append(message)
+
+    async def result(self, transport: Transport, method: str, params: Any = None) -> Any:
+        answer = await self.call(transport, method, params)
+        assert isinstance(answer, Response), answer
+        return from_raw(answer.result)
+
+    async def handshake(self, transport: Transport, version: str = HANDSHAKE_VERSION) -> Any:
+        """``initialize`` + ``notifications/initialized``, as a handshake-era client does."""
+        result = await self.result(
+            transport,
+            "initialize",
+            {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": {"name": "funnel-tests", "version": "0"},
+            },
+        )
+        transport.set_protocol_version(result["protocolVersion"])
+        await transport.send(Notification(method="notifications/initialized"))
+        return result
+
+    @staticmethod
+    def modern_params(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``params`` with the per-request ``_meta`` of the 2026-07-28 era."""
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+            "io.modelcontextprotocol/clientInfo": {"name": "funnel-tests", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        return {**(params or {}), "_meta": meta}
+
+    @staticmethod
+    def decode(raw: msgspec.Raw) -> Any:
+        return from_raw(raw)
+
+
+@pytest.fixture
+def wire() -> Wire:
+    return Wire()
