@@ -1,5 +1,12 @@
-"""funnel-auth: MCP-spec OAuth 2 and bearer auth as ``httpx.Auth``."""
+"""funnel-auth: MCP-spec OAuth 2 and bearer auth as ``httpx.Auth``.
 
+Providers (:func:`create_auth`) attach tokens to requests of an ``httpx.AsyncClient``,
+discover authorization servers from the MCP server's 401 challenge, register, refresh,
+step up, and raise :class:`AuthorizationRequired` with a URL when a person must approve.
+"""
+
+from funnel_auth._audit import AUDIT_EVENTS, AUDIT_LOGGER
+from funnel_auth._challenge import BearerChallenge, Challenge, find_bearer, parse_www_authenticate
 from funnel_auth._config import (
     AuthConfig,
     BearerAuth,
@@ -12,19 +19,97 @@ from funnel_auth._config import (
     decode_auth,
     normalize_auth,
 )
+from funnel_auth._errors import (
+    AuthConfigError,
+    AuthError,
+    AuthorizationDenied,
+    AuthorizationFailed,
+    AuthorizationRequired,
+    AuthServerUnavailable,
+    DiscoveryError,
+    InsufficientScope,
+    InvalidGrant,
+    InvalidState,
+    IssuerMismatch,
+    RateLimited,
+    RegistrationError,
+    TokenRequestError,
+)
+from funnel_auth._factory import create_auth
+from funnel_auth._flows import AuthorizationFlows, AuthorizationStart
+from funnel_auth._models import (
+    AuthorizationServerMetadata,
+    ClientRegistration,
+    ProtectedResourceMetadata,
+    TokenSet,
+)
+from funnel_auth._pkce import code_challenge, new_state, new_verifier
+from funnel_auth._providers import (
+    AuthorizationCodeAuth,
+    BearerTokenAuth,
+    ClientCredentialsAuth,
+    NullAuth,
+    OAuthAuth,
+    OAuthOptions,
+)
+from funnel_auth._ratelimit import RateLimiter
+from funnel_auth._redact import redact
+from funnel_auth._urls import DEFAULT_REDIRECT_URI, as_metadata_urls, canonical_resource, prm_urls
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUDIT_EVENTS",
+    "AUDIT_LOGGER",
+    "DEFAULT_REDIRECT_URI",
     "AuthConfig",
+    "AuthConfigError",
+    "AuthError",
+    "AuthServerUnavailable",
+    "AuthorizationCodeAuth",
+    "AuthorizationDenied",
+    "AuthorizationFailed",
+    "AuthorizationFlows",
+    "AuthorizationRequired",
+    "AuthorizationServerMetadata",
+    "AuthorizationStart",
     "BearerAuth",
+    "BearerChallenge",
+    "BearerTokenAuth",
+    "Challenge",
+    "ClientCredentialsAuth",
+    "ClientRegistration",
+    "DiscoveryError",
+    "InsufficientScope",
+    "InvalidGrant",
+    "InvalidState",
+    "IssuerMismatch",
     "NoAuth",
+    "NullAuth",
     "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
+    "OAuthAuth",
+    "OAuthOptions",
+    "ProtectedResourceMetadata",
+    "RateLimited",
+    "RateLimiter",
+    "RegistrationError",
     "Secret",
+    "TokenRequestError",
+    "TokenSet",
     "__version__",
+    "as_metadata_urls",
+    "canonical_resource",
+    "code_challenge",
     "config_dec_hook",
     "config_enc_hook",
+    "create_auth",
     "decode_auth",
+    "find_bearer",
+    "new_state",
+    "new_verifier",
     "normalize_auth",
+    "parse_www_authenticate",
+    "prm_urls",
+    "redact",
 ]

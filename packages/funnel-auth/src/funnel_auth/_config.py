@@ -151,6 +151,9 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
         client_metadata_url: An HTTPS URL of a client ID metadata document to use as
             ``client_id`` where the authorization server supports it.
         auth_method: How a confidential client authenticates at the token endpoint.
+        issuer: The issuer of the authorization server a pre-registered ``clientId``
+            belongs to; when the server names another, authorization fails with a
+            clear error instead of sending the credentials elsewhere.
     """
 
     client_id: _NonEmpty | UnsetType = UNSET
@@ -163,6 +166,7 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
     resource: _Url | UnsetType = UNSET
     client_metadata_url: Annotated[str, Meta(pattern=r"^https://[^/]+/.+")] | UnsetType = UNSET
     auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | UnsetType = UNSET
+    issuer: _Url | UnsetType = UNSET
 
 
 AuthConfig: TypeAlias = NoAuth | BearerAuth | OAuth2ClientCredentials | OAuth2AuthorizationCode
