@@ -167,6 +167,11 @@ class KeyringTokenStore:
         """The keyring backend in use."""
         return self._backend
 
+    @property
+    def lock_dir(self) -> Path:
+        """The directory of this store's lock files."""
+        return self._lock_dir
+
     def __repr__(self) -> str:
         return (
             f"KeyringTokenStore(service={self._service!r}, backend={backend_name(self._backend)!r})"
