@@ -325,3 +325,17 @@ class RecordingStore(MemoryTokenStore):
 @pytest.fixture
 def store(rs: ResourceServer) -> RecordingStore:
     return RecordingStore(rs.log)
+
+
+@pytest.fixture
+async def mock_rs(mock_as: NodePeer) -> AsyncIterator[ResourceServer]:
+    # The mock's introspection says "active" for anything: audience is checked elsewhere.
+    async with resource_server(
+        mock_as.url, mock_as.url + "/introspect", check_audience=False
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def mstore() -> RecordingStore:
+    return RecordingStore()

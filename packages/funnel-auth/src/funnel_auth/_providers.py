@@ -468,7 +468,7 @@ class OAuthAuth(httpx.Auth):
             current = await self._load()
             if (
                 current is not None
-                and (stale is None or current.access_token != stale.access_token)
+                and (stale is None or current != stale)
                 and not self._due(current)
             ):
                 return current
@@ -480,7 +480,7 @@ class OAuthAuth(httpx.Auth):
                 stored = await self._read_tokens(key)
                 if (
                     stored is not None
-                    and (stale is None or stored.access_token != stale.access_token)
+                    and (stale is None or stored != stale)
                     and not self._due(stored)
                 ):
                     # Another process refreshed while we waited for the lock.
