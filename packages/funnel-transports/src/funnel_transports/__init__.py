@@ -56,6 +56,7 @@ from funnel_transports._session import (
 from funnel_transports._sse import SseTransport
 from funnel_transports._stdio import StdioTransport
 from funnel_transports._transport import Transport
+from funnel_transports._websocket import HeaderFactory, WebSocketTransport
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,7 @@ __all__ = [
     "DiscoverResult",
     "ErrorObject",
     "ErrorResponse",
+    "HeaderFactory",
     "HttpStatusError",
     "Implementation",
     "Inbox",
@@ -99,6 +101,7 @@ __all__ = [
     "Transport",
     "TransportClosed",
     "TransportError",
+    "WebSocketTransport",
     "__version__",
     "decode_message",
     "encode_message",
