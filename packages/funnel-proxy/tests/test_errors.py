@@ -1,6 +1,7 @@
 import pickle
 
 import pytest
+
 from funnel_proxy import ConfigError, ConfigNotFound, ProxyError
 
 

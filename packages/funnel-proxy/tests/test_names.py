@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from funnel_proxy import (
     NameTable,
     is_valid_tool_name,
@@ -48,7 +49,7 @@ def test_aliases_do_not_depend_on_insertion_order() -> None:
     pairs = [("srv", f"tool.{i}") for i in range(50)] + [("srv", f"tool_{i}") for i in range(50)]
     first = NameTable(pairs)
     shuffled = pairs[:]
-    random.Random(4).shuffle(shuffled)  # noqa: S311 -- a fixed shuffle, not security
+    random.Random(4).shuffle(shuffled)
     second = NameTable(shuffled + pairs[:10])
     assert dict(first.items()) == dict(second.items())
     assert list(first) == list(second)

@@ -1,4 +1,5 @@
 import pytest
+
 from funnel_proxy import PatternSet
 
 

@@ -1,7 +1,28 @@
 """funnel-proxy: many MCP servers behind one filtered, namespaced tool surface."""
 
+from funnel_proxy._config import (
+    CONFIG_FILE_NAME,
+    LoadedConfig,
+    load_config,
+    parse_config,
+    user_config_path,
+)
 from funnel_proxy._errors import ConfigError, ConfigNotFound, ProxyError
+from funnel_proxy._models import (
+    AutoReconnect,
+    FunnelConfig,
+    RateLimit,
+    RateLimits,
+    ReconnectPolicy,
+    ServerConfig,
+    SseTransport,
+    StdioTransport,
+    StreamableHttpTransport,
+    Transport,
+    WebSocketTransport,
+)
 from funnel_proxy._names import (
+    CORE_TOOL_NAMES,
     MAX_SERVER_NAME_LENGTH,
     NameTable,
     is_valid_tool_name,
@@ -10,19 +31,50 @@ from funnel_proxy._names import (
     suggest_server_name,
 )
 from funnel_proxy._patterns import PatternSet
+from funnel_proxy._secrets import (
+    DotenvProvider,
+    InlineProvider,
+    ProcessProvider,
+    SecretProvider,
+    parse_dotenv,
+    resolve_secrets,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONFIG_FILE_NAME",
+    "CORE_TOOL_NAMES",
     "MAX_SERVER_NAME_LENGTH",
+    "AutoReconnect",
     "ConfigError",
     "ConfigNotFound",
+    "DotenvProvider",
+    "FunnelConfig",
+    "InlineProvider",
+    "LoadedConfig",
     "NameTable",
     "PatternSet",
+    "ProcessProvider",
     "ProxyError",
+    "RateLimit",
+    "RateLimits",
+    "ReconnectPolicy",
+    "SecretProvider",
+    "ServerConfig",
+    "SseTransport",
+    "StdioTransport",
+    "StreamableHttpTransport",
+    "Transport",
+    "WebSocketTransport",
     "__version__",
     "is_valid_tool_name",
+    "load_config",
     "namespaced_name",
+    "parse_config",
+    "parse_dotenv",
+    "resolve_secrets",
     "server_name_problem",
     "suggest_server_name",
+    "user_config_path",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Final
 
 __all__ = [
+    "CORE_TOOL_NAMES",
     "MAX_SERVER_NAME_LENGTH",
     "NameTable",
     "is_valid_tool_name",
@@ -32,6 +33,14 @@ __all__ = [
     "server_name_problem",
     "suggest_server_name",
 ]
+
+CORE_TOOL_NAMES: Final = (
+    "bridge_tool_request",
+    "discover_tools_by_words",
+    "get_tool_schema",
+    "load_toolset",
+)
+"""The core tools funnel offers (bare names, matched by ``exposeCoreTools``)."""
 
 MAX_SERVER_NAME_LENGTH: Final = 32
 """The longest server name the config accepts (leaves room for the tool part)."""
