@@ -259,6 +259,20 @@ async def test_two_store_instances_on_one_file_share_the_key_lock(tmp_path: Path
             pass
 
 
+@pytest.mark.anyio
+async def test_a_cancelled_lock_waiter_gives_up_promptly_and_leaks_nothing(tmp_path: Path) -> None:
+    first = FileTokenStore(tmp_path / "tokens.json")
+    second = FileTokenStore(tmp_path / "tokens.json")
+    with anyio.fail_after(10):
+        async with first.lock("k"):
+            with anyio.move_on_after(0.2) as scope:
+                async with second.lock("k", timeout=30):
+                    pytest.fail("entered a lock that another store holds")
+            assert scope.cancelled_caught
+        async with second.lock("k", timeout=5), first.lock("other", timeout=5):
+            pass
+
+
 @asynccontextmanager
 async def lock_held_by_another_process(*args: str) -> AsyncIterator[Process]:
     """Start proc_worker.py holding a lock; yield once it holds it; stop it afterwards."""
