@@ -140,6 +140,11 @@ def _parse_one(text: str) -> list[Challenge]:
         token68: str | None = None
         if scan.peek() in _WS:
             scan.skip_ws()
+            # Empty list elements ("Bearer , realm=x") before the first parameter.
+            save = scan.pos
+            scan.skip_ws_and_commas()
+            if not scan.looks_like_param():
+                scan.pos = save
             if not scan.looks_like_param():
                 token68 = scan.token68()
             while token68 is None and scan.looks_like_param():
