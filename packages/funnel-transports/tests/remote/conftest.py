@@ -34,6 +34,7 @@ from funnel_transports import (
     Notification,
     Request,
     Response,
+    StreamableHttpTransport,
     Transport,
     from_raw,
     to_raw,
@@ -197,6 +198,15 @@ class Servers:
                     server.should_exit = True
         finally:
             sock.close()
+
+    @contextlib.asynccontextmanager
+    async def streamable(self, app: Any, **options: Any) -> AsyncIterator[StreamableHttpTransport]:
+        """Serve ``app`` on uvicorn and yield a streamable HTTP transport to its ``/mcp``."""
+        async with (
+            self.uvicorn(app) as port,
+            StreamableHttpTransport(f"http://127.0.0.1:{port}/mcp", **options) as transport,
+        ):
+            yield transport
 
     @staticmethod
     def load(name: str) -> ModuleType:
