@@ -7,6 +7,12 @@ from funnel_proxy._config import (
     parse_config,
     user_config_path,
 )
+from funnel_proxy._environment import (
+    DEFAULT_PASSTHROUGH_ENV,
+    WINDOWS_ESSENTIAL_ENV,
+    build_server_env,
+    passthrough_env,
+)
 from funnel_proxy._errors import ConfigError, ConfigNotFound, ProxyError
 from funnel_proxy._models import (
     AutoReconnect,
@@ -45,7 +51,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CONFIG_FILE_NAME",
     "CORE_TOOL_NAMES",
+    "DEFAULT_PASSTHROUGH_ENV",
     "MAX_SERVER_NAME_LENGTH",
+    "WINDOWS_ESSENTIAL_ENV",
     "AutoReconnect",
     "ConfigError",
     "ConfigNotFound",
@@ -68,11 +76,13 @@ __all__ = [
     "Transport",
     "WebSocketTransport",
     "__version__",
+    "build_server_env",
     "is_valid_tool_name",
     "load_config",
     "namespaced_name",
     "parse_config",
     "parse_dotenv",
+    "passthrough_env",
     "resolve_secrets",
     "server_name_problem",
     "suggest_server_name",
