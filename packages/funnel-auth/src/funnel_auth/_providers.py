@@ -203,7 +203,9 @@ class OAuthAuth(httpx.Auth):
         self.server_name = server_name
         self._store: TokenStore = store if store is not None else MemoryTokenStore()
         self._http_client = options.get("http_client")
-        self._limiter = limiter or RateLimiter(max_attempts=10, window=60.0)
+        self._limiter = (
+            limiter if limiter is not None else RateLimiter(max_attempts=10, window=60.0)
+        )
         self._clock = options.get("clock", time.time)
         self._timeout = options.get("timeout", 30.0)
         self._skew = options.get("refresh_skew", 60.0)
