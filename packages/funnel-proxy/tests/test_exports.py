@@ -19,13 +19,19 @@ EXPECTED = [
     "ProxyError",
     "RateLimit",
     "RateLimits",
+    "Reason",
     "ReconnectPolicy",
+    "SearchEntry",
+    "SearchHit",
+    "SearchIndex",
     "SecretProvider",
     "ServerConfig",
     "SseTransport",
     "StdioTransport",
     "StreamableHttpTransport",
     "Transport",
+    "Visibility",
+    "VisibilityPolicy",
     "WebSocketTransport",
     "__version__",
     "build_server_env",
@@ -39,6 +45,7 @@ EXPECTED = [
     "server_name_problem",
     "suggest_server_name",
     "user_config_path",
+    "words",
 ]
 
 

@@ -37,6 +37,7 @@ from funnel_proxy._names import (
     suggest_server_name,
 )
 from funnel_proxy._patterns import PatternSet
+from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, words
 from funnel_proxy._secrets import (
     DotenvProvider,
     InlineProvider,
@@ -45,6 +46,7 @@ from funnel_proxy._secrets import (
     parse_dotenv,
     resolve_secrets,
 )
+from funnel_proxy._visibility import Reason, Visibility, VisibilityPolicy
 
 __version__ = "0.1.0"
 
@@ -67,13 +69,19 @@ __all__ = [
     "ProxyError",
     "RateLimit",
     "RateLimits",
+    "Reason",
     "ReconnectPolicy",
+    "SearchEntry",
+    "SearchHit",
+    "SearchIndex",
     "SecretProvider",
     "ServerConfig",
     "SseTransport",
     "StdioTransport",
     "StreamableHttpTransport",
     "Transport",
+    "Visibility",
+    "VisibilityPolicy",
     "WebSocketTransport",
     "__version__",
     "build_server_env",
@@ -87,4 +95,5 @@ __all__ = [
     "server_name_problem",
     "suggest_server_name",
     "user_config_path",
+    "words",
 ]
