@@ -469,3 +469,10 @@ def test_mapping_input_is_validated_like_text() -> None:
         parse_config({"hideTool": []}, environ={})
     with pytest.raises(ConfigError, match=r"<config>: \$: the config must be a JSON object"):
         parse_config([], environ={})  # type: ignore[arg-type]  # a caller's mistake, on purpose
+
+
+def test_bytes_must_be_utf8() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(b'{"a": "\xff"}', source=F, environ={})
+    assert str(caught.value) == f"{F}: not UTF-8 text (invalid start byte)"
+    assert parse_config(b"{}", environ={}) == parse_config("{}", environ={})

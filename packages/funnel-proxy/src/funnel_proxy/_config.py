@@ -199,7 +199,10 @@ def parse_config(
         ConfigError: The config is invalid.
     """
     if isinstance(data, (bytes, str)):
-        text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text ({exc.reason})", file=source) from None
         document = _Document.from_text(text, display=source, base_dir=base_dir)
     else:
         document = _Document.from_object(data, display=source, base_dir=base_dir)
