@@ -23,7 +23,7 @@ const provider = new Provider(issuer, {
     { client_id: 'rs', client_secret: 'rs-secret', grant_types: [], response_types: [], redirect_uris: [] },
     {
       client_id: 'cc-client', client_secret: 'cc-secret', grant_types: ['client_credentials'],
-      response_types: [], redirect_uris: [], scope: 'mcp:read mcp:write mcp:admin',
+      response_types: [], redirect_uris: [],
     },
     {
       client_id: 'pre-client', token_endpoint_auth_method: 'none', application_type: 'native',

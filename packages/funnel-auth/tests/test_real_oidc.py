@@ -3,6 +3,7 @@ resource server that validates tokens by introspection (audience and scope)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -65,8 +66,9 @@ def query(url: str) -> dict[str, str]:
 
 
 async def test_a_request_needing_a_person_raises_with_a_url_and_succeeds_after_the_callback(
-    oidc: NodePeer, rs: ResourceServer, store: RecordingStore
+    oidc: NodePeer, rs: ResourceServer, store: RecordingStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     auth = code_auth(rs, store)
     async with httpx.AsyncClient(auth=auth) as client:
         url = await authorization_url(client, rs.url)
@@ -86,6 +88,15 @@ async def test_a_request_needing_a_person_raises_with_a_url_and_succeeds_after_t
     assert tokens.refresh_token is not None
     assert tokens.resource == rs.url
     assert oidc.count("grant", "authorization_code") == 1
+    # Nothing secret in any funnel log line or audit field.
+    secrets = [tokens.access_token, tokens.refresh_token, params["state"]]
+    events = set()
+    for record in caplog.records:
+        if record.name.startswith("funnel"):
+            text = record.getMessage() + repr(record.__dict__)
+            assert not [s for s in secrets if s in text], record.getMessage()
+            events.add(getattr(record, "event", None))
+    assert {"auth.client_registered", "auth.flow_started", "auth.flow_completed"} <= events
 
 
 async def test_tokens_survive_a_restart_and_an_expired_token_is_refreshed_exactly_once_under_load(
@@ -302,3 +313,19 @@ async def test_wait_authorized_lets_a_request_wait_for_the_callback(
             await shown.wait()
         await authorize(auth, urls[0])
     assert statuses == [200]
+
+
+async def test_client_credentials_discover_the_token_endpoint_and_get_an_audience_bound_token(
+    oidc: NodePeer, rs: ResourceServer, store: RecordingStore
+) -> None:
+    from funnel_auth import OAuth2ClientCredentials, Secret
+
+    config = OAuth2ClientCredentials(client_id="cc-client", client_secret=Secret("cc-secret"))
+    auth = create_auth(config, server_name="svc", server_url=rs.url, store=store)
+    async with httpx.AsyncClient(auth=auth) as client:
+        assert (await client.post(rs.url, json={})).status_code == 200
+        assert (await client.post(rs.url, json={})).status_code == 200
+    [tokens] = await store.token_sets()
+    assert tokens.issuer == oidc.url
+    assert tokens.scope == "mcp:read"
+    assert oidc.count("grant", "client_credentials") == 1
