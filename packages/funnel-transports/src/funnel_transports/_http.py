@@ -242,7 +242,7 @@ class StreamableHttpTransport(HttpTransportBase):
         assert self._tg is not None  # noqa: S101 - send() checked that we are open
         scope = anyio.CancelScope()
         self._streams[request_id] = scope
-        self._tg.start_soon(self._read_response, response, request_id, scope)
+        self._tasks.start_soon(self._tg, self._read_response, response, request_id, scope)
 
     async def _read_response(
         self, response: httpx.Response, request_id: RequestId, scope: anyio.CancelScope
@@ -361,7 +361,7 @@ class StreamableHttpTransport(HttpTransportBase):
         if ready:
             assert self._tg is not None  # noqa: S101 - checked just above
             self._get_stream_started = True
-            self._tg.start_soon(self._run_get_stream)
+            self._tasks.start_soon(self._tg, self._run_get_stream)
 
     async def _run_get_stream(self) -> None:
         """Keep the GET stream open, reconnecting with backoff, until closed."""

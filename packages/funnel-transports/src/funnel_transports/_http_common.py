@@ -50,6 +50,7 @@ from funnel_transports._jsonrpc import (
     decode_message,
 )
 from funnel_transports._sse_decoder import ServerSentEvent, SSEDecoder
+from funnel_transports._tasks import BackgroundTasks
 
 __all__ = [
     "MODERN_PROTOCOL_VERSION",
@@ -443,6 +444,7 @@ class HttpTransportBase:
         self._inbox = Inbox(self._name)
         self._client: httpx.AsyncClient | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._tasks = BackgroundTasks()
         self._entered = False
         self._closed = False
 
@@ -466,6 +468,7 @@ class HttpTransportBase:
             await self._start()
         except BaseException:
             await self.aclose()
+            await self._leave_task_group()
             raise
         return self
 
@@ -476,6 +479,15 @@ class HttpTransportBase:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+        await self._leave_task_group()
+
+    async def _leave_task_group(self) -> None:
+        # The background tasks have ended (aclose cancelled them), so the group is idle;
+        # the caller's own exception is not handed to it, or anyio would wrap it in an
+        # ExceptionGroup.
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            await tg.__aexit__(None, None, None)
 
     async def _start(self) -> None:
         """Connect (whatever that means for the transport); runs inside ``__aenter__``."""
@@ -503,19 +515,14 @@ class HttpTransportBase:
     async def aclose(self) -> None:
         """Close the transport: stop readers, say goodbye, release the client (idempotent).
 
-        Must be called by the task that entered the transport (``async with`` does so).
+        Safe from any task and inside any cancel scope; the task group itself is left by
+        ``__aexit__``.
         """
         if self._closed:
             return
         self._closed = True
-        if self._tg is not None:
-            tg, self._tg = self._tg, None
-            tg.cancel_scope.cancel()
-            try:
-                await tg.__aexit__(None, None, None)
-            except Exception:
-                # Readers never raise; if one did, closing must still finish.
-                logger.exception("[%s] a background task failed while closing", self._name)
+        if not await self._tasks.cancel_all(CLOSE_TIMEOUT):
+            logger.warning("[%s] background tasks did not stop in time", self._name)
         with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
             try:
                 await self._finish()

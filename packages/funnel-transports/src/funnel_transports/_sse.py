@@ -117,7 +117,7 @@ class SseTransport(HttpTransportBase):
 
     async def _start(self) -> None:
         assert self._tg is not None  # noqa: S101 - __aenter__ created it
-        await self._tg.start(self._run_stream)
+        await self._tasks.start(self._tg, self._run_stream)
         logger.info("[%s] connected (SSE)", self._name)
 
     async def _run_stream(self, *, task_status: TaskStatus[None]) -> None:

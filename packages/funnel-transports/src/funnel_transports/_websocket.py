@@ -47,6 +47,7 @@ from funnel_transports._errors import (
 from funnel_transports._http_common import DEFAULT_MAX_MESSAGE_SIZE, decode_messages
 from funnel_transports._inbox import Inbox
 from funnel_transports._jsonrpc import Message, encode_message
+from funnel_transports._tasks import BackgroundTasks
 
 __all__ = ["HeaderFactory", "WebSocketTransport"]
 
@@ -125,6 +126,7 @@ class WebSocketTransport:
         self._protocol: ClientProtocol | None = None
         self._stream: anyio.abc.ByteStream | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._tasks = BackgroundTasks()
         self._write_lock = anyio.Lock()
         self._pong = anyio.Event()
         self._reader_done = anyio.Event()
@@ -160,9 +162,9 @@ class WebSocketTransport:
             raise
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._read_loop)
+        self._tasks.start_soon(self._tg, self._read_loop)
         if self._ping_interval is not None:
-            self._tg.start_soon(self._keepalive, self._ping_interval)
+            self._tasks.start_soon(self._tg, self._keepalive, self._ping_interval)
         logger.info("[%s] connected (WebSocket)", self._name)
         return self
 
@@ -173,6 +175,11 @@ class WebSocketTransport:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+        # The tasks have ended (aclose cancelled them); the caller's exception is not
+        # handed to the group, or anyio would wrap it in an ExceptionGroup.
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            await tg.__aexit__(None, None, None)
 
     async def _connect(self) -> None:
         extra = dict(await self._headers()) if self._headers is not None else {}
@@ -385,7 +392,8 @@ class WebSocketTransport:
     async def aclose(self) -> None:
         """Close the connection (close handshake, bounded) and stop the tasks (idempotent).
 
-        Must be called by the task that entered the transport (``async with`` does so).
+        Safe from any task and inside any cancel scope; the task group itself is left by
+        ``__aexit__``.
         """
         if self._closed:
             return
@@ -399,13 +407,8 @@ class WebSocketTransport:
                     await self._reader_done.wait()
                 except Exception as exc:  # noqa: BLE001 - closing is best effort
                     logger.debug("[%s] close handshake failed: %r", self._name, exc)
-        if self._tg is not None:
-            tg, self._tg = self._tg, None
-            tg.cancel_scope.cancel()
-            try:
-                await tg.__aexit__(None, None, None)
-            except Exception:
-                logger.exception("[%s] a background task failed while closing", self._name)
+        if not await self._tasks.cancel_all(_CLOSE_TIMEOUT):
+            logger.warning("[%s] background tasks did not stop in time", self._name)
         await self._abort()
         self._inbox.close()
         self._inbox.aclose_receiver()
