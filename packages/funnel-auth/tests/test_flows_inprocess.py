@@ -354,13 +354,14 @@ async def test_a_second_process_reuses_tokens_the_first_one_refreshed() -> None:
 
 
 async def test_a_pending_flow_is_reused_instead_of_starting_another() -> None:
-    world = World()
+    world = World(challenge=f'Bearer scope="read", resource_metadata="{World().prm_at}"')
     world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
     auth = code_auth(world)
     first = await required(auth, world)
     second = await required(auth, world)
     assert first == second
     assert len(auth.flows) == 1
+    assert len([u for u in world.urls() if "well-known" in u]) == 2  # discovered once
 
 
 async def test_bearer_and_none_providers() -> None:

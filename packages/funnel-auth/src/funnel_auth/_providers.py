@@ -818,6 +818,7 @@ class AuthorizationCodeAuth(OAuthAuth):
         self._wait_timeout = wait_timeout
         self._on_required = on_authorization_required
         self._pending: PendingAuthorization | None = None
+        self._discovered_from: str | None = None
         self._done = anyio.Event()
         self._flow_error: AuthError | None = None
 
@@ -972,7 +973,9 @@ class AuthorizationCodeAuth(OAuthAuth):
     # ------------------------------------------------------------------ begin / complete
 
     async def _ensure_discovery(self, challenge: BearerChallenge | None) -> _Discovery:
-        if self._discovery is None or (challenge is not None and challenge.resource_metadata):
+        pointer = challenge.resource_metadata if challenge is not None else None
+        # Discover again only when the server points at different metadata (a new AS?).
+        if self._discovery is None or (pointer is not None and pointer != self._discovered_from):
             hint = self._config.issuer if isinstance(self._config.issuer, str) else None
             discovery = await self._discover(challenge, issuer_hint=hint)
             if not discovery.defaults:
@@ -982,6 +985,7 @@ class AuthorizationCodeAuth(OAuthAuth):
                     exc.server = self.server_name
                     raise
             self._discovery = discovery
+            self._discovered_from = pointer
         return self._discovery
 
     async def _probe_challenge(self) -> BearerChallenge | None:
