@@ -1,5 +1,6 @@
 """funnel-proxy: many MCP servers behind one filtered, namespaced tool surface."""
 
+from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._config import (
     CONFIG_FILE_NAME,
     LoadedConfig,
@@ -7,13 +8,21 @@ from funnel_proxy._config import (
     parse_config,
     user_config_path,
 )
+from funnel_proxy._dispatcher import McpServerSession
 from funnel_proxy._environment import (
     DEFAULT_PASSTHROUGH_ENV,
     WINDOWS_ESSENTIAL_ENV,
     build_server_env,
     passthrough_env,
 )
-from funnel_proxy._errors import ConfigError, ConfigNotFound, ProxyError
+from funnel_proxy._errors import (
+    BackendUnavailable,
+    ConfigError,
+    ConfigNotFound,
+    ProxyError,
+    ToolNotFound,
+)
+from funnel_proxy._funnel import Funnel, FunnelEvent, Surface, ToolEntry
 from funnel_proxy._models import (
     AutoReconnect,
     FunnelConfig,
@@ -46,6 +55,7 @@ from funnel_proxy._secrets import (
     parse_dotenv,
     resolve_secrets,
 )
+from funnel_proxy._stdio_server import serve_stdio
 from funnel_proxy._visibility import Reason, Visibility, VisibilityPolicy
 
 __version__ = "0.1.0"
@@ -57,12 +67,18 @@ __all__ = [
     "MAX_SERVER_NAME_LENGTH",
     "WINDOWS_ESSENTIAL_ENV",
     "AutoReconnect",
+    "Backend",
+    "BackendState",
+    "BackendUnavailable",
     "ConfigError",
     "ConfigNotFound",
     "DotenvProvider",
+    "Funnel",
     "FunnelConfig",
+    "FunnelEvent",
     "InlineProvider",
     "LoadedConfig",
+    "McpServerSession",
     "NameTable",
     "PatternSet",
     "ProcessProvider",
@@ -79,6 +95,9 @@ __all__ = [
     "SseTransport",
     "StdioTransport",
     "StreamableHttpTransport",
+    "Surface",
+    "ToolEntry",
+    "ToolNotFound",
     "Transport",
     "Visibility",
     "VisibilityPolicy",
@@ -92,6 +111,7 @@ __all__ = [
     "parse_dotenv",
     "passthrough_env",
     "resolve_secrets",
+    "serve_stdio",
     "server_name_problem",
     "suggest_server_name",
     "user_config_path",

@@ -3,8 +3,11 @@
 One root, subclassed by what the caller does about it::
 
     ProxyError                  anything funnel-proxy raises on purpose
-    └── ConfigError             the configuration is wrong: fix the file (exit 2), never retry
-        └── ConfigNotFound      no config file anywhere (funnel-server runs its demo config)
+    ├── ConfigError             the configuration is wrong: fix the file (exit 2), never retry
+    │   └── ConfigNotFound      no config file anywhere (funnel-server runs its demo config)
+    ├── BackendUnavailable      the backend that owns a tool is not connected; its status says
+    │                           why and whether waiting helps
+    └── ToolNotFound            no exposed tool has that name
 
 A :class:`ConfigError` names where the problem is: the file, a JSON path into it
 (``$.servers.github.transport.url``) or a line (``line 3`` of a dotenv file), what is
@@ -14,7 +17,7 @@ keys, variable names and URL schemes, never resolved strings.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConfigNotFound", "ProxyError"]
+__all__ = ["BackendUnavailable", "ConfigError", "ConfigNotFound", "ProxyError", "ToolNotFound"]
 
 
 class ProxyError(Exception):
@@ -72,3 +75,28 @@ def _rebuild(
     cls: type[ConfigError], message: str, path: str, file: str | None, hint: str | None
 ) -> ConfigError:
     return cls(message, path=path, file=file, hint=hint)
+
+
+class BackendUnavailable(ProxyError):
+    """The backend a request is meant for is not connected.
+
+    Attributes:
+        server: The backend's name.
+        status: Its status (``reconnecting``, ``auth_required``, ``failed``, …).
+        reason: Its last error, if any.
+    """
+
+    def __init__(self, server: str, status: str, reason: str | None = None) -> None:
+        self.server = server
+        self.status = status
+        self.reason = reason or status
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"server {server!r} is {status}{detail}")
+
+
+class ToolNotFound(ProxyError):
+    """No tool of that name is exposed (or reachable through the bridge)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Tool not found: {name}")

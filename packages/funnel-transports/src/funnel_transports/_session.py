@@ -142,6 +142,8 @@ class ClientSession:
         capabilities: Client capabilities to declare (none by default: funnel forwards
             no sampling, roots or elicitation).
         request_timeout: Default seconds a request may take; ``None`` waits forever.
+        connect_timeout: Seconds each negotiation request (``initialize``,
+            ``server/discover`` outside ``auto``) may take; default: ``request_timeout``.
         probe_timeout: Seconds the ``server/discover`` probe may take in ``auto`` mode
             before the server is taken for a handshake-era one.
         notification_handler: Called in order with every notification that is not the
@@ -159,6 +161,7 @@ class ClientSession:
         client_info: Implementation = _DEFAULT_CLIENT_INFO,
         capabilities: Mapping[str, Any] | None = None,
         request_timeout: float | None = 60.0,
+        connect_timeout: float | None = None,
         probe_timeout: float = 5.0,
         notification_handler: NotificationHandler | None = None,
         request_handler: RequestHandler | None = None,
@@ -169,6 +172,7 @@ class ClientSession:
         self._client_info = client_info
         self._capabilities = dict(capabilities or {})
         self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout if connect_timeout is not None else request_timeout
         self._probe_timeout = probe_timeout
         self._notification_handler = notification_handler
         self._request_handler = request_handler
@@ -331,7 +335,11 @@ class ClientSession:
         wait_for = self._request_timeout if isinstance(timeout, _Default) else timeout
         try:
             await self._transport.send(
-                Request(id=request_id, method=method, params=to_raw(body) if body or params is not None else UNSET)
+                Request(
+                    id=request_id,
+                    method=method,
+                    params=to_raw(body) if body or params is not None else UNSET,
+                )
             )
             with anyio.move_on_after(math.inf if wait_for is None else wait_for):
                 await pending.done.wait()
@@ -364,7 +372,9 @@ class ClientSession:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_NOTICE_TIMEOUT):
             try:
-                await self.notify("notifications/cancelled", {"requestId": request_id, "reason": reason})
+                await self.notify(
+                    "notifications/cancelled", {"requestId": request_id, "reason": reason}
+                )
             except TransportError as exc:
                 logger.debug("[%s] could not send cancellation: %s", self.name, exc)
 
@@ -378,7 +388,9 @@ class ClientSession:
         """Check that the server answers (handshake era; modern servers have no ping)."""
         await self.request("ping")
 
-    async def list_all(self, method: str, key: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    async def list_all(
+        self, method: str, key: str, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Collect every item of a paginated list method (``tools/list`` → ``tools``).
 
         Raises:
@@ -396,7 +408,9 @@ class ClientSession:
             page = from_raw(raw, dict[str, Any])
             chunk = page.get(key, [])
             if not isinstance(chunk, list) or not all(isinstance(item, dict) for item in chunk):
-                raise InvalidRequest(f"{self.name}: {method} result has no list of objects under {key!r}")
+                raise InvalidRequest(
+                    f"{self.name}: {method} result has no list of objects under {key!r}"
+                )
             items.extend(chunk)
             cursor = from_raw(raw, _ListPage).next_cursor
             if not cursor:
@@ -453,14 +467,18 @@ class ClientSession:
                         ) from exc
                 if self._mode == "modern":
                     raise NegotiationError(f"{self.name}: server/discover failed: {exc}") from exc
-                logger.debug("[%s] server/discover refused (%s): handshake-era server", self.name, exc)
+                logger.debug(
+                    "[%s] server/discover refused (%s): handshake-era server", self.name, exc
+                )
                 await self._initialize()
                 return
             try:
                 result = from_raw(raw, DiscoverResult)
             except InvalidRequest as exc:
                 if self._mode == "modern":
-                    raise NegotiationError(f"{self.name}: malformed server/discover result: {exc}") from exc
+                    raise NegotiationError(
+                        f"{self.name}: malformed server/discover result: {exc}"
+                    ) from exc
                 await self._initialize()
                 return
             mutual = [v for v in MODERN_VERSIONS if v in result.supported_versions]
@@ -478,7 +496,7 @@ class ClientSession:
     async def _discover(self, version: str) -> Raw:
         meta = self._meta_for(version)
         self._transport.set_protocol_version(version)
-        timeout = self._probe_timeout if self._mode == "auto" else self._request_timeout
+        timeout = self._probe_timeout if self._mode == "auto" else self._connect_timeout
         return await self.request("server/discover", {"_meta": meta}, timeout=timeout)
 
     def _meta_for(self, version: str) -> dict[str, Any]:
@@ -527,7 +545,7 @@ class ClientSession:
             "capabilities": self._capabilities,
             "clientInfo": msgspec.to_builtins(self._client_info),
         }
-        raw = await self.request("initialize", params)
+        raw = await self.request("initialize", params, timeout=self._connect_timeout)
         try:
             result = from_raw(raw, InitializeResult)
         except InvalidRequest as exc:
@@ -539,7 +557,9 @@ class ClientSession:
             )
         self._protocol_version = result.protocol_version
         self._server_capabilities = result.capabilities
-        self._server_info = result.server_info if isinstance(result.server_info, Implementation) else None
+        self._server_info = (
+            result.server_info if isinstance(result.server_info, Implementation) else None
+        )
         self._instructions = result.instructions if isinstance(result.instructions, str) else None
         self._transport.set_protocol_version(result.protocol_version)
         await self.notify("notifications/initialized")
@@ -608,14 +628,18 @@ class ClientSession:
         elif self._request_handler is None:
             reply = ErrorResponse(
                 id=request.id,
-                error=ErrorObject(code=METHOD_NOT_FOUND, message=f"Method not found: {request.method}"),
+                error=ErrorObject(
+                    code=METHOD_NOT_FOUND, message=f"Method not found: {request.method}"
+                ),
             )
         else:
             try:
                 reply = Response(id=request.id, result=to_raw(await self._request_handler(request)))
             except RpcError as exc:
                 data = to_raw(exc.data) if exc.data is not None else UNSET
-                reply = ErrorResponse(id=request.id, error=ErrorObject(code=exc.code, message=exc.message, data=data))
+                reply = ErrorResponse(
+                    id=request.id, error=ErrorObject(code=exc.code, message=exc.message, data=data)
+                )
         try:
             await self._transport.send(reply)
         except TransportError as exc:
@@ -628,4 +652,3 @@ def _supported_versions(data: Any) -> list[str]:
         if isinstance(supported, list):
             return [v for v in supported if isinstance(v, str)]
     return []
-

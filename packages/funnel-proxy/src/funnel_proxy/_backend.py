@@ -1,0 +1,362 @@
+"""One backend MCP server, kept connected by its own supervisor task.
+
+Theory of operation: :meth:`Backend.run` loops for the funnel's lifetime. Each turn it
+builds a fresh transport, opens a :class:`~funnel_transports.ClientSession`, lists the
+server's tools, prompts, resources and resource templates (every page), publishes them,
+and then waits until the session ends (the process exits, the connection drops) or a
+reconnect is asked for. It then waits the next :class:`~funnel_transports.Backoff`
+delay and tries again, also after a failed first connect. The attempts are reset by
+every successful connect; when they run out the backend is ``failed`` until someone asks
+for a reconnect.
+
+A backend's ``list_changed`` notification makes it re-list that kind and publish the new
+list; the funnel coalesces publications into one downstream notification.
+
+Statuses: ``connecting`` (first attempt), ``connected``, ``reconnecting`` (waiting to
+retry or retrying), ``auth_required`` (an HTTP server wants authorization),
+``failed`` (gave up), ``disabled`` (configured off, or its transport not available).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import anyio
+from msgspec import Raw
+
+from funnel_proxy._errors import BackendUnavailable
+from funnel_proxy._models import FunnelConfig, ServerConfig, StdioTransport
+from funnel_transports import (
+    AuthRequired,
+    ClientSession,
+    Implementation,
+    Notification,
+    ProgressHandler,
+    RpcError,
+    Transport,
+    TransportError,
+)
+from funnel_transports import (
+    StdioTransport as StdioClientTransport,
+)
+
+__all__ = ["Backend", "BackendState", "BackendStatus"]
+
+logger = logging.getLogger("funnel_proxy.backend")
+
+BackendStatus: TypeAlias = Literal[
+    "connecting", "connected", "reconnecting", "auth_required", "failed", "disabled"
+]
+
+#: The lists a backend publishes: result key → (list method, capability).
+LISTS: dict[str, tuple[str, str]] = {
+    "tools": ("tools/list", "tools"),
+    "prompts": ("prompts/list", "prompts"),
+    "resources": ("resources/list", "resources"),
+    "resourceTemplates": ("resources/templates/list", "resources"),
+}
+_LIST_CHANGED: dict[str, tuple[str, ...]] = {
+    "notifications/tools/list_changed": ("tools",),
+    "notifications/prompts/list_changed": ("prompts",),
+    "notifications/resources/list_changed": ("resources", "resourceTemplates"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendState:
+    """A snapshot of one backend, safe to hand to the web app or a status table.
+
+    Attributes:
+        name: The server's name.
+        transport: The transport type (``stdio``, ``streamable-http``, ``sse``, ``websocket``).
+        status: The status, see the module documentation.
+        error: The last error, when there is one (never contains a secret).
+        since: When the status last changed (seconds since the epoch).
+        connected_at: When the current connection was made.
+        attempt: Reconnect attempts since the last successful connect.
+        next_retry_in: Seconds until the next attempt, while waiting for one.
+        protocol_version: The negotiated MCP version while connected.
+        lists: The backend's tools, prompts, resources and resource templates.
+        authorize_url: Where a person can authorize this backend (``auth_required``).
+    """
+
+    name: str
+    transport: str
+    status: BackendStatus
+    error: str | None = None
+    since: float = 0.0
+    connected_at: float | None = None
+    attempt: int = 0
+    next_retry_in: float | None = None
+    protocol_version: str | None = None
+    lists: Mapping[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+    authorize_url: str | None = None
+
+    @property
+    def tools(self) -> tuple[dict[str, Any], ...]:
+        """The backend's tools as it listed them."""
+        return self.lists.get("tools", ())
+
+
+Listener: TypeAlias = Callable[["BackendState", frozenset[str]], None]
+"""Called with the new state and which lists changed (empty: status only)."""
+
+
+def transport_type(server: ServerConfig) -> str:
+    """The ``type`` tag of a server's transport (``stdio``, ``streamable-http``, …)."""
+    return str(server.transport.__struct_config__.tag)
+
+
+class Backend:
+    """Supervises the connection to one backend server.
+
+    Args:
+        server: The server's configuration.
+        config: The whole configuration (reconnect policy, env passthrough, secrets).
+        environ: The environment ``${VAR}`` references and passthrough read from.
+        base_dir: Directory relative paths in the config are resolved against.
+        listener: Told about every state change.
+        client_info: Name and version announced to the server.
+        connect_timeout: Seconds one connect attempt (start, negotiate, list) may take.
+    """
+
+    def __init__(
+        self,
+        server: ServerConfig,
+        config: FunnelConfig,
+        *,
+        environ: Mapping[str, str],
+        base_dir: Path,
+        listener: Listener,
+        client_info: Implementation,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self._server = server
+        self._config = config
+        self._environ = environ
+        self._base_dir = base_dir
+        self._listener = listener
+        self._client_info = client_info
+        self._connect_timeout = connect_timeout
+        self._session: ClientSession | None = None
+        self._wake = anyio.Event()
+        self._state = BackendState(
+            name=server.name,
+            transport=transport_type(server),
+            status="disabled" if server.disabled else "connecting",
+            since=time.time(),
+        )
+
+    @property
+    def name(self) -> str:
+        """The server's name."""
+        return self._server.name
+
+    @property
+    def state(self) -> BackendState:
+        """The current state snapshot."""
+        return self._state
+
+    def reconnect(self) -> None:
+        """Drop the current connection (if any) and connect again now."""
+        self._wake.set()
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        on_progress: ProgressHandler | None = None,
+        timeout: float | None = None,
+    ) -> Raw:
+        """Forward a request to the backend.
+
+        Raises:
+            BackendUnavailable: The backend is not connected (the message says why).
+            RpcError: The backend answered with an error.
+            TransportError: The call failed on the way (connection lost, timeout).
+        """
+        session = self._session
+        if session is None or session.closed:
+            raise BackendUnavailable(self.name, self._state.status, self._state.error)
+        if timeout is None:
+            return await session.request(method, params, on_progress=on_progress)
+        return await session.request(method, params, on_progress=on_progress, timeout=timeout)
+
+    # ------------------------------------------------------------------ supervision
+
+    async def run(self) -> None:
+        """Keep the backend connected until cancelled."""
+        if self._server.disabled:
+            self._publish(status="disabled", error="disabled in the configuration")
+            return
+        policy = self._config.auto_reconnect
+        delays = policy.backoff().delays() if policy.enabled else iter(())
+        attempt = 0
+        while True:
+            self._wake = anyio.Event()
+            connected = await self._connect_once()
+            if connected:
+                attempt = 0
+                delays = policy.backoff().delays() if policy.enabled else iter(())
+            if self._state.status == "auth_required":
+                await self._wake.wait()
+                continue
+            delay = next(delays, None)
+            if delay is None:
+                if self._state.status != "failed":
+                    self._publish(
+                        status="failed",
+                        error=self._state.error,
+                        next_retry_in=None,
+                    )
+                    logger.warning("[%s] giving up: %s", self.name, self._state.error)
+                await self._wake.wait()
+                delays = policy.backoff().delays() if policy.enabled else iter(())
+                attempt = 0
+                continue
+            attempt += 1
+            self._publish(
+                status="reconnecting", attempt=attempt, next_retry_in=delay, error=self._state.error
+            )
+            logger.info("[%s] reconnecting in %.1f s (attempt %d)", self.name, delay, attempt)
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+
+    async def _connect_once(self) -> bool:
+        """One connection's whole life. Returns whether it got connected at all."""
+        try:
+            transport = self._make_transport()
+        except BackendUnavailable as exc:
+            self._publish(status="failed", error=exc.reason)
+            return False
+        connected = False
+        try:
+            session = ClientSession(
+                transport,
+                client_info=self._client_info,
+                connect_timeout=self._connect_timeout,
+                notification_handler=self._on_notification,
+            )
+            async with transport, session:
+                try:
+                    with anyio.fail_after(self._connect_timeout):
+                        lists = await self._list_all(session)
+                    self._session = session
+                    connected = True
+                    self._publish(
+                        status="connected",
+                        error=None,
+                        connected_at=time.time(),
+                        attempt=0,
+                        next_retry_in=None,
+                        protocol_version=session.protocol_version,
+                        lists=lists,
+                        changed=frozenset(lists),
+                    )
+                    logger.info("[%s] connected: %d tools", self.name, len(lists.get("tools", ())))
+                    await self._watch(session)
+                finally:
+                    self._session = None
+        except AuthRequired as exc:
+            self._publish(
+                status="auth_required", error=str(exc), lists={}, changed=frozenset(LISTS)
+            )
+            return connected
+        except (TransportError, TimeoutError, OSError) as exc:
+            error = "timed out connecting" if isinstance(exc, TimeoutError) else str(exc)
+            self._publish(status=self._state.status, error=error)
+        if connected:
+            # The tools of a disconnected backend are gone until it is back.
+            self._publish(
+                status="reconnecting", lists={}, changed=frozenset(LISTS), error=self._state.error
+            )
+        return connected
+
+    async def _watch(self, session: ClientSession) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def on_wake() -> None:
+                await self._wake.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_wake)
+            reason = await session.wait_closed()
+            tg.cancel_scope.cancel()
+        if self._wake.is_set():
+            self._publish(status=self._state.status, error="reconnect requested")
+        elif reason is not None:
+            self._publish(status=self._state.status, error=str(reason))
+            logger.warning("[%s] disconnected: %s", self.name, reason)
+
+    async def _list_all(self, session: ClientSession) -> dict[str, tuple[dict[str, Any], ...]]:
+        lists: dict[str, tuple[dict[str, Any], ...]] = {}
+        for key in LISTS:
+            lists[key] = await self._list(session, key)
+        return lists
+
+    async def _list(self, session: ClientSession, key: str) -> tuple[dict[str, Any], ...]:
+        method, capability = LISTS[key]
+        if capability not in session.server_capabilities:
+            return ()
+        try:
+            return tuple(await session.list_all(method, key))
+        except RpcError as exc:
+            # A server may declare a capability and still not implement every list.
+            logger.info("[%s] %s failed: %s", self.name, method, exc)
+            return ()
+
+    async def _on_notification(self, message: Notification) -> None:
+        keys = _LIST_CHANGED.get(message.method)
+        session = self._session
+        if not keys or session is None:
+            return
+        lists = dict(self._state.lists)
+        try:
+            for key in keys:
+                lists[key] = await self._list(session, key)
+        except TransportError as exc:
+            logger.info("[%s] re-listing after %s failed: %s", self.name, message.method, exc)
+            return
+        self._publish(status=self._state.status, lists=lists, changed=frozenset(keys))
+
+    # ------------------------------------------------------------------ transports
+
+    def _make_transport(self) -> Transport:
+        transport = self._server.transport
+        if isinstance(transport, StdioTransport):
+            from funnel_proxy._environment import build_server_env
+
+            env = build_server_env(
+                self._server, self._config, environ=self._environ, base_dir=self._base_dir
+            )
+            return StdioClientTransport(
+                transport.command,
+                transport.args,
+                env=env,
+                cwd=transport.cwd or os.fspath(self._base_dir),
+                name=self.name,
+            )
+        raise BackendUnavailable(
+            self.name,
+            "failed",
+            f"the {transport_type(self._server)} transport is not available in this version of funnel yet",
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def _publish(
+        self, *, status: BackendStatus, changed: frozenset[str] = frozenset(), **fields: Any
+    ) -> None:
+        previous = self._state
+        new = replace(previous, status=status, **fields)
+        if new.status != previous.status:
+            new = replace(new, since=time.time())
+        self._state = new
+        self._listener(new, changed)

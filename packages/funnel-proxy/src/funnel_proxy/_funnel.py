@@ -1,0 +1,396 @@
+"""The funnel: many backends behind one filtered, namespaced surface.
+
+Theory of operation: entering a :class:`Funnel` starts one supervisor task per backend
+(:class:`~funnel_proxy._backend.Backend`), all at once, and waits until each has either
+connected or failed its first attempt, bounded by ``ready_timeout``: start-up costs about
+the slowest backend, never the sum, and a broken backend never holds up the others.
+
+Every backend change (status, or one of its lists) rebuilds the :class:`Surface`, an
+immutable snapshot of every tool, prompt and resource with its exposed name, owner and
+visibility. Readers (``tools/list``, a call being routed) take the current snapshot
+without locks. List changes are coalesced: a burst of backend notifications becomes one
+:class:`FunnelEvent` of kind ``list_changed`` for subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from msgspec import Raw
+
+from funnel_proxy._backend import Backend, BackendState
+from funnel_proxy._errors import BackendUnavailable, ToolNotFound
+from funnel_proxy._models import FunnelConfig
+from funnel_proxy._names import NameTable, namespaced_name
+from funnel_proxy._visibility import Reason, VisibilityPolicy
+from funnel_transports import Implementation, ProgressHandler
+
+__all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
+
+logger = logging.getLogger("funnel_proxy")
+
+_COALESCE_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEntry:
+    """One backend tool as the funnel sees it.
+
+    Attributes:
+        name: The exposed name (``server__tool``, or a stable alias).
+        server: The backend that owns it.
+        original: The tool's name on its backend.
+        definition: The backend's tool definition, with ``name`` replaced by ``name``.
+        exposed: Whether ``tools/list`` shows it.
+        reason: Why it is exposed or not.
+    """
+
+    name: str
+    server: str
+    original: str
+    definition: Mapping[str, Any]
+    exposed: bool
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelEvent:
+    """Something subscribers may want to hear about.
+
+    Attributes:
+        kind: ``status`` (a backend's status changed) or ``list_changed``.
+        state: The backend's new state (``status`` events).
+        lists: Which lists changed (``list_changed`` events): ``tools``, ``prompts``,
+            ``resources``.
+    """
+
+    kind: Literal["status", "list_changed"]
+    state: BackendState | None = None
+    lists: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """An immutable snapshot of everything the funnel offers."""
+
+    tools: tuple[ToolEntry, ...] = ()
+    by_name: Mapping[str, ToolEntry] = field(default_factory=dict)
+    prompts: tuple[dict[str, Any], ...] = ()
+    prompt_owner: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    resources: tuple[dict[str, Any], ...] = ()
+    resource_templates: tuple[dict[str, Any], ...] = ()
+    resource_owner: Mapping[str, str] = field(default_factory=dict)
+    template_prefixes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def exposed_tools(self) -> list[dict[str, Any]]:
+        """Definitions of the exposed tools, in a deterministic order."""
+        return [dict(entry.definition) for entry in self.tools if entry.exposed]
+
+    def owner_of_resource(self, uri: str) -> str | None:
+        """The backend serving ``uri``: listed resources first, then templates by prefix."""
+        owner = self.resource_owner.get(uri)
+        if owner is not None:
+            return owner
+        return next(
+            (server for prefix, server in self.template_prefixes if uri.startswith(prefix)), None
+        )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("funnel-proxy")
+    except PackageNotFoundError:  # running from a source tree without metadata
+        return "0"
+
+
+class Funnel:
+    """Connects to every configured backend and serves their union.
+
+    Args:
+        config: The configuration.
+        environ: Environment for ``${VAR}`` resolution and stdio passthrough
+            (default: this process's).
+        base_dir: Directory relative config paths are resolved against.
+        client_info: Name and version announced to backends.
+        ready_timeout: Seconds entering waits for backends' first attempts.
+        connect_timeout: Seconds one backend connect attempt may take.
+    """
+
+    def __init__(
+        self,
+        config: FunnelConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        base_dir: Path | None = None,
+        client_info: Implementation | None = None,
+        ready_timeout: float = 30.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self._environ = dict(os.environ if environ is None else environ)
+        self._base_dir = base_dir or Path.cwd()
+        self._client_info = client_info or Implementation(name="funnel", version=_version())
+        self._ready_timeout = ready_timeout
+        self._connect_timeout = connect_timeout
+        self.policy = VisibilityPolicy(config)
+        self._enabled: set[str] = set()
+        self._backends: dict[str, Backend] = {}
+        self._surface = Surface()
+        self._dirty: set[str] = set()
+        self._changed = anyio.Event()
+        self._settled = anyio.Event()
+        self._subscribers: list[MemoryObjectSendStream[FunnelEvent]] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        for server in self.config.servers:
+            backend = Backend(
+                server,
+                self.config,
+                environ=self._environ,
+                base_dir=self._base_dir,
+                listener=self._on_backend_change,
+                client_info=self._client_info,
+                connect_timeout=self._connect_timeout,
+            )
+            self._backends[server.name] = backend
+        for backend in self._backends.values():
+            self._task_group.start_soon(backend.run, name=f"backend {backend.name}")
+        self._task_group.start_soon(self._coalesce)
+        self._check_settled()
+        with anyio.move_on_after(self._ready_timeout):
+            await self._settled.wait()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Disconnect every backend (their processes are stopped, bounded)."""
+        if self._task_group is None:
+            return
+        task_group, self._task_group = self._task_group, None
+        task_group.cancel_scope.cancel()
+        await task_group.__aexit__(None, None, None)
+        for stream in self._subscribers:
+            stream.close()
+        self._subscribers.clear()
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def surface(self) -> Surface:
+        """The current snapshot of tools, prompts and resources."""
+        return self._surface
+
+    def states(self) -> list[BackendState]:
+        """Every backend's state, in configuration order."""
+        return [backend.state for backend in self._backends.values()]
+
+    def reconnect(self, server: str) -> None:
+        """Reconnect one backend now.
+
+        Raises:
+            KeyError: There is no backend of that name.
+        """
+        self._backends[server].reconnect()
+
+    @asynccontextmanager
+    async def events(self) -> AsyncIterator[MemoryObjectReceiveStream[FunnelEvent]]:
+        """Subscribe to status and list-change events for the duration of the block."""
+        send, receive = anyio.create_memory_object_stream[FunnelEvent](math.inf)
+        self._subscribers.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            if send in self._subscribers:
+                self._subscribers.remove(send)
+            send.close()
+
+    def enable_tools(self, names: Iterable[str]) -> list[str]:
+        """Expose registered tools dynamically (discovery, toolsets); returns the newly enabled."""
+        added = [
+            name for name in names if name in self._surface.by_name and name not in self._enabled
+        ]
+        if added:
+            self._enabled.update(added)
+            self._rebuild()
+            self._mark_dirty({"tools"})
+        return added
+
+    # ------------------------------------------------------------------ routing
+
+    def resolve_tool(self, name: str, *, include_hidden: bool = False) -> ToolEntry:
+        """The registered tool called ``name``.
+
+        Args:
+            name: The exposed name.
+            include_hidden: Also find registered tools that are not exposed (the bridge).
+
+        Raises:
+            ToolNotFound: No such tool (or it is not exposed and ``include_hidden`` is off).
+        """
+        entry = self._surface.by_name.get(name)
+        if entry is None or not (entry.exposed or include_hidden):
+            raise ToolNotFound(name)
+        return entry
+
+    async def call_tool(
+        self,
+        entry: ToolEntry,
+        arguments: Raw | Mapping[str, Any] | None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Raw:
+        """Call a resolved tool on its backend and return the raw result.
+
+        Raises:
+            BackendUnavailable: Its backend is not connected.
+            RpcError: The backend answered with an error.
+            TransportError: The call failed on the way.
+        """
+        params: dict[str, Any] = {"name": entry.original}
+        if arguments is not None:
+            params["arguments"] = arguments
+        if meta:
+            params["_meta"] = dict(meta)
+        return await self._backend(entry.server).request(
+            "tools/call", params, on_progress=on_progress
+        )
+
+    async def forward(
+        self,
+        server: str,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        on_progress: ProgressHandler | None = None,
+    ) -> Raw:
+        """Forward any request to one backend (prompts, resources, completion)."""
+        return await self._backend(server).request(method, params, on_progress=on_progress)
+
+    def _backend(self, server: str) -> Backend:
+        backend = self._backends.get(server)
+        if backend is None:
+            raise BackendUnavailable(server, "unknown")
+        return backend
+
+    # ------------------------------------------------------------------ changes
+
+    def _on_backend_change(self, state: BackendState, changed: frozenset[str]) -> None:
+        self._publish(FunnelEvent(kind="status", state=state))
+        if changed:
+            self._rebuild()
+            self._mark_dirty(
+                {"resources" if key == "resourceTemplates" else key for key in changed}
+            )
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        if all(backend.state.status != "connecting" for backend in self._backends.values()):
+            self._settled.set()
+
+    def _mark_dirty(self, kinds: set[str]) -> None:
+        self._dirty |= kinds
+        self._changed.set()
+
+    async def _coalesce(self) -> None:
+        while True:
+            await self._changed.wait()
+            # Let a burst (several backends reconnecting, a backend re-listing three
+            # kinds) settle into one notification.
+            await anyio.sleep(_COALESCE_SECONDS)
+            self._changed = anyio.Event()
+            kinds, self._dirty = frozenset(self._dirty), set()
+            if kinds:
+                self._publish(FunnelEvent(kind="list_changed", lists=kinds))
+
+    def _publish(self, event: FunnelEvent) -> None:
+        for stream in list(self._subscribers):
+            try:
+                stream.send_nowait(event)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._subscribers.remove(stream)
+
+    # ------------------------------------------------------------------ the surface
+
+    def _rebuild(self) -> None:
+        states = [backend.state for backend in self._backends.values()]
+        tool_defs = {
+            (state.name, str(tool.get("name"))): tool
+            for state in states
+            for tool in state.tools
+            if isinstance(tool.get("name"), str)
+        }
+        table = NameTable(tool_defs)
+        tools: list[ToolEntry] = []
+        for name, (server, original) in table.items():
+            plain = namespaced_name(server, original)
+            verdict = self.policy.decide(
+                plain, enabled=self._enabled, alias=name if name != plain else None
+            )
+            if not verdict.registered:
+                continue
+            definition = {**tool_defs[(server, original)], "name": name}
+            tools.append(
+                ToolEntry(name, server, original, definition, verdict.exposed, verdict.reason)
+            )
+        prompts: list[dict[str, Any]] = []
+        prompt_owner: dict[str, tuple[str, str]] = {}
+        resources: list[dict[str, Any]] = []
+        templates: list[dict[str, Any]] = []
+        resource_owner: dict[str, str] = {}
+        prefixes: list[tuple[str, str]] = []
+        for state in sorted(states, key=lambda s: s.name):
+            for prompt in state.lists.get("prompts", ()):
+                original = str(prompt.get("name", ""))
+                exposed_name = f"{state.name}__{original}"
+                prompt_owner[exposed_name] = (state.name, original)
+                prompts.append({**prompt, "name": exposed_name})
+            for resource in state.lists.get("resources", ()):
+                uri = resource.get("uri")
+                if isinstance(uri, str) and uri not in resource_owner:
+                    resource_owner[uri] = state.name
+                    resources.append(dict(resource))
+            for template in state.lists.get("resourceTemplates", ()):
+                uri_template = template.get("uriTemplate")
+                if isinstance(uri_template, str):
+                    templates.append(dict(template))
+                    prefixes.append((uri_template.split("{", 1)[0], state.name))
+        # Longest prefix first, so the most specific template wins.
+        prefixes.sort(key=lambda item: -len(item[0]))
+        self._surface = Surface(
+            tools=tuple(tools),
+            by_name={entry.name: entry for entry in tools},
+            prompts=tuple(prompts),
+            prompt_owner=prompt_owner,
+            resources=tuple(resources),
+            resource_templates=tuple(templates),
+            resource_owner=resource_owner,
+            template_prefixes=tuple(prefix for prefix in prefixes if prefix[0]),
+        )

@@ -1,0 +1,113 @@
+"""End to end: the official MCP SDK client drives ``funnel-server --stdio`` with real
+servers behind it (server-everything and server-memory from npm, an SDK server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+pytestmark = pytest.mark.anyio
+
+FUNNEL = str(Path(sys.executable).with_name("funnel-server"))
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / ".mcp-funnel.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def params(config: Path, tmp_path: Path) -> StdioServerParameters:
+    env = {
+        "PATH": os.environ["PATH"],
+        "MCP_FUNNEL_HOME": str(tmp_path / "home"),
+        "FUNNEL_LOG_LEVEL": "WARNING",
+    }
+    return StdioServerParameters(
+        command=FUNNEL, args=["--stdio", "--config", str(config)], env=env, cwd=str(tmp_path)
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path, everything_js: Path, memory_js: Path, servers_dir: Path) -> Path:
+    return write_config(
+        tmp_path,
+        {
+            "servers": {
+                "everything": {"command": "node", "args": [str(everything_js), "stdio"]},
+                "memory": {
+                    "command": "node",
+                    "args": [str(memory_js)],
+                    "env": {"MEMORY_FILE_PATH": str(tmp_path / "memory.jsonl")},
+                },
+                "sdk": {"command": sys.executable, "args": [str(servers_dir / "sdk_server.py")]},
+            },
+            "hideTools": ["everything__get-env", "everything__toggle-*"],
+        },
+    )
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_an_sdk_client_lists_and_calls_namespaced_tools_through_the_funnel(
+    config: Path, tmp_path: Path, mode: str
+) -> None:
+    async with Client(params(config, tmp_path), mode=mode) as client:  # type: ignore[arg-type]
+        names = [tool.name for tool in (await client.list_tools()).tools]
+        assert {"everything__echo", "memory__create_entities", "sdk__add"} <= set(names)
+        assert names == sorted(names), "tools are listed in a deterministic order"
+        assert "everything__get-env" not in names
+        assert not any(name.startswith("everything__toggle-") for name in names)
+
+        echo = await client.call_tool("everything__echo", {"message": "through the funnel"})
+        assert echo.content[0].text == "Echo: through the funnel"  # type: ignore[union-attr]
+        added = await client.call_tool("sdk__add", {"a": 20, "b": 22})
+        assert added.content[0].text == "42"  # type: ignore[union-attr]
+
+        entity = {"name": "funnel", "entityType": "project", "observations": ["proxies MCP"]}
+        await client.call_tool("memory__create_entities", {"entities": [entity]})
+        graph = await client.call_tool("memory__read_graph", {})
+        assert "proxies MCP" in graph.content[0].text  # type: ignore[union-attr]
+
+        prompts = [prompt.name for prompt in (await client.list_prompts()).prompts]
+        assert "sdk__greeting" in prompts
+        greeting = await client.get_prompt("sdk__greeting", {"name": "Ada"})
+        assert "Hello, Ada!" in json.dumps(greeting.model_dump(mode="json"))
+        memo = await client.read_resource("memo://hello")
+        assert memo.contents[0].text == "hello from the sdk peer"  # type: ignore[union-attr]
+
+
+async def test_hidden_and_unknown_tools_cannot_be_called(config: Path, tmp_path: Path) -> None:
+    async with Client(params(config, tmp_path), mode="legacy") as client:
+        for name in ("everything__get-env", "nobody__nothing"):
+            # MCP answers an unknown tool with a protocol error (-32602), not a tool result.
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool(name, {})
+            assert caught.value.error.code == -32602
+            assert caught.value.error.message == f"Tool not found: {name}"
+        # The session survives the errors.
+        assert (await client.call_tool("everything__echo", {"message": "ok"})).content[0].text == "Echo: ok"  # type: ignore[union-attr]
+
+
+async def test_a_backend_that_cannot_start_does_not_stop_the_others(
+    tmp_path: Path, servers_dir: Path
+) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "servers": {
+                "ghost": {"command": "no-such-mcp-server-binary"},
+                "sdk": {"command": sys.executable, "args": [str(servers_dir / "sdk_server.py")]},
+            }
+        },
+    )
+    async with Client(params(config, tmp_path), mode="legacy") as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert "sdk__echo" in names
+        assert not any(name.startswith("ghost__") for name in names)
