@@ -186,6 +186,11 @@ class StreamableHttpTransport(HttpTransportBase):
             if self._modern:
                 # 2026-07-28: closing the response stream *is* the cancellation.
                 return
+        if isinstance(message, Request) and message.method == "initialize":
+            # A handshake starts afresh: no version header until it is negotiated (a
+            # session may have tried 2026-07-28 first), and a new session.
+            self._protocol_version = None
+            self._session_id = None
         headers = self._request_headers(
             {"Accept": _POST_ACCEPT, "Content-Type": JSON_CONTENT_TYPE},
             message_headers(

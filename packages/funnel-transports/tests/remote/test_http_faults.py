@@ -289,3 +289,18 @@ async def test_legacy_sse_refused_get_is_typed(servers: Any, apps: Any) -> None:
         with anyio.fail_after(5), pytest.raises(HttpStatusError) as caught:
             await transport.__aenter__()
         assert caught.value.status == 404
+
+
+async def test_initialize_after_a_modern_probe_starts_a_clean_handshake(
+    servers: Any, apps: Any, wire: Any
+) -> None:
+    app = apps.FaultApp()
+    async with servers.streamable(app, get_stream=False) as transport:
+        transport.set_protocol_version("2026-07-28")  # what an auto-mode session probes with
+        await wire.handshake(transport)
+        assert transport.session_id == "s-1"
+        await wire.call(transport, "tools/call", call("echo"))
+    initialize, initialized, echo = app.requests
+    assert "mcp-protocol-version" not in initialize["headers"]
+    assert initialized["headers"]["mcp-protocol-version"] == "2025-11-25"
+    assert echo["headers"]["mcp-session-id"] == "s-1"
