@@ -153,6 +153,11 @@ async def test_well_known_urls_are_tried_in_spec_order_without_resource_metadata
     assert params["scope"] == "read"
     assert params["resource"] == MCP
     assert params["client_id"] == "dyn-client"
+    [register] = [r for r in world.requests if r.url.path.endswith("/register")]
+    body = json.loads(register.content)
+    assert body["application_type"] == "native"
+    assert body["redirect_uris"] == ["http://localhost:3456/api/oauth/callback"]
+    assert "refresh_token" in body["grant_types"]
 
 
 async def test_the_challenges_resource_metadata_url_is_used_first() -> None:
@@ -211,6 +216,20 @@ async def test_a_server_without_resource_metadata_uses_as_metadata_at_its_origin
     )
     url = await required(code_auth(world), world)
     assert url.startswith(origin + "/oauth/authorize?")
+
+
+async def test_without_any_registration_method_the_error_says_what_to_configure() -> None:
+    from funnel_auth import RegistrationError
+
+    world = World()
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc(
+        registration_endpoint=None
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(world.handle), auth=code_auth(world)
+    ) as client:
+        with pytest.raises(RegistrationError, match="clientId"):
+            await client.post(MCP, json={})
 
 
 async def test_a_client_id_metadata_document_is_used_where_supported_instead_of_registering() -> (
@@ -400,4 +419,21 @@ def test_bad_configurations_fail_early() -> None:
             server_name="x",
             server_url=MCP,
         )
-    assert json.dumps(None) == "null"
+
+
+async def test_stored_tokens_for_another_resource_are_never_sent() -> None:
+    world = World()
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    store = MemoryTokenStore()
+    auth = code_auth(world, store)
+    params = query(await required(auth, world))
+    await auth.complete(params["state"], "the-code", None)
+    assert await code_auth(world, store).get_tokens() is not None
+    moved = create_auth(
+        OAuth2AuthorizationCode(),
+        server_name="demo",
+        server_url="https://elsewhere.example/mcp",
+        store=store,
+    )
+    assert isinstance(moved, AuthorizationCodeAuth)
+    assert await moved.get_tokens() is None
