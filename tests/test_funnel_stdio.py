@@ -61,7 +61,14 @@ async def test_an_sdk_client_lists_and_calls_namespaced_tools_through_the_funnel
     async with Client(params(config, tmp_path), mode=mode) as client:  # type: ignore[arg-type]
         names = [tool.name for tool in (await client.list_tools()).tools]
         assert {"everything__echo", "memory__create_entities", "sdk__add"} <= set(names)
-        assert names == sorted(names), "tools are listed in a deterministic order"
+        backend_tools = [name for name in names if "__" in name]
+        assert backend_tools == sorted(backend_tools), "tools are listed in a deterministic order"
+        assert names[: -len(backend_tools)] == [
+            "bridge_tool_request",
+            "discover_tools_by_words",
+            "get_tool_schema",
+            "load_toolset",
+        ]
         assert "everything__get-env" not in names
         assert not any(name.startswith("everything__toggle-") for name in names)
 
@@ -92,7 +99,9 @@ async def test_hidden_and_unknown_tools_cannot_be_called(config: Path, tmp_path:
             assert caught.value.error.code == -32602
             assert caught.value.error.message == f"Tool not found: {name}"
         # The session survives the errors.
-        assert (await client.call_tool("everything__echo", {"message": "ok"})).content[0].text == "Echo: ok"  # type: ignore[union-attr]
+        assert (await client.call_tool("everything__echo", {"message": "ok"})).content[
+            0
+        ].text == "Echo: ok"  # type: ignore[union-attr]
 
 
 async def test_a_backend_that_cannot_start_does_not_stop_the_others(
@@ -111,3 +120,30 @@ async def test_a_backend_that_cannot_start_does_not_stop_the_others(
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert "sdk__echo" in names
         assert not any(name.startswith("ghost__") for name in names)
+
+
+async def test_a_stdio_backend_sees_only_the_environment_it_was_given(
+    tmp_path: Path, everything_js: Path
+) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "servers": {
+                "everything": {
+                    "command": "node",
+                    "args": [str(everything_js), "stdio"],
+                    "env": {"GRANTED": "yes"},
+                }
+            }
+        },
+    )
+    server = params(config, tmp_path)
+    assert server.env is not None
+    server.env["FUNNEL_PARENT_SECRET"] = "must-not-leak"
+    async with Client(server, mode="legacy") as client:
+        result = await client.call_tool("everything__get-env", {})
+    seen = result.content[0].text  # type: ignore[union-attr]
+    assert '"GRANTED": "yes"' in seen
+    assert "PATH" in seen
+    assert "FUNNEL_PARENT_SECRET" not in seen
+    assert "must-not-leak" not in seen

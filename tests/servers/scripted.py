@@ -9,6 +9,7 @@ Usage: ``python scripted.py BEHAVIOUR [...]`` with behaviours:
 - ``stubborn``: ignores stdin closing and SIGTERM (only SIGKILL ends it).
 - ``paged``: serves 25 tools over pages of 10.
 - ``env``: the tool ``env`` returns the environment it sees.
+- ``slow-start``: a normal server that takes 3 seconds before it reads anything.
 
 Every server answers ``server/discover`` with -32601 (it is handshake-era) and reports the
 ids of cancelled requests through the ``cancelled`` tool. Stdlib only; synchronous on
@@ -121,6 +122,8 @@ def handle(message: dict[str, object]) -> None:
 def main() -> None:
     if BEHAVIOUR == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if BEHAVIOUR == "slow-start":
+        time.sleep(3)
     sys.stderr.write(f"scripted server ({BEHAVIOUR}) ready\n")
     sys.stderr.flush()
     for line in sys.stdin:

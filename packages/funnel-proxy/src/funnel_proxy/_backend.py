@@ -273,10 +273,9 @@ class Backend:
             error = "timed out connecting" if isinstance(exc, TimeoutError) else str(exc)
             self._publish(status=self._state.status, error=error)
         if connected:
-            # The tools of a disconnected backend are gone until it is back.
-            self._publish(
-                status="reconnecting", lists={}, changed=frozenset(LISTS), error=self._state.error
-            )
+            # The tools of a disconnected backend leave the surface until it is back; their
+            # names are remembered so that calls say why they fail.
+            self._publish(status="reconnecting", changed=frozenset(LISTS), error=self._state.error)
         return connected
 
     async def _watch(self, session: ClientSession) -> None:

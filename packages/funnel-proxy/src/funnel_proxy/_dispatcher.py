@@ -208,7 +208,7 @@ class McpServerSession:
         if method == "ping":
             return Raw(b"{}")
         if method == "tools/list":
-            return self._list({"tools": self._funnel.surface.exposed_tools}, modern=modern)
+            return self._list({"tools": self._funnel.list_tools()}, modern=modern)
         if method == "tools/call":
             return await self._call_tool(request)
         if method == "prompts/list":
@@ -262,15 +262,17 @@ class McpServerSession:
         if not isinstance(request.params, Raw):
             raise _Failure(-32602, "Invalid params: tools/call needs a name")
         params = from_raw(request.params, _CallParams)
+        client_token = params.meta.get("progressToken") if isinstance(params.meta, dict) else None
+        on_progress = self._progress_forwarder(client_token) if client_token is not None else None
+        arguments = params.arguments if isinstance(params.arguments, Raw) else None
+        if self._funnel.core.offers(params.name):
+            return await self._funnel.core.call(params.name, arguments, on_progress=on_progress)
         entry = self._funnel.resolve_tool(params.name)
         meta = {
             key: value
             for key, value in (params.meta.items() if isinstance(params.meta, dict) else ())
             if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
         }
-        client_token = params.meta.get("progressToken") if isinstance(params.meta, dict) else None
-        on_progress = self._progress_forwarder(client_token) if client_token is not None else None
-        arguments = params.arguments if isinstance(params.arguments, Raw) else None
         return await self._funnel.call_tool(
             entry, arguments, meta=meta or None, on_progress=on_progress
         )

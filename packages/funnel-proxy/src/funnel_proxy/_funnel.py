@@ -30,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from msgspec import Raw
 
 from funnel_proxy._backend import Backend, BackendState
+from funnel_proxy._core_tools import CoreTools
 from funnel_proxy._errors import BackendUnavailable, ToolNotFound
 from funnel_proxy._models import FunnelConfig
 from funnel_proxy._names import NameTable, namespaced_name
@@ -92,6 +93,8 @@ class Surface:
     resource_templates: tuple[dict[str, Any], ...] = ()
     resource_owner: Mapping[str, str] = field(default_factory=dict)
     template_prefixes: tuple[tuple[str, str], ...] = ()
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+    """Last-known tool names of backends that are not connected → their server."""
 
     @property
     def exposed_tools(self) -> list[dict[str, Any]]:
@@ -106,6 +109,18 @@ class Surface:
         return next(
             (server for prefix, server in self.template_prefixes if uri.startswith(prefix)), None
         )
+
+
+def _differences(before: Surface, after: Surface) -> set[str]:
+    """Which lists a client sees differently (``tools``, ``prompts``, ``resources``)."""
+    kinds: set[str] = set()
+    if before.exposed_tools != after.exposed_tools:
+        kinds.add("tools")
+    if before.prompts != after.prompts:
+        kinds.add("prompts")
+    if (before.resources, before.resource_templates) != (after.resources, after.resource_templates):
+        kinds.add("resources")
+    return kinds
 
 
 def _version() -> str:
@@ -147,6 +162,7 @@ class Funnel:
         self._ready_timeout = ready_timeout
         self._connect_timeout = connect_timeout
         self.policy = VisibilityPolicy(config)
+        self.core = CoreTools(self)
         self._enabled: set[str] = set()
         self._backends: dict[str, Backend] = {}
         self._surface = Surface()
@@ -231,6 +247,10 @@ class Funnel:
                 self._subscribers.remove(send)
             send.close()
 
+    def list_tools(self) -> list[dict[str, Any]]:
+        """What ``tools/list`` answers: the enabled core tools, then the exposed tools."""
+        return self.core.definitions() + self._surface.exposed_tools
+
     def enable_tools(self, names: Iterable[str]) -> list[str]:
         """Expose registered tools dynamically (discovery, toolsets); returns the newly enabled."""
         added = [
@@ -238,8 +258,7 @@ class Funnel:
         ]
         if added:
             self._enabled.update(added)
-            self._rebuild()
-            self._mark_dirty({"tools"})
+            self._refresh()
         return added
 
     # ------------------------------------------------------------------ routing
@@ -253,9 +272,14 @@ class Funnel:
 
         Raises:
             ToolNotFound: No such tool (or it is not exposed and ``include_hidden`` is off).
+            BackendUnavailable: The tool's backend is known but not connected now.
         """
         entry = self._surface.by_name.get(name)
         if entry is None or not (entry.exposed or include_hidden):
+            server = self._surface.unavailable.get(name)
+            if server is not None:
+                state = self._backends[server].state
+                raise BackendUnavailable(server, state.status, state.error)
             raise ToolNotFound(name)
         return entry
 
@@ -305,11 +329,14 @@ class Funnel:
     def _on_backend_change(self, state: BackendState, changed: frozenset[str]) -> None:
         self._publish(FunnelEvent(kind="status", state=state))
         if changed:
-            self._rebuild()
-            self._mark_dirty(
-                {"resources" if key == "resourceTemplates" else key for key in changed}
-            )
+            self._refresh()
         self._check_settled()
+
+    def _refresh(self) -> None:
+        """Rebuild the surface; announce only the lists a client now sees differently."""
+        before = self._surface
+        self._rebuild()
+        self._mark_dirty(_differences(before, self._surface))
 
     def _check_settled(self) -> None:
         if all(backend.state.status != "connecting" for backend in self._backends.values()):
@@ -340,7 +367,15 @@ class Funnel:
     # ------------------------------------------------------------------ the surface
 
     def _rebuild(self) -> None:
-        states = [backend.state for backend in self._backends.values()]
+        every = [backend.state for backend in self._backends.values()]
+        states = [state for state in every if state.status == "connected"]
+        unavailable = {
+            namespaced_name(state.name, str(tool.get("name"))): state.name
+            for state in every
+            if state.status != "connected"
+            for tool in state.tools
+            if self.policy.registered(namespaced_name(state.name, str(tool.get("name"))))
+        }
         tool_defs = {
             (state.name, str(tool.get("name"))): tool
             for state in states
@@ -393,4 +428,5 @@ class Funnel:
             resource_templates=tuple(templates),
             resource_owner=resource_owner,
             template_prefixes=tuple(prefix for prefix in prefixes if prefix[0]),
+            unavailable=unavailable,
         )
