@@ -58,7 +58,7 @@ def config(tmp_path: Path, everything_js: Path, memory_js: Path, servers_dir: Pa
 async def test_an_sdk_client_lists_and_calls_namespaced_tools_through_the_funnel(
     config: Path, tmp_path: Path, mode: str
 ) -> None:
-    async with Client(params(config, tmp_path), mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(params(config, tmp_path), mode=mode) as client:
         names = [tool.name for tool in (await client.list_tools()).tools]
         assert {"everything__echo", "memory__create_entities", "sdk__add"} <= set(names)
         backend_tools = [name for name in names if "__" in name]

@@ -22,16 +22,34 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import anyio
+import httpx
 from msgspec import Raw
 
+from funnel_auth import (
+    DEFAULT_REDIRECT_URI,
+    AuthError,
+    AuthorizationFlows,
+    AuthorizationRequired,
+    NoAuth,
+    create_auth,
+    redact,
+)
 from funnel_proxy._errors import BackendUnavailable
-from funnel_proxy._models import FunnelConfig, ServerConfig, StdioTransport
+from funnel_proxy._models import (
+    FunnelConfig,
+    ServerConfig,
+    SseTransport,
+    StdioTransport,
+    StreamableHttpTransport,
+    WebSocketTransport,
+)
+from funnel_tokenstore import TokenStore
 from funnel_transports import (
     AuthRequired,
     ClientSession,
@@ -42,9 +60,10 @@ from funnel_transports import (
     Transport,
     TransportError,
 )
-from funnel_transports import (
-    StdioTransport as StdioClientTransport,
-)
+from funnel_transports import SseTransport as SseClientTransport
+from funnel_transports import StdioTransport as StdioClientTransport
+from funnel_transports import StreamableHttpTransport as HttpClientTransport
+from funnel_transports import WebSocketTransport as WebSocketClientTransport
 
 __all__ = ["Backend", "BackendState", "BackendStatus"]
 
@@ -108,6 +127,30 @@ Listener: TypeAlias = Callable[["BackendState", frozenset[str]], None]
 """Called with the new state and which lists changed (empty: status only)."""
 
 
+def _handshake_headers(
+    url: str, static: Mapping[str, str], auth: httpx.Auth
+) -> Callable[[], Awaitable[Mapping[str, str]]]:
+    """Headers for a WebSocket handshake: the static ones plus what ``auth`` would add.
+
+    The provider's own ``httpx`` flow runs over a placeholder request, so the handshake
+    gets exactly the credentials (refreshed when due) an HTTP request would.
+    """
+    http_url = "http" + url[2:] if url.startswith("ws") else url
+
+    async def headers() -> Mapping[str, str]:
+        flow = auth.async_auth_flow(httpx.Request("GET", http_url))
+        try:
+            request = await flow.__anext__()
+        finally:
+            await flow.aclose()
+        out = dict(static)
+        if "authorization" in request.headers:
+            out["Authorization"] = request.headers["authorization"]
+        return out
+
+    return headers
+
+
 def transport_type(server: ServerConfig) -> str:
     """The ``type`` tag of a server's transport (``stdio``, ``streamable-http``, …)."""
     return str(server.transport.__struct_config__.tag)
@@ -124,6 +167,9 @@ class Backend:
         listener: Told about every state change.
         client_info: Name and version announced to the server.
         connect_timeout: Seconds one connect attempt (start, negotiate, list) may take.
+        token_store: Where OAuth tokens persist (HTTP backends with ``auth``).
+        flows: The registry of pending authorization code flows the callback completes.
+        redirect_uri: The OAuth redirect URI unless the server's config sets one.
     """
 
     def __init__(
@@ -136,6 +182,9 @@ class Backend:
         listener: Listener,
         client_info: Implementation,
         connect_timeout: float = 30.0,
+        token_store: TokenStore | None = None,
+        flows: AuthorizationFlows | None = None,
+        redirect_uri: str | None = None,
     ) -> None:
         self._server = server
         self._config = config
@@ -146,6 +195,10 @@ class Backend:
         self._connect_timeout = connect_timeout
         self._session: ClientSession | None = None
         self._wake = anyio.Event()
+        self._token_store = token_store
+        self._flows = flows
+        self._redirect_uri = redirect_uri
+        self._auth: httpx.Auth | None = None
         self._state = BackendState(
             name=server.name,
             transport=transport_type(server),
@@ -162,6 +215,11 @@ class Backend:
     def state(self) -> BackendState:
         """The current state snapshot."""
         return self._state
+
+    @property
+    def auth(self) -> httpx.Auth | None:
+        """The ``httpx.Auth`` of an HTTP backend (built on first connect), else ``None``."""
+        return self._auth
 
     def reconnect(self) -> None:
         """Drop the current connection (if any) and connect again now."""
@@ -264,6 +322,20 @@ class Backend:
                     await self._watch(session)
                 finally:
                     self._session = None
+        except AuthorizationRequired:
+            self._publish(
+                status="auth_required",
+                error="authorization required: open the authorize URL",
+                authorize_url=f"/api/oauth/authorize/{self.name}",
+                changed=frozenset(LISTS),
+            )
+            logger.warning(
+                "[%s] needs authorization: open /api/oauth/authorize/%s", self.name, self.name
+            )
+            return connected
+        except AuthError as exc:
+            self._publish(status=self._state.status, error=redact(str(exc)))
+            return connected
         except AuthRequired as exc:
             self._publish(
                 status="auth_required", error=str(exc), lists={}, changed=frozenset(LISTS)
@@ -342,11 +414,48 @@ class Backend:
                 cwd=transport.cwd or os.fspath(self._base_dir),
                 name=self.name,
             )
+        auth = self._http_auth(transport.url)
+        if isinstance(transport, StreamableHttpTransport):
+            return HttpClientTransport(
+                transport.url,
+                name=self.name,
+                headers=transport.headers,
+                auth=auth,
+                connect_timeout=transport.timeout,
+                backoff=transport.reconnect.backoff() if transport.reconnect else None,
+            )
+        if isinstance(transport, SseTransport):
+            return SseClientTransport(
+                transport.url,
+                name=self.name,
+                headers=transport.headers,
+                auth=auth,
+                connect_timeout=transport.timeout,
+            )
+        if isinstance(transport, WebSocketTransport):
+            return WebSocketClientTransport(
+                transport.url,
+                name=self.name,
+                headers=_handshake_headers(transport.url, transport.headers, auth),
+                connect_timeout=transport.timeout,
+            )
         raise BackendUnavailable(
-            self.name,
-            "failed",
-            f"the {transport_type(self._server)} transport is not available in this version of funnel yet",
+            self.name, "failed", f"unknown transport {transport_type(self._server)}"
         )
+
+    def _http_auth(self, url: str) -> httpx.Auth:
+        # One provider for the backend's lifetime: it keeps tokens and pending flows
+        # across reconnects.
+        if self._auth is None:
+            self._auth = create_auth(
+                self._server.auth or NoAuth(),
+                server_name=self.name,
+                server_url=url,
+                store=self._token_store,
+                flows=self._flows,
+                redirect_uri=self._redirect_uri or DEFAULT_REDIRECT_URI,
+            )
+        return self._auth
 
     # ------------------------------------------------------------------ state
 

@@ -29,12 +29,19 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from msgspec import Raw
 
+from funnel_auth import (
+    AuthorizationCodeAuth,
+    AuthorizationFlows,
+    OAuth2AuthorizationCode,
+    OAuth2ClientCredentials,
+)
 from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._core_tools import CoreTools
-from funnel_proxy._errors import BackendUnavailable, ToolNotFound
+from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig
 from funnel_proxy._names import NameTable, namespaced_name
 from funnel_proxy._visibility import Reason, VisibilityPolicy
+from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import Implementation, ProgressHandler
 
 __all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
@@ -111,6 +118,12 @@ class Surface:
         )
 
 
+def backend_auth_config(funnel: Funnel, server: str) -> object:
+    """The ``auth`` config of ``server`` (``None`` when it has none)."""
+    config = funnel.config.server(server)
+    return config.auth if config is not None else None
+
+
 def _differences(before: Surface, after: Surface) -> set[str]:
     """Which lists a client sees differently (``tools``, ``prompts``, ``resources``)."""
     kinds: set[str] = set()
@@ -143,6 +156,11 @@ class Funnel:
         client_info: Name and version announced to backends.
         ready_timeout: Seconds entering waits for backends' first attempts.
         connect_timeout: Seconds one backend connect attempt may take.
+        redirect_uri: The OAuth redirect URI for backends whose config sets none
+            (funnel-server passes its own callback URL).
+        token_store: Where OAuth tokens persist; default: the OS keychain when there is
+            a real one, else a 0600 file in the funnel home (opened only when a backend
+            uses OAuth).
     """
 
     def __init__(
@@ -154,6 +172,8 @@ class Funnel:
         client_info: Implementation | None = None,
         ready_timeout: float = 30.0,
         connect_timeout: float = 30.0,
+        redirect_uri: str | None = None,
+        token_store: TokenStore | None = None,
     ) -> None:
         self.config = config
         self._environ = dict(os.environ if environ is None else environ)
@@ -162,6 +182,9 @@ class Funnel:
         self._ready_timeout = ready_timeout
         self._connect_timeout = connect_timeout
         self.policy = VisibilityPolicy(config)
+        self._redirect_uri = redirect_uri
+        self._token_store = token_store
+        self._flows = AuthorizationFlows()
         self.core = CoreTools(self)
         self._enabled: set[str] = set()
         self._backends: dict[str, Backend] = {}
@@ -175,6 +198,12 @@ class Funnel:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
+        if self._token_store is None and any(
+            isinstance(server.auth, OAuth2ClientCredentials | OAuth2AuthorizationCode)
+            for server in self.config.servers
+        ):
+            # Opening the keychain may talk to D-Bus: only when OAuth needs it.
+            self._token_store = await anyio.to_thread.run_sync(open_token_store)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         for server in self.config.servers:
@@ -186,6 +215,9 @@ class Funnel:
                 listener=self._on_backend_change,
                 client_info=self._client_info,
                 connect_timeout=self._connect_timeout,
+                token_store=self._token_store,
+                flows=self._flows,
+                redirect_uri=self._redirect_uri,
             )
             self._backends[server.name] = backend
         for backend in self._backends.values():
@@ -260,6 +292,53 @@ class Funnel:
             self._enabled.update(added)
             self._refresh()
         return added
+
+    # ------------------------------------------------------------------ authorization
+
+    async def begin_authorization(self, server: str) -> str:
+        """Start (or reuse) the authorization code flow of ``server``; return the URL to open.
+
+        Raises:
+            KeyError: No backend of that name.
+            ProxyError: The backend does not use ``oauth2-code`` auth.
+            AuthError: Discovery or registration failed (the message says why).
+        """
+        backend = self._backends[server]
+        auth = backend.auth
+        if not isinstance(auth, AuthorizationCodeAuth):
+            if isinstance(backend_auth_config(self, server), OAuth2AuthorizationCode):
+                raise ProxyError(
+                    f"server {server!r} has not tried to connect yet; try again in a moment"
+                )
+            raise ProxyError(f"server {server!r} does not use oauth2-code authorization")
+        start = await auth.begin()
+        return start.authorization_url
+
+    async def complete_authorization(
+        self,
+        *,
+        state: str,
+        code: str | None,
+        iss: str | None,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> str:
+        """Finish a flow from its callback, store the tokens, reconnect only its backend.
+
+        Returns:
+            The name of the server that is now authorized.
+
+        Raises:
+            AuthError: Unknown, reused or expired ``state``; an ``iss`` mismatch; a denial
+                or a failed code exchange. Nothing is stored then.
+        """
+        server = await self._flows.complete(
+            state, code, iss, error=error, error_description=error_description
+        )
+        backend = self._backends.get(server)
+        if backend is not None:
+            backend.reconnect()
+        return server
 
     # ------------------------------------------------------------------ routing
 

@@ -10,13 +10,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +22,13 @@ import anyio.abc
 import msgspec
 import pytest
 import uvicorn
+from support.peers import (
+    NodeServer,
+    free_port,
+    listening_socket,
+    stop_process,
+    wait_for_port,
+)
 
 from funnel_transports import (
     ErrorResponse,
@@ -41,97 +43,8 @@ from funnel_transports import (
 )
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[3]
-EVERYTHING = (
-    REPO
-    / "tools"
-    / "node_modules"
-    / "@modelcontextprotocol"
-    / "server-everything"
-    / "dist"
-    / "index.js"
-)
 HANDSHAKE_VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def listening_socket() -> socket.socket:
-    """A socket bound to 127.0.0.1:0 and already listening (connections queue at once)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Poll until something accepts on 127.0.0.1:port (bounded), or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)  # polling interval of a bounded readiness loop, not a wait for behaviour
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate, wait, kill: a started server never outlives its fixture."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for stream in (proc.stdout, proc.stderr, proc.stdin):
-        if stream is not None:
-            stream.close()
-
-
-class NodeServer:
-    """The npm ``server-everything`` in one of its HTTP modes, restartable on its port."""
-
-    def __init__(self, mode: str) -> None:
-        node = shutil.which("node")
-        if node is None or not EVERYTHING.exists():
-            pytest.skip("the npm test peers are not installed (run `make install`)")
-        self.node = node
-        self.mode = mode
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {"PATH": os.environ.get("PATH", os.defpath), "PORT": str(self.port)}
-        self.proc = subprocess.Popen(
-            [self.node, str(EVERYTHING), self.mode],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-            stop_process(self.proc)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
