@@ -136,7 +136,9 @@ class StdioTransport:
             if isinstance(exc, FileNotFoundError):
                 raise ConnectError(f"{self._name}: command not found: {self._command}") from exc
             if isinstance(exc, PermissionError):
-                raise ConnectError(f"{self._name}: command not executable: {self._command}") from exc
+                raise ConnectError(
+                    f"{self._name}: command not executable: {self._command}"
+                ) from exc
             raise ConnectError(f"{self._name}: cannot start {self._command}: {exc}") from exc
         logger.debug("[%s] started pid %s", self._name, self._process.pid)
         self._task_group = anyio.create_task_group()
@@ -166,7 +168,9 @@ class StdioTransport:
             async with self._send_lock:
                 await self._process.stdin.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise ConnectionLost(f"{self._name}: cannot write to the server: it closed its input") from exc
+            raise ConnectionLost(
+                f"{self._name}: cannot write to the server: it closed its input"
+            ) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] → %s", self._name, _preview(data))
 
@@ -258,7 +262,9 @@ class StdioTransport:
             with anyio.move_on_after(self._shutdown_timeout):
                 await process.wait()
             status = process.returncode
-            what = "the server exited" if status is None else f"the server exited with status {status}"
+            what = (
+                "the server exited" if status is None else f"the server exited with status {status}"
+            )
             logger.warning("[%s] %s", self._name, what)
             reason = ConnectionLost(f"{self._name}: {what}")
         self._inbox.close(reason)
@@ -267,7 +273,9 @@ class StdioTransport:
         try:
             decoded = decode_message(line)
         except DecodeError as exc:
-            logger.warning("[%s] skipped output that is not JSON-RPC (%s): %s", self._name, exc, _preview(line))
+            logger.warning(
+                "[%s] skipped output that is not JSON-RPC (%s): %s", self._name, exc, _preview(line)
+            )
             return
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] ← %s", self._name, _preview(line))
