@@ -23,7 +23,7 @@ format:
 	uv run ruff format .
 
 typecheck:
-	@set -e; for m in $(MEMBERS); do echo "mypy $$m"; uv run --locked mypy $$m/src $$m/tests; done
+	@set -e; for m in $(MEMBERS); do echo "mypy $$m"; uv run --locked mypy $$m/src $$(test -d $$m/tests && echo $$m/tests); done
 	uv run --locked mypy tests tools
 
 test: tools/node_modules/.package-lock.json
