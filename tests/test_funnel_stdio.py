@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
@@ -147,3 +148,51 @@ async def test_a_stdio_backend_sees_only_the_environment_it_was_given(
     assert "PATH" in seen
     assert "FUNNEL_PARENT_SECRET" not in seen
     assert "must-not-leak" not in seen
+
+
+@pytest.fixture
+def math_toolset(tmp_path: Path, servers_dir: Path) -> Path:
+    return write_config(
+        tmp_path,
+        {
+            "servers": {
+                "sdk": {"command": sys.executable, "args": [str(servers_dir / "sdk_server.py")]}
+            },
+            "exposeTools": ["sdk__echo"],
+            "toolsets": {"math": ["sdk__add"]},
+        },
+    )
+
+
+async def test_a_handshake_era_client_hears_list_changed_when_a_toolset_is_loaded(
+    tmp_path: Path, math_toolset: Path
+) -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if "tools/list_changed" in repr(message):
+            changed.set()
+
+    async with Client(
+        params(math_toolset, tmp_path), mode="legacy", message_handler=on_message
+    ) as client:
+        assert "sdk__add" not in {tool.name for tool in (await client.list_tools()).tools}
+        loaded = await client.call_tool("load_toolset", {"name": "math"})
+        assert "Enabled 1 tools" in loaded.content[0].text  # type: ignore[union-attr]
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert "sdk__add" in {tool.name for tool in (await client.list_tools()).tools}
+
+
+async def test_a_stateless_era_client_hears_list_changed_through_its_subscription(
+    tmp_path: Path, math_toolset: Path
+) -> None:
+    async with Client(params(math_toolset, tmp_path)) as client:
+        assert "sdk__add" not in {tool.name for tool in (await client.list_tools()).tools}
+        async with client.listen(tools_list_changed=True) as subscription:
+            assert subscription.honored.tools_list_changed
+            await client.call_tool("load_toolset", {"name": "math"})
+            with anyio.fail_after(10):
+                event = await anext(subscription)
+        assert "tools" in type(event).__name__.lower() or "tools" in repr(event).lower()
+        assert "sdk__add" in {tool.name for tool in (await client.list_tools()).tools}
