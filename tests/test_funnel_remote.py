@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
+from support.mcp_ws import WS_TOKEN, websocket_server
 from support.peers import SERVERS, NodeServer, listening_socket
+
+from funnel_transports import from_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +150,35 @@ async def test_a_server_that_refuses_our_token_is_auth_required_not_failed(tmp_p
     sock.close()
     assert state.status == "auth_required"
     assert "wrong-token" not in (state.error or "")
+
+
+@pytest.mark.parametrize(
+    ("token", "status"), [(WS_TOKEN, "connected"), ("wrong-token", "auth_required")]
+)
+async def test_a_websocket_backend_authenticates_its_handshake_with_the_configured_bearer(
+    token: str, status: str
+) -> None:
+    from funnel_proxy import Funnel, parse_config
+
+    async with websocket_server() as (url, app):
+        config = parse_config(
+            {
+                "servers": {
+                    "ws": {
+                        "transport": {"type": "websocket", "url": url},
+                        "auth": {"type": "bearer", "token": token},
+                    }
+                },
+                "autoReconnect": {"enabled": False},
+            },
+            environ={},
+        )
+        async with Funnel(config, environ={}) as running:
+            state = running.states()[0]
+            assert state.status == status
+            if status == "connected":
+                entry = running.resolve_tool("ws__echo")
+                result = from_raw(await running.call_tool(entry, {"message": "over ws"}))
+                assert result["content"][0]["text"] == "Echo: over ws"
+    assert app.handshake_headers[0]["Authorization"] == f"Bearer {token}"
+    assert token not in (state.error or "")
