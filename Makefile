@@ -24,7 +24,7 @@ format:
 
 typecheck:
 	@set -e; for m in $(MEMBERS); do echo "mypy $$m"; uv run --locked mypy $$m/src $$(test -d $$m/tests && echo $$m/tests); done
-	uv run --locked mypy tests tools
+	uv run --locked mypy tests $$(test -d tools/bench && echo tools/bench)
 
 test: tools/node_modules/.package-lock.json
 	uv sync --locked
