@@ -1,3 +1,20 @@
-"""funnel_server."""
+"""funnel-server: the funnel over stdio and HTTP (REST API, /mcp, /ws, OAuth callback, dashboard).
 
-__all__: list[str] = []
+Run it with the ``funnel-server`` command; embed the web app with :func:`create_app`
+over a running :class:`ServerFunnel`.
+"""
+
+from funnel_server._app import AppSettings, create_app
+from funnel_server._calls import ServerFunnel, ToolRateLimited
+from funnel_server._cli import main
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppSettings",
+    "ServerFunnel",
+    "ToolRateLimited",
+    "__version__",
+    "create_app",
+    "main",
+]

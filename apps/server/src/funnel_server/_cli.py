@@ -1,34 +1,48 @@
 """The ``funnel-server`` command line.
 
-``funnel-server --stdio`` serves the funnel to one MCP client on stdin/stdout; nothing
-but MCP ever reaches stdout, every log line goes to stderr. ``funnel-server tools``
-prints the tool surface and its size in tokens, ``funnel-server check`` tries every
-backend and prints a status table. Plain ``funnel-server`` starts the funnel, shows what
-it serves and how to connect a client.
+Plain ``funnel-server`` runs the funnel and the web app (REST API, ``/mcp``, ``/ws``,
+OAuth callback, dashboard) on uvicorn, on 127.0.0.1:3456 by default, and prints the
+dashboard's sign-in link on stderr. ``funnel-server --stdio`` serves the funnel to one
+MCP client on stdin/stdout (nothing but MCP ever reaches stdout) and keeps the web app
+listening for OAuth callbacks and the dashboard. ``funnel-server login SERVER`` runs the
+authorization code flow for one backend. ``funnel-server tools`` prints the tool surface
+and its size in tokens, ``funnel-server check`` tries every backend and prints a status
+table.
 
-Exit codes: 0 success; 1 a backend failed (``check``); 2 bad arguments or config.
-With no config file anywhere, an embedded demo config with a built-in backend runs.
+Exit codes: 0 success; 1 a backend failed (``check``) or a login did not finish;
+2 bad arguments or config (including a non-loopback ``--host`` without
+``FUNNEL_API_TOKEN``). With no config file anywhere, an embedded demo config with a
+built-in backend runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+from urllib.parse import quote
 
 import anyio
+import anyio.abc
 import msgspec
 
+from funnel_auth import AuthError
+from funnel_proxy import Funnel, FunnelConfig, ProxyError, ServerConfig, StdioTransport, serve_stdio
 from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
-from funnel_proxy._funnel import Funnel
-from funnel_proxy._models import FunnelConfig, ServerConfig, StdioTransport
-from funnel_proxy._stdio_server import serve_stdio
+from funnel_server._app import AppSettings, create_app, oauth_hooks
+from funnel_server._audit import configure_audit_log, remove_audit_handlers
+from funnel_server._calls import ServerFunnel
+from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
+from funnel_server._serve import bind, display_host, running_server
+from funnel_tokenstore import funnel_home
 
 __all__ = ["demo_config", "main"]
 
@@ -37,6 +51,9 @@ logger = logging.getLogger("funnel_server")
 EXIT_OK = 0
 EXIT_BACKEND_FAILED = 1
 EXIT_USAGE = 2
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3456
 
 
 def _version() -> str:
@@ -64,7 +81,34 @@ def _parser() -> argparse.ArgumentParser:
         "--config", metavar="PATH", help="the config file (default: ./.mcp-funnel.json)"
     )
     parser.add_argument(
-        "--stdio", action="store_true", help="serve MCP on stdin/stdout (for desktop clients)"
+        "--stdio",
+        action="store_true",
+        help="serve MCP on stdin/stdout (for desktop clients); the web app keeps listening",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address of the web app (default {DEFAULT_HOST}; anything else needs {API_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port of the web app (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept requests for this Host name (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept browser requests from this origin, e.g. https://example.com (repeatable)",
     )
     parser.add_argument(
         "--log-level",
@@ -75,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("tools", help="print the exposed tool surface and its size in tokens")
     sub.add_parser("check", help="validate the config, try every backend, print a status table")
+    login = sub.add_parser("login", help="authorize one backend (OAuth authorization code flow)")
+    login.add_argument("server", help="the backend's name in the config")
+    login.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds to wait for the browser (default 300)"
+    )
     return parser
 
 
@@ -94,6 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=str(args.log_level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    serving = args.command in (None, "login")
+    if (
+        serving
+        and not is_loopback_host(args.host)
+        and not os.environ.get(API_TOKEN_ENV, "").strip()
+    ):
+        print(
+            f"funnel-server: refusing to listen on {args.host} without {API_TOKEN_ENV}: anyone who "
+            f"can reach that address could use every backend. Set {API_TOKEN_ENV} to a long random "
+            "secret (python -c 'import secrets; print(secrets.token_urlsafe(32))'), or keep the "
+            f"default --host {DEFAULT_HOST}.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         config, base_dir, source = _load(args.config)
     except ConfigError as exc:
@@ -101,19 +164,191 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logger.info("config: %s", source)
     try:
-        if args.stdio:
-            return anyio.run(_serve_stdio, config, base_dir)
         if args.command == "check":
             return anyio.run(_check, config, base_dir, sys.stdout)
-        return anyio.run(_tools, config, base_dir, sys.stdout, args.command != "tools")
+        if args.command == "tools":
+            return anyio.run(_tools, config, base_dir, sys.stdout)
+        return _serve(args, config, base_dir)
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-async def _serve_stdio(config: FunnelConfig, base_dir: Path) -> int:
-    async with Funnel(config, base_dir=base_dir) as funnel:
-        await serve_stdio(funnel, version=_version())
+def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> int:
+    home = funnel_home()
+    try:
+        token, token_source = load_api_token(home)
+    except ValueError as exc:
+        print(f"funnel-server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    handlers = configure_audit_log(home)
+    try:
+        sock: socket.socket | None
+        try:
+            sock = bind(args.host, args.port)
+        except OSError as exc:
+            if not args.stdio:
+                print(
+                    f"funnel-server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            # Several desktop clients may each start a --stdio funnel: the first one serves
+            # the web app, the others still serve MCP.
+            logger.warning(
+                "the web app is not running: cannot listen on %s:%s (%s); OAuth logins need it",
+                args.host,
+                args.port,
+                exc.strerror or exc,
+            )
+            sock = None
+        settings = AppSettings(
+            api_token=token,
+            version=_version(),
+            bind_host=args.host,
+            allowed_hosts=tuple(args.allow_host),
+            allowed_origins=tuple(args.allow_origin),
+        )
+        logger.info("API token from %s", token_source)
+        if args.command == "login":
+            if sock is None:  # pragma: no cover - login never runs with --stdio
+                return EXIT_USAGE
+            return anyio.run(_login, config, base_dir, settings, sock, args.server, args.timeout)
+        return anyio.run(_run, config, base_dir, settings, sock, args.stdio)
+    finally:
+        remove_audit_handlers(handlers)
+
+
+def _funnel_options(port: int | None) -> dict[str, Any]:
+    """The OAuth redirect URI: this server's own callback on the port it really listens on."""
+    if port is None or "redirect_uri" not in inspect.signature(Funnel.__init__).parameters:
+        return {}
+    return {"redirect_uri": f"http://localhost:{port}/api/oauth/callback"}
+
+
+def _base_url(settings: AppSettings, sock: socket.socket) -> str:
+    return f"http://{display_host(settings.bind_host)}:{sock.getsockname()[1]}"
+
+
+def _sign_in_url(base: str, token: str, next_path: str | None = None) -> str:
+    url = f"{base}/?token={quote(token, safe='')}"
+    return f"{url}&next={quote(next_path, safe='/')}" if next_path else url
+
+
+async def _run(
+    config: FunnelConfig,
+    base_dir: Path,
+    settings: AppSettings,
+    sock: socket.socket | None,
+    stdio: bool,
+) -> int:
+    port = sock.getsockname()[1] if sock is not None else None
+    async with ServerFunnel(config, base_dir=base_dir, **_funnel_options(port)) as funnel:
+        if sock is None:
+            await serve_stdio(funnel, version=_version())
+            return EXIT_OK
+        app = create_app(funnel, settings)
+        base = _base_url(settings, sock)
+        async with running_server(app, sock) as running, anyio.create_task_group() as tg:
+            print(
+                f"funnel-server {_version()}: dashboard {_sign_in_url(base, settings.api_token)}\n"
+                f"  MCP endpoint {base}/mcp (Authorization: Bearer <the token in that link>)",
+                file=sys.stderr,
+                flush=True,
+            )
+            if stdio:
+                tg.start_soon(_announce_authorization, funnel, base, settings.api_token)
+                await serve_stdio(funnel, version=_version())
+                tg.cancel_scope.cancel()
+            else:
+                _overview(funnel, sys.stderr)
+                await running.stopped.wait()
+                tg.cancel_scope.cancel()
     return EXIT_OK
+
+
+async def _announce_authorization(funnel: Funnel, base: str, token: str) -> None:
+    """In --stdio mode, print once per backend where to authorize it (stderr)."""
+    announced: set[str] = set()
+
+    def announce_all() -> None:
+        for state in funnel.states():
+            if (
+                state.status == "auth_required"
+                and state.authorize_url
+                and state.name not in announced
+            ):
+                announced.add(state.name)
+                print(
+                    f"funnel-server: {state.name} needs authorization; open "
+                    f"{_sign_in_url(base, token, state.authorize_url)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    async with funnel.events() as events:
+        announce_all()
+        async for _ in events:
+            announce_all()
+
+
+async def _login(  # noqa: PLR0917 - called positionally by anyio.run
+    config: FunnelConfig,
+    base_dir: Path,
+    settings: AppSettings,
+    sock: socket.socket,
+    server_name: str,
+    timeout: float,
+) -> int:
+    chosen = [server for server in config.servers if server.name == server_name]
+    if not chosen:
+        names = ", ".join(server.name for server in config.servers) or "none"
+        print(
+            f"funnel-server: no server named {server_name!r} (configured: {names})", file=sys.stderr
+        )
+        sock.close()
+        return EXIT_USAGE
+    only = msgspec.structs.replace(config, servers=(chosen[0],))
+    options = _funnel_options(sock.getsockname()[1])
+    async with ServerFunnel(only, base_dir=base_dir, **options) as funnel:
+        hooks = oauth_hooks(funnel)
+        if hooks is None:
+            print("funnel-server: this build cannot run authorization flows", file=sys.stderr)
+            sock.close()
+            return EXIT_USAGE
+        app = create_app(funnel, settings)
+        async with running_server(app, sock), funnel.events() as events:
+            state = funnel.states()[0]
+            if state.status == "connected":
+                print(f"funnel-server: {server_name} is connected; nothing to do", file=sys.stderr)
+                return EXIT_OK
+            try:
+                url = await hooks.begin_authorization(server_name)
+            except (ProxyError, AuthError) as exc:
+                print(f"funnel-server: cannot authorize {server_name}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            print(
+                f"Open this URL in a browser to authorize {server_name}:\n  {url}\n"
+                f"Waiting up to {timeout:.0f} s for the browser to come back…",
+                file=sys.stderr,
+                flush=True,
+            )
+            with anyio.move_on_after(timeout):
+                async for event in events:
+                    if (
+                        event.state is not None
+                        and event.state.name == server_name
+                        and event.state.status == "connected"
+                    ):
+                        print(
+                            f"funnel-server: {server_name} is authorized and connected",
+                            file=sys.stderr,
+                        )
+                        return EXIT_OK
+            print(
+                f"funnel-server: {server_name} was not authorized within {timeout:.0f} s",
+                file=sys.stderr,
+            )
+            return EXIT_BACKEND_FAILED
 
 
 def _estimate_tokens(payload: object) -> int:
@@ -121,8 +356,23 @@ def _estimate_tokens(payload: object) -> int:
     return len(msgspec.json.encode(payload)) // 4
 
 
-async def _tools(config: FunnelConfig, base_dir: Path, out: TextIO, overview: bool) -> int:
-    async with Funnel(config, base_dir=base_dir) as funnel:
+def _overview(funnel: Funnel, out: TextIO) -> None:
+    surface = funnel.surface
+    exposed = surface.exposed_tools
+    for state in funnel.states():
+        detail = f" ({state.error})" if state.error and state.status != "connected" else ""
+        print(f"{state.name}: {state.status}, {len(state.tools)} tools{detail}", file=out)
+    print(
+        f"{len(exposed)} tools exposed, about {_estimate_tokens(exposed)} tokens of tools/list.\n"
+        "Add servers in ./.mcp-funnel.json (see the README); desktop clients can run\n"
+        '  {"mcpServers": {"funnel": {"command": "uvx", "args": ["funnel-server", "--stdio"]}}}',
+        file=out,
+        flush=True,
+    )
+
+
+async def _tools(config: FunnelConfig, base_dir: Path, out: TextIO) -> int:
+    async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
         surface = funnel.surface
         exposed = surface.exposed_tools
         for state in funnel.states():
@@ -139,19 +389,11 @@ async def _tools(config: FunnelConfig, base_dir: Path, out: TextIO, overview: bo
             f"about {_estimate_tokens(exposed)} tokens of tools/list",
             file=out,
         )
-        if overview:
-            print(
-                "\nConnect an MCP client by adding to its config (.mcp.json, claude_desktop_config.json):\n"
-                '  {"mcpServers": {"funnel": {"command": "uvx", "args": ["funnel-server", "--stdio"]}}}\n'
-                "Add servers in ./.mcp-funnel.json (see the README). The HTTP app (dashboard, /mcp,\n"
-                "/ws) is not part of this release yet.",
-                file=out,
-            )
     return EXIT_OK
 
 
 async def _check(config: FunnelConfig, base_dir: Path, out: TextIO) -> int:
-    async with Funnel(config, base_dir=base_dir) as funnel:
+    async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
         states = funnel.states()
     width = max((len(state.name) for state in states), default=4)
     print(f"{'server':<{width}}  {'status':<13} tools  error", file=out)

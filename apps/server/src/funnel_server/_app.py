@@ -1,0 +1,536 @@
+"""The Litestar app: REST API, ``/mcp``, ``/ws``, the OAuth routes and the dashboard.
+
+:func:`create_app` builds it over a running :class:`~funnel_proxy.Funnel`. Every route
+needs the API token (header or dashboard cookie) except ``GET /api/health`` and
+``GET /api/oauth/callback``; see :mod:`funnel_server._security`. Answers never carry a
+secret: backend errors are the funnel's already-scrubbed status texts, OAuth errors are
+:class:`funnel_auth.AuthError` messages (redacted at their source), and every HTML page
+escapes whatever it shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import math
+import time
+from base64 import b64encode
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Annotated, Any, Final, Literal, Protocol, cast
+
+import msgspec
+from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+)
+from litestar.handlers import asgi
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.params import Body, FromPath
+from litestar.response import Redirect
+from litestar.types import Receive, Scope, Send
+
+from funnel_auth import AuthError, IssuerMismatch, RateLimiter
+from funnel_proxy import BackendUnavailable, Funnel, ProxyError, ToolNotFound
+from funnel_server._calls import ToolRateLimited, call_origin
+from funnel_server._mcp_http import McpEndpoint
+from funnel_server._security import InboundAuth, OriginPolicy, SecurityMiddleware
+from funnel_server._ws import WsConnection
+from funnel_transports import RequestTimeout, RpcError, TransportError, from_raw
+
+__all__ = [
+    "AppSettings",
+    "CallRequest",
+    "CallResult",
+    "Health",
+    "ReconnectAccepted",
+    "ServerInfo",
+    "ServerList",
+    "ToolInfo",
+    "ToolList",
+    "create_app",
+]
+
+logger = logging.getLogger("funnel_server")
+
+_HTML: Final = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    """How the app is secured and bounded.
+
+    Attributes:
+        api_token: The inbound bearer token.
+        version: funnel-server's version (health, server info).
+        bind_host: The address the server listens on (Host checks).
+        allowed_hosts: Further ``Host`` names accepted.
+        allowed_origins: Further ``Origin`` values accepted.
+        failed_auth_attempts: Failed authentications allowed per client address…
+        failed_auth_window: …within this many seconds; then 429 until the window passes.
+        max_ws_executions: Tool executions one ``/ws`` connection may run at once.
+        mcp_max_sessions: Handshake-era ``/mcp`` sessions kept at most.
+        mcp_session_idle_timeout: Seconds an unused ``/mcp`` session is kept.
+        instructions: Instructions for models, sent by ``/mcp`` on initialize/discover.
+    """
+
+    api_token: str
+    version: str = "0"
+    bind_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    failed_auth_attempts: int = 10
+    failed_auth_window: float = 60.0
+    max_ws_executions: int = 8
+    mcp_max_sessions: int = 256
+    mcp_session_idle_timeout: float = 3600.0
+    instructions: str | None = field(default=None)
+
+
+# ---------------------------------------------------------------------- models
+
+
+class Health(msgspec.Struct, frozen=True):
+    """Liveness."""
+
+    status: Literal["ok"]
+    version: str
+
+
+class ServerInfo(msgspec.Struct, frozen=True, rename="camel"):
+    """One backend as the API shows it.
+
+    Attributes:
+        name: The configured name.
+        transport: ``stdio``, ``streamable-http``, ``sse`` or ``websocket``.
+        status: ``connecting``, ``connected``, ``auth_required``, ``reconnecting``,
+            ``failed`` or ``disabled``.
+        error: The last error (never a secret).
+        since: When the status last changed (Unix seconds).
+        connected_at: When the current connection was made.
+        attempt: Reconnect attempts since the last success.
+        next_retry_in: Seconds until the next attempt.
+        protocol_version: The negotiated MCP version.
+        tool_count: Tools the backend lists.
+        auth_required: Whether a person must authorize it.
+        authorize_url: Where to start that (a path on this server).
+    """
+
+    name: str
+    transport: str
+    status: str
+    error: str | None
+    since: float
+    connected_at: float | None
+    attempt: int
+    next_retry_in: float | None
+    protocol_version: str | None
+    tool_count: int
+    auth_required: bool
+    authorize_url: str | None
+
+
+class ServerList(msgspec.Struct, frozen=True):
+    """Every backend."""
+
+    servers: list[ServerInfo]
+
+
+class ReconnectAccepted(msgspec.Struct, frozen=True):
+    """A reconnect was started."""
+
+    server: str
+    status: str
+
+
+class ToolInfo(msgspec.Struct, frozen=True, rename="camel"):
+    """One registered tool.
+
+    Attributes:
+        name: The exposed name (``server__tool``).
+        server: The owning backend.
+        original: Its name on the backend.
+        description: The backend's description.
+        input_schema: The JSON schema of its arguments.
+        exposed: Whether MCP clients see it in ``tools/list``.
+        reason: Why (``default``, ``allowlist``, ``always``, ``enabled``, ``core``).
+    """
+
+    name: str
+    server: str
+    original: str
+    description: str | None
+    input_schema: dict[str, Any]
+    exposed: bool
+    reason: str
+
+
+class ToolList(msgspec.Struct, frozen=True):
+    """The tool surface: registered tools, exposed or not."""
+
+    tools: list[ToolInfo]
+
+
+class CallRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A tool call."""
+
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class CallResult(msgspec.Struct, frozen=True, rename="camel"):
+    """A tool's answer: the MCP ``CallToolResult`` (``isError`` included) and the time taken."""
+
+    result: dict[str, Any]
+    duration_ms: float
+
+
+# ---------------------------------------------------------------------- OAuth hooks
+
+
+class _OAuthHooks(Protocol):
+    async def begin_authorization(self, server: str) -> str: ...
+
+    async def complete_authorization(
+        self,
+        *,
+        state: str,
+        code: str | None,
+        iss: str | None,
+        error: str | None,
+        error_description: str | None,
+    ) -> str: ...
+
+
+def oauth_hooks(funnel: Funnel) -> _OAuthHooks | None:
+    """The funnel's authorization-flow methods, when it has them."""
+    if hasattr(funnel, "begin_authorization") and hasattr(funnel, "complete_authorization"):
+        return cast(_OAuthHooks, funnel)
+    return None
+
+
+# ---------------------------------------------------------------------- HTML
+
+_PAGE_STYLE: Final = (
+    "body{font:16px/1.5 system-ui,sans-serif;background:#0f172a;color:#e2e8f0;display:grid;"
+    "place-items:center;min-height:100vh;margin:0}main{background:#1e293b;padding:2rem 2.5rem;"
+    "border-radius:12px;max-width:36rem;box-shadow:0 10px 30px #0006}h1{margin:0 0 .5rem;"
+    "font-size:1.4rem}.ok{color:#4ade80}.bad{color:#f87171}p{color:#cbd5e1}code{background:#0f172a;"
+    "padding:.1rem .3rem;border-radius:4px}input{font:inherit;padding:.4rem;border-radius:6px;"
+    "border:1px solid #475569;background:#0f172a;color:inherit;width:100%;box-sizing:border-box}"
+    "button{font:inherit;margin-top:.6rem;padding:.4rem 1rem;border-radius:6px;border:0;"
+    "background:#6366f1;color:white;cursor:pointer}"
+)
+_CLOSE_SCRIPT: Final = "setTimeout(function(){window.close()},2000);"
+
+
+def _script_hash(script: str) -> str:
+    return "sha256-" + b64encode(hashlib.sha256(script.encode()).digest()).decode()
+
+
+def _page(title: str, body: str, *, script: str | None = None) -> bytes:
+    script_tag = f"<script>{script}</script>" if script else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style></head>"
+        f"<body><main>{body}</main>{script_tag}</body></html>"
+    ).encode()
+
+
+def _page_headers(script: str | None = None) -> dict[str, str]:
+    script_src = f"'{_script_hash(script)}'" if script else "'none'"
+    return {
+        "content-security-policy": (
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src {script_src}; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "cache-control": "no-store",
+        "referrer-policy": "no-referrer",
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+    }
+
+
+LOGIN_PAGE: Final = _page(
+    "funnel: sign in",
+    "<h1>funnel</h1><p>Open the dashboard link <code>funnel-server</code> printed when it "
+    "started (it ends in <code>?token=…</code>), or paste the API token:</p>"
+    '<form method=get action="/"><input name=token type=password autocomplete=off '
+    'aria-label="API token" placeholder="API token" required><button>Sign in</button></form>',
+)
+
+
+def _error_page(status: int, title: str, message: str) -> Response[bytes]:
+    body = _page(
+        title,
+        f"<h1 class=bad>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
+        "<p>Start again from the dashboard, or run <code>funnel-server login SERVER</code>.</p>",
+    )
+    return Response(body, status_code=status, media_type=_HTML, headers=_page_headers())
+
+
+def _dashboard() -> bytes:
+    return files("funnel_server").joinpath("dashboard.html").read_bytes()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _server_info(funnel: Funnel) -> list[ServerInfo]:
+    return [
+        ServerInfo(
+            name=state.name,
+            transport=state.transport,
+            status=state.status,
+            error=state.error,
+            since=state.since,
+            connected_at=state.connected_at,
+            attempt=state.attempt,
+            next_retry_in=state.next_retry_in,
+            protocol_version=state.protocol_version,
+            tool_count=len(state.tools),
+            auth_required=state.status == "auth_required",
+            authorize_url=state.authorize_url,
+        )
+        for state in funnel.states()
+    ]
+
+
+def _description(definition: Any) -> str | None:
+    value = definition.get("description")
+    return value if isinstance(value, str) else None
+
+
+def _schema(definition: Any) -> dict[str, Any]:
+    value = definition.get("inputSchema")
+    return dict(value) if isinstance(value, dict) else {"type": "object"}
+
+
+# ---------------------------------------------------------------------- the app
+
+
+def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0915 - one closure per route keeps the funnel out of global state
+    """Build the web app over a running funnel.
+
+    Args:
+        funnel: The funnel (entered) to serve.
+        settings: Token, host checks and bounds.
+
+    Returns:
+        The Litestar application (an ASGI app).
+    """
+    auth = InboundAuth(
+        settings.api_token,
+        limiter=RateLimiter(
+            max_attempts=settings.failed_auth_attempts, window=settings.failed_auth_window
+        ),
+    )
+    policy = OriginPolicy(
+        bind_host=settings.bind_host,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
+    endpoint = McpEndpoint(
+        funnel,
+        version=settings.version,
+        instructions=settings.instructions,
+        max_sessions=settings.mcp_max_sessions,
+        session_idle_timeout=settings.mcp_session_idle_timeout,
+    )
+    dashboard = _dashboard()
+
+    @get("/api/health", opt={"auth": "open"}, tags=["status"], sync_to_thread=False)
+    def health() -> Health:
+        """Liveness and version (no token needed)."""
+        return Health(status="ok", version=settings.version)
+
+    @get("/api/servers", tags=["servers"], sync_to_thread=False)
+    def servers() -> ServerList:
+        """Every backend: status, last error, tool count, auth state."""
+        return ServerList(servers=_server_info(funnel))
+
+    @post(
+        "/api/servers/{name:str}/reconnect", status_code=202, tags=["servers"], sync_to_thread=False
+    )
+    def reconnect(name: FromPath[str]) -> ReconnectAccepted:
+        """Reconnect a backend now."""
+        try:
+            funnel.reconnect(name)
+        except KeyError:
+            raise NotFoundException(detail=f"No server named {name!r}") from None
+        state = next(state for state in funnel.states() if state.name == name)
+        return ReconnectAccepted(server=name, status=state.status)
+
+    @get("/api/tools", tags=["tools"], sync_to_thread=False)
+    def tools() -> ToolList:
+        """The tool surface: every registered tool, exposed or not, and why."""
+        return ToolList(
+            tools=[
+                ToolInfo(
+                    name=entry.name,
+                    server=entry.server,
+                    original=entry.original,
+                    description=_description(entry.definition),
+                    input_schema=_schema(entry.definition),
+                    exposed=entry.exposed,
+                    reason=str(entry.reason),
+                )
+                for entry in funnel.surface.tools
+            ]
+        )
+
+    @post("/api/tools/{name:str}/call", status_code=200, tags=["tools"])
+    async def call(
+        name: FromPath[str], data: Annotated[CallRequest, Body(title="Tool arguments")]
+    ) -> CallResult:
+        """Call an exposed tool with ``{"arguments": {...}}``; the answer is its MCP result."""
+        call_origin.set("rest")
+        try:
+            entry = funnel.resolve_tool(name)
+        except ToolNotFound:
+            raise NotFoundException(detail=f"No exposed tool named {name!r}") from None
+        except BackendUnavailable as exc:
+            raise ServiceUnavailableException(detail=str(exc)) from None
+        started = time.perf_counter()
+        try:
+            raw = await funnel.call_tool(entry, data.arguments)
+        except ToolRateLimited as exc:
+            raise TooManyRequestsException(
+                detail=exc.message, headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+            ) from None
+        except BackendUnavailable as exc:
+            raise ServiceUnavailableException(detail=str(exc)) from None
+        except RpcError as exc:
+            raise HTTPException(
+                status_code=502, detail=exc.message, extra={"code": exc.code}
+            ) from None
+        except RequestTimeout as exc:
+            raise HTTPException(status_code=504, detail=str(exc)) from None
+        except TransportError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from None
+        duration = round((time.perf_counter() - started) * 1000, 1)
+        return CallResult(result=from_raw(raw, dict[str, Any]), duration_ms=duration)
+
+    @get("/api/oauth/authorize/{server:str}", tags=["oauth"], status_code=302)
+    async def authorize(server: FromPath[str]) -> Redirect:
+        """Start the authorization code flow for a backend: a redirect to its authorization server."""
+        hooks = oauth_hooks(funnel)
+        if hooks is None:
+            raise HTTPException(
+                status_code=501, detail="This funnel cannot run authorization flows"
+            )
+        try:
+            url = await hooks.begin_authorization(server)
+        except KeyError:
+            raise NotFoundException(detail=f"No server named {server!r}") from None
+        except ProxyError as exc:
+            raise ClientException(detail=str(exc)) from None
+        except AuthError as exc:
+            raise HTTPException(status_code=502, detail=str(exc)) from None
+        return Redirect(
+            str(url),
+            status_code=302,
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
+
+    @get("/api/oauth/callback", opt={"auth": "open"}, tags=["oauth"], include_in_schema=True)
+    async def callback(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Finish an authorization code flow (the authorization server redirects here)."""
+        hooks = oauth_hooks(funnel)
+        if hooks is None:
+            return _error_page(
+                501, "Authorization failed", "This funnel cannot complete authorization flows."
+            )
+        params = request.query_params
+        state = params.get("state")
+        if not state:
+            return _error_page(400, "Authorization failed", "The request has no state parameter.")
+        try:
+            server = await hooks.complete_authorization(
+                state=state,
+                code=params.get("code"),
+                iss=params.get("iss"),
+                error=params.get("error"),
+                error_description=params.get("error_description"),
+            )
+        except IssuerMismatch:
+            # The response may be forged: show nothing of what it said.
+            return _error_page(
+                400,
+                "Authorization failed",
+                "The response did not come from the expected authorization server; it was discarded.",
+            )
+        except AuthError as exc:
+            return _error_page(400, "Authorization failed", str(exc))
+        body = _page(
+            "funnel: authorized",
+            f"<h1 class=ok>{html.escape(server)} is authorized</h1>"
+            "<p>funnel is connecting to it now. You can close this window.</p>",
+            script=_CLOSE_SCRIPT,
+        )
+        return Response(body, media_type=_HTML, headers=_page_headers(_CLOSE_SCRIPT))
+
+    @get("/", opt={"auth": "page"}, include_in_schema=False, sync_to_thread=False)
+    def index() -> Response[bytes]:
+        """The dashboard."""
+        return Response(
+            dashboard,
+            media_type=_HTML,
+            headers={
+                "content-security-policy": (
+                    "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+                ),
+                "cache-control": "no-store",
+                "referrer-policy": "no-referrer",
+                "x-content-type-options": "nosniff",
+                "x-frame-options": "DENY",
+            },
+        )
+
+    @websocket("/ws")
+    async def ws(socket: WebSocket[Any, Any, Any]) -> None:
+        """Live events and tool execution (see the README for the protocol)."""
+        await socket.accept()
+        await WsConnection(socket, funnel, max_executions=settings.max_ws_executions).run()
+
+    @asgi("/mcp", copy_scope=False)
+    async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+        """The MCP streamable HTTP endpoint."""
+        await endpoint(scope, receive, send)
+
+    app = Litestar(
+        route_handlers=[
+            health,
+            servers,
+            reconnect,
+            tools,
+            call,
+            authorize,
+            callback,
+            index,
+            ws,
+            mcp,
+        ],
+        middleware=[SecurityMiddleware(auth, policy, login_page=LOGIN_PAGE)],
+        openapi_config=OpenAPIConfig(
+            title="funnel-server",
+            version=settings.version,
+            description="REST API of funnel, the MCP proxy. Send Authorization: Bearer <token>.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        on_shutdown=[endpoint.close_all],
+        debug=False,
+        # The app configures logging itself; Litestar's dictConfig would disable existing loggers.
+        logging_config=None,
+    )
+    app.state.mcp_endpoint = endpoint
+    return app

@@ -1,0 +1,169 @@
+"""Every tool call, whichever way it came in: per-tool rate limits and the audit event.
+
+Theory of operation: stdio, ``/mcp``, ``/ws`` and REST all end in
+:meth:`Funnel.call_tool`. :class:`ServerFunnel` is the funnel this app runs; it overrides
+that one method, so a limit or an audit line cannot be forgotten on any path. Which path
+a call came from travels in a context variable (:data:`call_origin`) set by each front
+door, so the audit event can say ``client=ws``.
+
+Limits come from the config's ``rateLimits.tools``: every pattern that matches the
+exposed name counts the call in its own bucket (shared by all clients). A call is
+refused without being counted anywhere when any bucket is full, with the time until it
+would be allowed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import anyio
+from msgspec import Raw
+
+from funnel_auth import RateLimiter
+from funnel_proxy import Funnel, FunnelConfig, PatternSet, RateLimits, ToolEntry
+from funnel_server._audit import audit
+from funnel_transports import ProgressHandler, RpcError
+
+__all__ = ["RATE_LIMITED", "ServerFunnel", "ToolCallLimits", "ToolRateLimited", "call_origin"]
+
+RATE_LIMITED: Final = -32029
+"""The JSON-RPC error code of a call refused by a rate limit (implementation-defined range)."""
+
+call_origin: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "funnel_call_origin", default="stdio"
+)
+"""Which front door a tool call came through: ``stdio``, ``mcp``, ``ws`` or ``rest``."""
+
+
+class ToolRateLimited(RpcError):
+    """A call was refused by a configured rate limit.
+
+    It is an :class:`~funnel_transports.RpcError`, so every MCP path answers it as a
+    JSON-RPC error (code :data:`RATE_LIMITED`, ``data.retryAfter`` in seconds).
+
+    Attributes:
+        tool: The exposed tool name.
+        retry_after: Seconds until the call would be allowed.
+    """
+
+    def __init__(self, tool: str, retry_after: float) -> None:
+        self.tool = tool
+        self.retry_after = retry_after
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            RATE_LIMITED,
+            f"Rate limit exceeded for {tool}: try again in {seconds} s",
+            {"retryAfter": seconds},
+        )
+
+
+class ToolCallLimits:
+    """The configured per-tool call limits (pure: an injected clock, no I/O).
+
+    Args:
+        limits: The config's ``rateLimits``.
+        clock: A monotonic clock in seconds.
+    """
+
+    def __init__(self, limits: RateLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets = [
+            (
+                pattern,
+                PatternSet([pattern]),
+                RateLimiter(max_attempts=limit.calls, window=limit.per_seconds, clock=clock),
+            )
+            for pattern, limit in sorted(limits.tools.items())
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self._buckets)
+
+    def acquire(self, tool: str) -> float:
+        """Count a call of ``tool`` if every matching limit allows it.
+
+        Returns:
+            0.0 when the call may go ahead (it was counted in every matching bucket),
+            else the seconds until it would be allowed (nothing counted).
+        """
+        matching = [
+            (pattern, limiter) for pattern, match, limiter in self._buckets if match.matches(tool)
+        ]
+        wait = max((limiter.check(pattern) for pattern, limiter in matching), default=0.0)
+        if wait > 0:
+            return wait
+        for pattern, limiter in matching:
+            limiter.acquire(pattern)
+        return 0.0
+
+
+def _outcome(result: Raw) -> str:
+    # A tool reports its own failure as a result with "isError": true; look without decoding.
+    data = bytes(result)
+    return "error" if b'"isError":true' in data.replace(b" ", b"") else "success"
+
+
+class ServerFunnel(Funnel):
+    """The :class:`Funnel` this app runs: rate-limited, audited tool calls.
+
+    Args:
+        config: The configuration (its ``rateLimits`` apply).
+        clock: A monotonic clock for the limits (injectable for tests).
+        **options: Passed on to :class:`Funnel`.
+    """
+
+    def __init__(
+        self,
+        config: FunnelConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        **options: Any,
+    ) -> None:
+        super().__init__(config, **options)
+        self.limits = ToolCallLimits(config.rate_limits, clock=clock)
+
+    async def call_tool(
+        self,
+        entry: ToolEntry,
+        arguments: Raw | Mapping[str, Any] | None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Raw:
+        """Call a tool, unless a rate limit refuses it; write a ``tool.call`` audit event.
+
+        Raises:
+            ToolRateLimited: A configured limit refused the call.
+            BackendUnavailable: Its backend is not connected.
+            RpcError: The backend answered with an error.
+            TransportError: The call failed on the way.
+        """
+        fields: dict[str, str | float | None] = {
+            "server": entry.server,
+            "tool": entry.name,
+            "client": call_origin.get(),
+        }
+        wait = self.limits.acquire(entry.name)
+        if wait > 0:
+            audit("tool.call", outcome="limited", retry_after=round(wait, 3), **fields)
+            raise ToolRateLimited(entry.name, wait)
+        started = time.perf_counter()
+        outcome = "failure"
+        reason: str | None = None
+        try:
+            result = await super().call_tool(entry, arguments, meta=meta, on_progress=on_progress)
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            raise
+        except Exception as exc:
+            reason = type(exc).__name__
+            raise
+        else:
+            outcome = _outcome(result)
+            return result
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            audit("tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **fields)

@@ -1,0 +1,110 @@
+"""Running the app on uvicorn, on a socket bound beforehand.
+
+Binding first (port 0 allowed) tells the caller the real port before the funnel starts,
+which the OAuth redirect URI needs, and lets tests connect without waiting: a listening
+socket queues connections until uvicorn accepts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import uvicorn
+from litestar import Litestar
+
+__all__ = ["RunningServer", "bind", "display_host", "running_server"]
+
+logger = logging.getLogger("funnel_server")
+
+_WS_MAX_SIZE = 4 * 1024 * 1024
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (``port`` 0 picks a free one).
+
+    Raises:
+        OSError: The address is in use or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def display_host(host: str) -> str:
+    """The host to show in URLs for a bind address (a wildcard shows as loopback)."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 - recognising the wildcard, not binding it
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """A server started by :func:`running_server`.
+
+    Attributes:
+        server: The uvicorn server (``should_exit`` stops it).
+        port: The port it listens on.
+        stopped: Set when uvicorn has stopped (after Ctrl-C or SIGTERM, say).
+    """
+
+    server: uvicorn.Server
+    port: int
+    stopped: anyio.Event
+
+
+@asynccontextmanager
+async def running_server(app: Litestar, sock: socket.socket) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` on ``sock`` for the duration of the block, then shut it down (bounded).
+
+    Args:
+        app: The app.
+        sock: A bound, listening socket (see :func:`bind`); closed on exit.
+    """
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_max_size=_WS_MAX_SIZE,
+        timeout_graceful_shutdown=2,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    running = RunningServer(server=server, port=sock.getsockname()[1], stopped=anyio.Event())
+
+    async def serve() -> None:
+        try:
+            await server.serve([sock])
+        finally:
+            running.stopped.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            try:
+                yield running
+            finally:
+                endpoint = getattr(app.state, "mcp_endpoint", None)
+                if endpoint is not None:
+                    endpoint.close_all()  # ends long-lived /mcp streams so shutdown is quick
+                server.should_exit = True
+                # uvicorn's graceful timeout bounds the shutdown; this is the backstop.
+                tg.cancel_scope.deadline = anyio.current_time() + 10
+    finally:
+        sock.close()

@@ -1,0 +1,250 @@
+"""Pure pieces: Host/Origin policy, credentials, the API token file, header checks, limits, audit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+import funnel_server
+from funnel_auth import RateLimiter
+from funnel_proxy import RateLimit, RateLimits
+from funnel_server._audit import (
+    JsonLinesFormatter,
+    audit,
+    configure_audit_log,
+    remove_audit_handlers,
+)
+from funnel_server._calls import ToolCallLimits
+from funnel_server._mcp_http import header_mismatch
+from funnel_server._security import (
+    COOKIE_NAME,
+    InboundAuth,
+    OriginPolicy,
+    is_loopback_host,
+    load_api_token,
+    safe_next_path,
+)
+
+
+def test_the_public_names_are_pinned() -> None:
+    assert funnel_server.__all__ == sorted(funnel_server.__all__)
+    assert set(funnel_server.__all__) == {
+        "AppSettings",
+        "ServerFunnel",
+        "ToolRateLimited",
+        "__version__",
+        "create_app",
+        "main",
+    }
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("app.localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),  # noqa: S104 - a host name under test, nothing is bound
+        ("192.168.1.5", False),
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+    ],
+)
+def test_loopback_hosts_are_recognised(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("127.0.0.1:3456", True),
+        ("localhost:3456", True),
+        ("[::1]:3456", True),
+        ("localhost", True),
+        ("evil.example:3456", False),  # DNS rebinding: a foreign name pointing at 127.0.0.1
+        ("", False),
+        (None, False),
+    ],
+)
+def test_a_loopback_server_accepts_only_loopback_host_names(host: str | None, ok: bool) -> None:
+    assert OriginPolicy().host_ok(host) is ok
+
+
+def test_configured_host_names_are_accepted_too() -> None:
+    policy = OriginPolicy(allowed_hosts=("funnel.internal",))
+    assert policy.host_ok("funnel.internal:3456")
+    assert not policy.host_ok("other.internal:3456")
+
+
+def test_a_public_bind_accepts_any_host_unless_names_are_configured() -> None:
+    wildcard = "0.0.0.0"  # noqa: S104 - an address under test, nothing is bound
+    assert OriginPolicy(bind_host=wildcard).host_ok("myhost.lan:3456")
+    assert not OriginPolicy(bind_host=wildcard, allowed_hosts=("a.lan",)).host_ok("b.lan")
+
+
+@pytest.mark.parametrize(
+    ("origin", "ok"),
+    [
+        (None, True),
+        ("http://127.0.0.1:3456", True),
+        ("http://localhost:6274", True),
+        ("https://evil.example", False),
+        ("null", False),
+        ("file://", False),
+        ("chrome-extension://abc", False),
+        ("http://localhost.evil.example", False),
+    ],
+)
+def test_origins_must_be_loopback_or_configured(origin: str | None, ok: bool) -> None:
+    assert OriginPolicy().origin_ok(origin, "127.0.0.1:3456") is ok
+
+
+def test_configured_origins_and_the_same_origin_on_a_public_bind_are_accepted() -> None:
+    assert OriginPolicy(allowed_origins=("https://app.example/",)).origin_ok(
+        "https://app.example", "127.0.0.1:3456"
+    )
+    public = OriginPolicy(bind_host="0.0.0.0")  # noqa: S104 - no socket here
+    assert public.origin_ok("http://myhost.lan:3456", "myhost.lan:3456")
+    assert not public.origin_ok("http://evil.example:3456", "myhost.lan:3456")
+    # On loopback the same-origin rule does not apply: that is what DNS rebinding looks like.
+    assert not OriginPolicy().origin_ok("http://evil.example:3456", "evil.example:3456")
+
+
+def test_credentials_are_judged_from_the_header_or_the_cookie() -> None:
+    auth = InboundAuth("s3cret-token-0123456789", limiter=RateLimiter(max_attempts=1, window=1))
+    assert auth.verdict({}) == "missing"
+    assert auth.verdict({"authorization": "Bearer s3cret-token-0123456789"}) == "ok"
+    assert auth.verdict({"authorization": "bearer  s3cret-token-0123456789 "}) == "ok"
+    assert auth.verdict({"authorization": "Bearer wrong"}) == "invalid"
+    assert auth.verdict({"authorization": "Basic s3cret-token-0123456789"}) == "invalid"
+    assert auth.verdict({"authorization": "Bearer"}) == "invalid"
+    assert auth.verdict({"cookie": f"a=b; {COOKIE_NAME}={auth.cookie_value}"}) == "ok"
+    assert auth.verdict({"cookie": f"{COOKIE_NAME}=forged"}) == "invalid"
+    assert auth.verdict({"cookie": "other=1"}) == "missing"
+    assert "s3cret" not in auth.cookie_value, "the cookie is derived, not the token itself"
+    header = auth.set_cookie_header(secure=False)
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Secure" not in header
+    assert "; Secure" in auth.set_cookie_header(secure=True)
+
+
+def test_the_api_token_comes_from_the_environment_first(tmp_path: Path) -> None:
+    token, source = load_api_token(tmp_path, {"FUNNEL_API_TOKEN": " from-env-0123456789 "})
+    assert (token, source) == ("from-env-0123456789", "FUNNEL_API_TOKEN")
+    assert not (tmp_path / "api-token").exists()
+    with pytest.raises(ValueError, match="too short"):
+        load_api_token(tmp_path, {"FUNNEL_API_TOKEN": "short"})
+
+
+def test_a_generated_token_is_stored_private_and_reused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    token, source = load_api_token(home, {})
+    path = home / "api-token"
+    assert source == str(path) and len(token) >= 40
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_api_token(home, {})[0] == token
+    path.chmod(0o644)
+    assert load_api_token(home, {})[0] == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600, "a loosened file is made private again"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "/"),
+        ("/api/oauth/authorize/github", "/api/oauth/authorize/github"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("relative", "/"),
+    ],
+)
+def test_only_local_paths_are_followed_after_sign_in(value: str | None, expected: str) -> None:
+    assert safe_next_path(value) == expected
+
+
+def test_stateless_headers_must_mirror_the_body() -> None:
+    headers = {
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "demo__echo",
+    }
+    params = {"name": "demo__echo"}
+    assert header_mismatch("tools/call", params, "2026-07-28", headers) is None
+    assert "Mcp-Name" in str(
+        header_mismatch("tools/call", {"name": "other"}, "2026-07-28", headers)
+    )
+    assert "Mcp-Method" in str(header_mismatch("tools/list", {}, "2026-07-28", headers))
+    assert "Protocol-Version" in str(
+        header_mismatch(
+            "tools/call", params, "2026-07-28", {**headers, "mcp-protocol-version": "x"}
+        )
+    )
+    encoded = {**headers, "mcp-name": "=?base64?ZGVtb19fZWNobw==?="}
+    assert header_mismatch("tools/call", params, "2026-07-28", encoded) is None
+    broken = {**headers, "mcp-name": "=?base64?!!!?="}
+    assert header_mismatch("tools/call", params, "2026-07-28", broken) is not None
+
+
+def test_every_matching_limit_counts_a_call_and_a_refusal_counts_nowhere() -> None:
+    now = [0.0]
+    limits = ToolCallLimits(
+        RateLimits(
+            tools={
+                "demo__*": RateLimit(calls=3, per_seconds=60),
+                "demo__echo": RateLimit(calls=1, per_seconds=10),
+            }
+        ),
+        clock=lambda: now[0],
+    )
+    assert limits.acquire("demo__echo") == 0
+    assert limits.acquire("demo__echo") == pytest.approx(10)
+    assert limits.acquire("demo__add") == 0, "the refused echo did not use up demo__*"
+    assert limits.acquire("demo__add") == 0
+    assert limits.acquire("demo__add") == pytest.approx(60)
+    assert limits.acquire("other__tool") == 0, "unmatched tools are unlimited"
+    now[0] = 60.0
+    assert limits.acquire("demo__echo") == 0
+    assert not ToolCallLimits(RateLimits())
+
+
+def test_audit_events_become_redacted_json_lines_in_a_private_file(tmp_path: Path) -> None:
+    stream_path = tmp_path / "stderr.txt"
+    with stream_path.open("w") as stream:
+        handlers = configure_audit_log(tmp_path / "home", stream=stream)
+        try:
+            audit(
+                "tool.call",
+                outcome="success",
+                server="demo",
+                tool="demo__echo",
+                duration_ms=1.5,
+                reason="Authorization: Bearer abc.def.ghi",
+            )
+            logging.getLogger("funnel.audit").info("token=supersecret leaked", extra={"event": "x"})
+        finally:
+            remove_audit_handlers(handlers)
+    path = tmp_path / "home" / "audit.log"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["event"] == "tool.call"
+    assert lines[0]["server"] == "demo" and lines[0]["duration_ms"] == 1.5
+    assert lines[0]["level"] == "INFO" and lines[0]["outcome"] == "success"
+    text = path.read_text() + stream_path.read_text()
+    assert "abc.def.ghi" not in text and "supersecret" not in text
+    assert "tool.call" in stream_path.read_text()
+
+
+def test_the_json_formatter_keeps_extra_fields_only() -> None:
+    record = logging.LogRecord("funnel.audit", logging.WARNING, "f", 1, "m %s", ("x",), None)
+    record.event = "inbound.auth_failed"
+    line = json.loads(JsonLinesFormatter().format(record))
+    assert line["message"] == "m x" and line["event"] == "inbound.auth_failed"
+    assert "args" not in line and "pathname" not in line
