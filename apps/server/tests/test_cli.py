@@ -1,0 +1,130 @@
+"""The ``funnel-server`` command: HTTP mode, refusing a public bind without a token, login."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+
+pytestmark = pytest.mark.anyio
+
+FUNNEL = str(Path(sys.executable).with_name("funnel-server"))
+SIGN_IN = re.compile(r"dashboard (http://127\.0\.0\.1:(\d+))/\?token=(\S+)")
+
+
+def environment(tmp_path: Path, **more: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "MCP_FUNNEL_HOME": str(tmp_path / "home"), **more}
+
+
+async def lines_of(process: Process) -> AsyncIterator[str]:
+    assert process.stderr is not None
+    buffer = ""
+    async for chunk in TextReceiveStream(process.stderr):
+        buffer += chunk
+        *complete, buffer = buffer.split("\n")
+        for line in complete:
+            yield line
+
+
+async def test_funnel_server_serves_the_app_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    async with await anyio.open_process(
+        [FUNNEL, "--port", "0", "--log-level", "WARNING"],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    ) as process:
+        try:
+            seen: list[str] = []
+            with anyio.fail_after(30):
+                async for line in lines_of(process):
+                    seen.append(line)
+                    if match := SIGN_IN.search(line):
+                        break
+            assert match is not None, seen
+            base, _, token = match.groups()
+            async with httpx.AsyncClient(base_url=base) as http:
+                health = await http.get("/api/health")
+                servers = await http.get(
+                    "/api/servers", headers={"Authorization": f"Bearer {token}"}
+                )
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(20):
+                rest = [line async for line in lines_of(process)]
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert [s["name"] for s in servers.json()["servers"]] == ["demo"]
+    assert code == 0
+    token_file = tmp_path / "home" / "api-token"
+    assert token_file.read_text().strip() == token
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    lines_with_token = [line for line in [*seen, *rest] if token in line]
+    assert len(lines_with_token) == 1, "only the sign-in line shows the token"
+    audit = (tmp_path / "home" / "audit.log").read_text()
+    assert token not in audit
+
+
+async def test_a_public_bind_without_a_configured_token_is_refused(tmp_path: Path) -> None:
+    result = await anyio.run_process(
+        [FUNNEL, "--host", "0.0.0.0", "--port", "0"],  # noqa: S104 - refused before binding
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        check=False,
+    )
+    assert result.returncode == 2
+    message = result.stderr.decode()
+    assert "refusing to listen on 0.0.0.0 without FUNNEL_API_TOKEN" in message
+    assert result.stdout == b""
+    assert not (tmp_path / "home").exists(), "nothing was started or written"
+
+
+async def test_a_too_short_configured_token_is_refused(tmp_path: Path) -> None:
+    result = await anyio.run_process(
+        [FUNNEL, "--port", "0"],
+        cwd=tmp_path,
+        env=environment(tmp_path, FUNNEL_API_TOKEN="short"),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "FUNNEL_API_TOKEN is too short" in result.stderr.decode()
+
+
+async def test_login_names_an_unknown_server_and_leaves_a_connected_one_alone(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / ".mcp-funnel.json"
+    demo: dict[str, Any] = {"command": sys.executable, "args": ["-m", "funnel_server._demo"]}
+    config.write_text(json.dumps({"servers": {"demo": demo}}))
+    unknown = await anyio.run_process(
+        [FUNNEL, "--config", str(config), "--port", "0", "login", "ghost"],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        check=False,
+    )
+    assert unknown.returncode == 2
+    assert "no server named 'ghost' (configured: demo)" in unknown.stderr.decode()
+    plain = await anyio.run_process(
+        [FUNNEL, "--config", str(config), "--port", "0", "login", "demo"],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        check=False,
+    )
+    assert plain.returncode == 0
+    assert "demo is connected; nothing to do" in plain.stderr.decode()
