@@ -195,3 +195,14 @@ def test_five_thousand_tools_index_and_search_sanely() -> None:
     for entry in rng.sample(entries, 20):
         tool = entry.name.split("__", 1)[1].rsplit("_", 1)[0]
         assert entry.name in [h.name for h in index.search(tool.replace("_", " "), 5)]
+
+
+def test_a_brand_typed_whole_finds_its_camel_case_spelling() -> None:
+    index = SearchIndex(
+        [
+            SearchEntry("vcs__open_issue", "vcs", "Open an issue on GitHub", ("repo",)),
+            SearchEntry("vcs__open_ticket", "vcs", "Open a ticket in the tracker"),
+        ]
+    )
+    assert [hit.name for hit in index.search("github")] == ["vcs__open_issue"]
+    assert index.search("GitHub issue")[0].name == "vcs__open_issue"

@@ -208,7 +208,7 @@ class McpServerSession:
         if method == "ping":
             return Raw(b"{}")
         if method == "tools/list":
-            return self._list({"tools": self._funnel.list_tools()}, modern=modern)
+            return self._list({"tools": self._funnel.list_tools_raw()}, modern=modern)
         if method == "tools/call":
             return await self._call_tool(request)
         if method == "prompts/list":

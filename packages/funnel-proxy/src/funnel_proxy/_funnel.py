@@ -42,7 +42,7 @@ from funnel_proxy._models import FunnelConfig
 from funnel_proxy._names import NameTable, namespaced_name
 from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
-from funnel_transports import Implementation, ProgressHandler
+from funnel_transports import Implementation, ProgressHandler, to_raw
 
 __all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
 
@@ -189,6 +189,7 @@ class Funnel:
         self._enabled: set[str] = set()
         self._backends: dict[str, Backend] = {}
         self._surface = Surface()
+        self._tools_raw: tuple[Surface, Raw] | None = None
         self._dirty: set[str] = set()
         self._changed = anyio.Event()
         self._settled = anyio.Event()
@@ -282,6 +283,19 @@ class Funnel:
     def list_tools(self) -> list[dict[str, Any]]:
         """What ``tools/list`` answers: the enabled core tools, then the exposed tools."""
         return self.core.definitions() + self._surface.exposed_tools
+
+    def list_tools_raw(self) -> Raw:
+        """:meth:`list_tools` as encoded JSON, computed once per surface snapshot.
+
+        ``tools/list`` is the hottest read: with thousands of tools, encoding the list
+        again for every client request would cost more than everything else it does.
+        """
+        surface = self._surface
+        cached = self._tools_raw
+        if cached is None or cached[0] is not surface:
+            cached = (surface, to_raw(self.list_tools()))
+            self._tools_raw = cached
+        return cached[1]
 
     def enable_tools(self, names: Iterable[str]) -> list[str]:
         """Expose registered tools dynamically (discovery, toolsets); returns the newly enabled."""

@@ -111,6 +111,22 @@ def words(text: str) -> list[str]:
     return [_normalize(token) for token in _WORD.findall(text)]
 
 
+_CHUNK: Final = re.compile(r"[A-Za-z0-9]+")
+
+
+def _terms(text: str) -> list[str]:
+    """:func:`words`, plus each mixed-case word whole: ``GitHub`` → git, hub, github.
+
+    People type brand names whole ("github", "openai") while text spells them in
+    camel case; indexing both spellings lets either match.
+    """
+    terms = words(text)
+    for chunk in _CHUNK.findall(text):
+        if len(words(chunk)) > 1:
+            terms.append(_normalize(chunk))
+    return terms
+
+
 @dataclass(frozen=True, slots=True)
 class SearchEntry:
     """One searchable tool.
@@ -165,7 +181,7 @@ class SearchIndex:
         self._in_name: dict[str, set[int]] = defaultdict(set)
         self._full_names: list[str] = []
         descriptions = [
-            [w for w in words(unique[name].description) if w not in _STOP] for name in self._names
+            [w for w in _terms(unique[name].description) if w not in _STOP] for name in self._names
         ]
         average = sum(map(len, descriptions)) / len(descriptions) if descriptions else 0.0
         for doc, name in enumerate(self._names):
@@ -177,9 +193,9 @@ class SearchIndex:
             for word in set(name_words):
                 scores[word] += _NAME_WEIGHT
                 self._in_name[word].add(doc)
-            for word in set(words(entry.server)):
+            for word in set(_terms(entry.server)):
                 scores[word] += _SERVER_WEIGHT
-            for word in {w for p in entry.parameters for w in words(p)}:
+            for word in {w for p in entry.parameters for w in _terms(p)}:
                 scores[word] += _PARAM_WEIGHT
             length_norm = (
                 1 - _BM25_B + _BM25_B * (len(descriptions[doc]) / average if average else 0)
