@@ -14,9 +14,11 @@ from funnel_auth import RateLimiter
 from funnel_proxy import RateLimit, RateLimits
 from funnel_server._audit import (
     JsonLinesFormatter,
+    RedactingFormatter,
     audit,
     configure_audit_log,
     remove_audit_handlers,
+    scrub,
 )
 from funnel_server._calls import ToolCallLimits
 from funnel_server._mcp_http import header_mismatch
@@ -248,3 +250,15 @@ def test_the_json_formatter_keeps_extra_fields_only() -> None:
     line = json.loads(JsonLinesFormatter().format(record))
     assert line["message"] == "m x" and line["event"] == "inbound.auth_failed"
     assert "args" not in line and "pathname" not in line
+
+
+def test_header_dumps_in_debug_logs_are_masked() -> None:
+    formatter = RedactingFormatter("%(message)s")
+    for line, secret in (
+        ("< cookie: a=1; funnel_session=0123abcd", "0123abcd"),
+        ("< authorization: Bearer tok-123", "tok-123"),
+    ):
+        record = logging.LogRecord("uvicorn.error", logging.DEBUG, "f", 1, line, None, None)
+        text = formatter.format(record)
+        assert secret not in text and "[REDACTED]" in text
+    assert scrub("nothing to hide") == "nothing to hide"

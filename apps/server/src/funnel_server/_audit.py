@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import logging.handlers
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -25,9 +26,11 @@ from funnel_auth import AUDIT_LOGGER, redact
 __all__ = [
     "AUDIT_FILE_NAME",
     "JsonLinesFormatter",
+    "RedactingFormatter",
     "audit",
     "configure_audit_log",
     "remove_audit_handlers",
+    "scrub",
 ]
 
 AUDIT_FILE_NAME: Final = "audit.log"
@@ -70,18 +73,29 @@ class JsonLinesFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": scrub(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key in _STANDARD or key.startswith("_") or key in entry:
                 continue
-            entry[key] = redact(value) if isinstance(value, str) else value
+            entry[key] = scrub(value) if isinstance(value, str) else value
         return msgspec.json.encode(entry, enc_hook=str).decode()
 
 
-class _RedactingFormatter(logging.Formatter):
+_COOKIE = re.compile(r"(?i)(funnel_session=)[^;\s]+")
+
+
+def scrub(text: str) -> str:
+    """:func:`funnel_auth.redact`, plus this app's dashboard cookie."""
+    return _COOKIE.sub(r"\1[REDACTED]", redact(text))
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose output passes through :func:`scrub` (header dumps at DEBUG, say)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        """Format ``record``, then mask any credential in the text."""
+        return scrub(super().format(record))
 
 
 def configure_audit_log(
@@ -113,7 +127,7 @@ def configure_audit_log(
     file_handler.setLevel(logging.INFO)
     stderr_handler = logging.StreamHandler(stream or sys.stderr)
     stderr_handler.setFormatter(
-        _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     stderr_handler.setLevel(logging.INFO)
     handlers: list[logging.Handler] = [file_handler, stderr_handler]

@@ -38,7 +38,7 @@ from funnel_proxy import Funnel, FunnelConfig, ProxyError, ServerConfig, StdioTr
 from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_server._app import AppSettings, create_app, oauth_hooks
-from funnel_server._audit import configure_audit_log, remove_audit_handlers
+from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
 from funnel_server._calls import ServerFunnel
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
 from funnel_server._serve import bind, display_host, running_server
@@ -138,11 +138,10 @@ def _load(path: str | None) -> tuple[FunnelConfig, Path, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``funnel-server``; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=str(args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # Libraries log request headers at DEBUG (uvicorn's WebSocket handshake): mask credentials.
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=str(args.log_level).upper(), handlers=[handler])
     serving = args.command in (None, "login")
     if (
         serving

@@ -60,6 +60,7 @@ async def serving(
     *,
     api_token: str,
     funnel_options: dict[str, Any] | None = None,
+    funnel_class: type[ServerFunnel] = ServerFunnel,
     **settings: Any,
 ) -> AsyncIterator[Served]:
     """Run funnel and the app on 127.0.0.1 (a free port) for the duration of the block.
@@ -68,13 +69,14 @@ async def serving(
         config: The funnel config (default: the built-in demo).
         api_token: The inbound API token.
         funnel_options: Further :class:`ServerFunnel` options (``ready_timeout``, …).
+        funnel_class: The funnel class (a subclass can stand in for an authorization flow).
         **settings: Further :class:`AppSettings` fields.
     """
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     options: dict[str, Any] = {"ready_timeout": 20.0, **(funnel_options or {})}
     try:
-        async with ServerFunnel(config or demo_config(), **options) as funnel:
+        async with funnel_class(config or demo_config(), **options) as funnel:
             app = create_app(funnel, AppSettings(api_token=api_token, **settings))
             async with running_server(app, sock):
                 yield Served(f"http://127.0.0.1:{port}", port, api_token, funnel, app)
