@@ -10,17 +10,11 @@ import httpx
 import pytest
 
 from funnel_auth import AuthorizationDenied, IssuerMismatch
-from funnel_proxy import Funnel, FunnelConfig
+from funnel_proxy import FunnelConfig
 from funnel_server import ServerFunnel
 from funnel_server.testing import Served
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.skipif(
-        not hasattr(Funnel, "complete_authorization"),
-        reason="Funnel has no authorization-flow hooks yet (begin/complete_authorization)",
-    ),
-]
+pytestmark = pytest.mark.anyio
 
 Serve = Callable[..., AbstractAsyncContextManager[Served]]
 SCRIPT = "<script>alert('pwned')</script>"
