@@ -245,3 +245,24 @@ async def test_configured_tool_limits_apply_to_rest_calls(
     assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
     assert "Rate limit exceeded for demo__echo" in refused.json()["detail"]
     assert other.status_code == 200
+
+
+async def test_core_tools_are_callable_over_rest_but_never_reach_a_hidden_tool(
+    serve: Serve, sdk_config: FunnelConfig
+) -> None:
+    async with serve(sdk_config) as served, httpx.AsyncClient(base_url=served.base) as http:
+        schema = await http.post(
+            "/api/tools/get_tool_schema/call",
+            json={"arguments": {"tool": "sdk__add"}},
+            headers=served.auth,
+        )
+        hidden = await http.post(
+            "/api/tools/bridge_tool_request/call",
+            json={"arguments": {"tool": "demo__new_uuid"}},
+            headers=served.auth,
+        )
+    assert schema.status_code == 200
+    assert '"a"' in schema.json()["result"]["content"][0]["text"]
+    assert hidden.status_code == 200
+    assert hidden.json()["result"]["isError"] is True
+    assert "Unknown tool 'demo__new_uuid'" in hidden.json()["result"]["content"][0]["text"]

@@ -204,3 +204,33 @@ async def test_the_socket_needs_the_token_and_a_local_origin(serve: Serve) -> No
             assert (await receive(ws))["type"] == "error"
     assert anonymous.value.response.status_code == 401
     assert foreign.value.response.status_code == 403
+
+
+async def test_core_tools_run_over_ws_and_the_bridge_reaches_a_tool_that_is_not_listed(
+    serve: Serve, sdk_config: FunnelConfig
+) -> None:
+    async with serve(sdk_config) as served, open_ws(served) as ws:
+        await send(
+            ws,
+            {
+                "type": "execute",
+                "id": "d",
+                "tool": "discover_tools_by_words",
+                "arguments": {"words": "word count"},
+            },
+        )
+        found = await receive(ws, "tool.result", "tool.error")
+        await send(
+            ws,
+            {
+                "type": "execute",
+                "id": "b",
+                "tool": "bridge_tool_request",
+                "arguments": {"tool": "demo__word_count", "arguments": {"text": "one two"}},
+            },
+        )
+        bridged = await receive(ws, "tool.result", "tool.error")
+    assert found["type"] == "tool.result"
+    assert "demo__word_count" in found["result"]["content"][0]["text"]
+    assert bridged["type"] == "tool.result"
+    assert bridged["result"]["content"][0]["text"].startswith("2 words")

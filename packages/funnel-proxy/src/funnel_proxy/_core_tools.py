@@ -27,12 +27,16 @@ from msgspec import Raw
 from funnel_proxy._errors import ToolNotFound
 from funnel_proxy._patterns import PatternSet
 from funnel_proxy._search import SearchEntry, SearchIndex
+from funnel_proxy._visibility import Reason
 from funnel_transports import ProgressHandler, to_raw
 
 if TYPE_CHECKING:
     from funnel_proxy._funnel import Funnel, Surface, ToolEntry
 
-__all__ = ["CoreTools"]
+__all__ = ["CORE_SERVER", "CoreTools"]
+
+CORE_SERVER: Final = "funnel"
+"""The ``server`` of core tool entries."""
 
 _SEARCH_LIMIT: Final = 10
 _DESCRIPTION_CHARS: Final = 160
@@ -178,6 +182,19 @@ class CoreTools:
         """Whether ``name`` is an enabled core tool."""
         return name in _DEFINITIONS and self._funnel.policy.core_tool_enabled(name)
 
+    def entry(self, name: str) -> ToolEntry:
+        """The core tool ``name`` as a routable entry (server :data:`CORE_SERVER`)."""
+        from funnel_proxy._funnel import ToolEntry
+
+        return ToolEntry(
+            name=name,
+            server=CORE_SERVER,
+            original=name,
+            definition=_DEFINITIONS[name],
+            exposed=True,
+            reason=Reason.CORE,
+        )
+
     async def call(
         self, name: str, arguments: Raw | None, *, on_progress: ProgressHandler | None = None
     ) -> Raw:
@@ -270,6 +287,8 @@ class CoreTools:
         )
 
     def _registered(self, name: str) -> ToolEntry:
+        if name in _DEFINITIONS:
+            raise CoreToolError(f"{name} is a core tool: call it directly, not through the bridge.")
         try:
             return self._funnel.resolve_tool(name, include_hidden=True)
         except ToolNotFound:

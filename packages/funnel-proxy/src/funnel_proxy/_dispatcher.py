@@ -265,8 +265,6 @@ class McpServerSession:
         client_token = params.meta.get("progressToken") if isinstance(params.meta, dict) else None
         on_progress = self._progress_forwarder(client_token) if client_token is not None else None
         arguments = params.arguments if isinstance(params.arguments, Raw) else None
-        if self._funnel.core.offers(params.name):
-            return await self._funnel.core.call(params.name, arguments, on_progress=on_progress)
         entry = self._funnel.resolve_tool(params.name)
         meta = {
             key: value

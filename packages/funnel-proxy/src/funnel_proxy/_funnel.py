@@ -36,7 +36,7 @@ from funnel_auth import (
     OAuth2ClientCredentials,
 )
 from funnel_proxy._backend import Backend, BackendState
-from funnel_proxy._core_tools import CoreTools
+from funnel_proxy._core_tools import CORE_SERVER, CoreTools
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig
 from funnel_proxy._names import NameTable, namespaced_name
@@ -367,6 +367,8 @@ class Funnel:
             ToolNotFound: No such tool (or it is not exposed and ``include_hidden`` is off).
             BackendUnavailable: The tool's backend is known but not connected now.
         """
+        if self.core.offers(name):
+            return self.core.entry(name)
         entry = self._surface.by_name.get(name)
         if entry is None or not (entry.exposed or include_hidden):
             server = self._surface.unavailable.get(name)
@@ -391,6 +393,11 @@ class Funnel:
             RpcError: The backend answered with an error.
             TransportError: The call failed on the way.
         """
+        if entry.server == CORE_SERVER and self.core.offers(entry.name):
+            raw_arguments = (
+                arguments if isinstance(arguments, Raw) or arguments is None else to_raw(arguments)
+            )
+            return await self.core.call(entry.name, raw_arguments, on_progress=on_progress)
         params: dict[str, Any] = {"name": entry.original}
         if arguments is not None:
             params["arguments"] = arguments
