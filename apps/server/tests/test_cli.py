@@ -128,3 +128,20 @@ async def test_login_names_an_unknown_server_and_leaves_a_connected_one_alone(
     )
     assert plain.returncode == 0
     assert "demo is connected; nothing to do" in plain.stderr.decode()
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_options_work_before_or_after_the_command(tmp_path: Path, order: str) -> None:
+    config = tmp_path / "funnel.json"
+    config.write_text(
+        json.dumps(
+            {"servers": {"ok": {"command": sys.executable, "args": ["-c", "pass"]}}, "nope": 1}
+        )
+    )
+    options = ["--config", str(config)]
+    argv = [FUNNEL, *options, "check"] if order == "before" else [FUNNEL, "check", *options]
+    done = subprocess.run(
+        argv, env=environment(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert 'unknown key "nope"' in done.stderr

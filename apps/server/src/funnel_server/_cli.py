@@ -21,8 +21,10 @@ import argparse
 import inspect
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -116,10 +118,26 @@ def _parser() -> argparse.ArgumentParser:
         help="log level on stderr",
     )
     parser.add_argument("--version", action="version", version=f"funnel-server {_version()}")
+    # People type options after the command too (`funnel-server check --config x.json`):
+    # the commands accept the ones that matter to them, defaulting to the main parser's.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--port", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("tools", help="print the exposed tool surface and its size in tokens")
-    sub.add_parser("check", help="validate the config, try every backend, print a status table")
-    login = sub.add_parser("login", help="authorize one backend (OAuth authorization code flow)")
+    sub.add_parser(
+        "tools", parents=[common], help="print the exposed tool surface and its size in tokens"
+    )
+    sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate the config, try every backend, print a status table",
+    )
+    login = sub.add_parser(
+        "login", parents=[common], help="authorize one backend (OAuth authorization code flow)"
+    )
     login.add_argument("server", help="the backend's name in the config")
     login.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the browser (default 300)"
@@ -162,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"funnel-server: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logger.info("config: %s", source)
+    previous = _stop_on_sigterm_like_ctrl_c()
     try:
         if args.command == "check":
             return anyio.run(_check, config, base_dir, sys.stdout)
@@ -170,6 +189,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, config, base_dir)
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm_like_ctrl_c() -> signal.Handlers | None:
+    """Make SIGTERM (service managers, ``kill``) stop the funnel as cleanly as Ctrl-C.
+
+    uvicorn shuts the web app down on SIGTERM and then re-raises the signal; with the
+    default disposition that kills the process before the funnel stops its backends,
+    orphaning stdio servers that outlive their stdin. Raising KeyboardInterrupt instead
+    unwinds through the funnel like Ctrl-C does. Returns the handler to restore, or
+    ``None`` when someone else already owns SIGTERM (or this is not the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return signal.SIG_DFL
 
 
 def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> int:
