@@ -81,6 +81,47 @@ async def test_funnel_server_serves_the_app_and_stops_on_ctrl_c(tmp_path: Path) 
     assert token not in audit
 
 
+async def test_sigterm_stops_the_backends_like_ctrl_c(tmp_path: Path) -> None:
+    # A backend that outlives its stdin: only the funnel's own shutdown stops it. uvicorn
+    # re-raises SIGTERM after its shutdown, which used to kill funnel-server before that.
+    pid_file = tmp_path / "backend.pid"
+    script = 'echo $$ > "$1"; "$0" -m funnel_server._demo; exec sleep 300'
+    stubborn = {"command": "/bin/sh", "args": ["-c", script, sys.executable, str(pid_file)]}
+    config = tmp_path / ".mcp-funnel.json"
+    config.write_text(json.dumps({"servers": {"demo": stubborn}}))
+    backend: int | None = None
+    try:
+        async with await anyio.open_process(
+            [FUNNEL, "--config", str(config), "--port", "0", "--log-level", "WARNING"],
+            cwd=tmp_path,
+            env=environment(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        ) as process:
+            try:
+                with anyio.fail_after(30):
+                    async for line in lines_of(process):
+                        if SIGN_IN.search(line):
+                            break
+                backend = int(pid_file.read_text())
+                process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(20):
+                    rest = [line async for line in lines_of(process)]
+                    code = await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        assert code == 0, rest
+        with pytest.raises(ProcessLookupError):
+            os.kill(backend, 0)
+        backend = None
+        assert not any("Traceback" in line for line in rest), rest
+    finally:
+        if backend is not None:
+            os.kill(backend, signal.SIGKILL)
+
+
 async def test_a_public_bind_without_a_configured_token_is_refused(tmp_path: Path) -> None:
     result = await anyio.run_process(
         [FUNNEL, "--host", "0.0.0.0", "--port", "0"],  # noqa: S104 - refused before binding

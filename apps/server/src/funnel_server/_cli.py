@@ -28,6 +28,7 @@ import threading
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import quote
 
@@ -199,16 +200,25 @@ def _stop_on_sigterm_like_ctrl_c() -> signal.Handlers | None:
 
     uvicorn shuts the web app down on SIGTERM and then re-raises the signal; with the
     default disposition that kills the process before the funnel stops its backends,
-    orphaning stdio servers that outlive their stdin. Raising KeyboardInterrupt instead
-    unwinds through the funnel like Ctrl-C does. Returns the handler to restore, or
-    ``None`` when someone else already owns SIGTERM (or this is not the main thread).
+    orphaning stdio servers that outlive their stdin. Handing it to whatever handles
+    SIGINT at that moment (the event loop's, which cancels the main task) unwinds through
+    the funnel exactly like Ctrl-C. Returns the handler to restore, or ``None`` when
+    someone else already owns SIGTERM (or this is not the main thread).
     """
     if threading.current_thread() is not threading.main_thread():
         return None
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return None
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _like_ctrl_c)
     return signal.SIG_DFL
+
+
+def _like_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt  # SIGINT ignored (a background job): still stop
 
 
 def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> int:
