@@ -1,0 +1,461 @@
+"""A complete OAuth authorization code flow end to end, with nothing mocked.
+
+Every party is a real process on 127.0.0.1: oidc-provider (a certified authorization
+server), an official-SDK MCP server behind a resource-server middleware that validates
+tokens by introspection (``tests/servers/protected_server.py``), a stdio MCP server next
+to it, and ``funnel-server`` itself, started as a user would start it. The test plays the
+person at the browser: it opens funnel's authorize link, logs in and consents at the
+authorization server (``follow_authorization``), and brings the browser back to funnel's
+callback. Then it restarts ``funnel-server`` on the same home and checks that the stored
+tokens are used without anyone logging in again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import anyio.abc
+import httpx
+import pytest
+from support.peers import REPO, SERVERS, free_port
+
+from funnel_auth.testing import follow_authorization
+
+pytestmark = [pytest.mark.anyio, pytest.mark.npm]
+
+FUNNEL = str(Path(sys.executable).with_name("funnel-server"))
+TOOLS = REPO / "tools"
+API_TOKEN = "e2e-api-token-" + "Q7vX2mN9pL4kR8sT"  # long enough to search for without false hits
+
+
+# --------------------------------------------------------------------------- peers
+
+
+@dataclass
+class Peer:
+    """A process that prints a URL, then one JSON event per line, and stops when stdin closes."""
+
+    url: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def count(self, event: str, **match: Any) -> int:
+        return sum(
+            1
+            for e in self.events
+            if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
+        )
+
+    async def drain(self, poke: Callable[[], Awaitable[object]], event: str, **match: Any) -> None:
+        """Make the peer print one more ``event`` and wait until it is read.
+
+        The peer writes its lines in order, so once this one is here every line printed
+        before it is too: a test can then assert that something did *not* happen.
+        """
+        before = self.count(event, **match)
+        await poke()
+        with anyio.fail_after(10):
+            while self.count(event, **match) == before:
+                await self.changed.wait()
+
+
+async def _lines(stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[str]:
+    buffer = b""
+    async for chunk in stream:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line.decode()
+
+
+async def _collect(peer: Peer, lines: AsyncIterator[str]) -> None:
+    async for line in lines:
+        try:
+            peer.events.append(json.loads(line))
+        except ValueError:  # a stray non-JSON line is not an event
+            continue
+        changed, peer.changed = peer.changed, anyio.Event()
+        changed.set()
+
+
+@asynccontextmanager
+async def line_peer(command: list[str], cwd: Path) -> AsyncIterator[Peer]:
+    process = await anyio.open_process(command, cwd=cwd, stderr=None)
+    try:
+        assert process.stdout is not None
+        lines = _lines(process.stdout)
+        with anyio.fail_after(20):
+            url = (await lines.__anext__()).strip()
+        peer = Peer(url=url)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_collect, peer, lines)
+            try:
+                yield peer
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.stdin is not None:
+                await process.stdin.aclose()
+            with anyio.move_on_after(5):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+@pytest.fixture
+async def oidc() -> AsyncIterator[Peer]:
+    node = shutil.which("node")
+    if node is None or not (TOOLS / "node_modules" / "oidc-provider").is_dir():
+        pytest.skip("node and the npm test peers (npm ci --prefix tools) are needed")
+    async with line_peer([node, str(TOOLS / "peers" / "oidc-provider.mjs")], TOOLS) as peer:
+        yield peer
+
+
+@pytest.fixture
+async def protected(oidc: Peer) -> AsyncIterator[Peer]:
+    command = [sys.executable, str(SERVERS / "protected_server.py"), oidc.url]
+    async with line_peer(command, REPO) as peer:
+        yield peer
+
+
+# --------------------------------------------------------------------------- funnel-server
+
+
+@dataclass
+class FunnelServer:
+    """``funnel-server`` as a process, restartable on the same port and home."""
+
+    config: Path
+    home: Path
+    port: int
+    logs: Path
+    runs: int = 0
+    process: anyio.abc.Process | None = None
+    stderr: TextIO | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def stderr_paths(self) -> list[Path]:
+        return [self.logs / f"funnel-server-{run}.stderr" for run in range(1, self.runs + 1)]
+
+    async def start(self) -> None:
+        self.runs += 1
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "FUNNEL_API_TOKEN": API_TOKEN,
+            "MCP_FUNNEL_HOME": str(self.home),
+            "MCP_FUNNEL_TOKEN_STORE": "file",
+        }
+        self.stderr = self.stderr_paths[-1].open("w")
+        # DEBUG: the most verbose logs must not leak secrets either.
+        command = [FUNNEL, "--config", str(self.config), "--port", str(self.port)]
+        self.process = await anyio.open_process(
+            [*command, "--log-level", "DEBUG"],
+            env=env,
+            cwd=self.config.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+        )
+        async with httpx.AsyncClient(base_url=self.base) as http:
+            with anyio.fail_after(20):
+                while True:
+                    if self.process.returncode is not None:
+                        raise RuntimeError(f"funnel-server exited with {self.process.returncode}")
+                    try:
+                        if (await http.get("/api/health")).status_code == 200:
+                            return
+                    except httpx.TransportError:
+                        pass
+                    await anyio.sleep(0.05)  # bounded readiness polling
+
+    async def stop(self) -> int:
+        """SIGTERM (what a service manager sends), wait, kill as a backstop."""
+        process, self.process = self.process, None
+        if process is None:
+            return 0
+        with anyio.CancelScope(shield=True):
+            try:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(15):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            finally:
+                if self.stderr is not None:
+                    self.stderr.close()
+                    self.stderr = None
+        assert process.returncode is not None  # waited for above
+        return process.returncode
+
+
+@pytest.fixture
+async def funnel(tmp_path: Path, protected: Peer) -> AsyncIterator[FunnelServer]:
+    config = tmp_path / ".mcp-funnel.json"
+    config.write_text(
+        json.dumps(
+            {
+                "servers": {
+                    "protected": {
+                        "transport": {"type": "streamable-http", "url": protected.url},
+                        "auth": {"type": "oauth2-code"},
+                    },
+                    "local": {
+                        "command": sys.executable,
+                        "args": [str(SERVERS / "sdk_server.py")],
+                    },
+                }
+            }
+        )
+    )
+    server = FunnelServer(config=config, home=tmp_path / "home", port=free_port(), logs=tmp_path)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Browser:
+    """An HTTP client that keeps every response body it saw, to check them for secrets."""
+
+    def __init__(self, base: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=15)
+        self.bodies: list[str] = []
+        self.auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        response = await self.http.get(url, **kwargs)
+        self.bodies.append(response.text)
+        return response
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        response = await self.http.post(url, **kwargs)
+        self.bodies.append(response.text)
+        return response
+
+    async def servers(self) -> dict[str, dict[str, Any]]:
+        response = await self.get("/api/servers", headers=self.auth)
+        assert response.status_code == 200, response.text
+        return {server["name"]: server for server in response.json()["servers"]}
+
+    async def wait_for(
+        self, name: str, done: Callable[[dict[str, Any]], bool], seen: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Poll ``/api/servers`` (bounded) until ``done(server)``; record statuses in ``seen``."""
+        with anyio.fail_after(20):
+            while True:
+                server = (await self.servers())[name]
+                if seen is not None and (not seen or seen[-1] != server["status"]):
+                    seen.append(server["status"])
+                if done(server):
+                    return server
+                await anyio.sleep(0.05)  # bounded status polling
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> str:
+        response = await self.post(
+            f"/api/tools/{tool}/call", headers=self.auth, json={"arguments": arguments}
+        )
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        assert not result.get("isError"), result
+        text: str = result["content"][0]["text"]
+        return text
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def stored(home: Path) -> dict[str, Any]:
+    """Every value in the file token store, decoded (JSON where it is JSON)."""
+    path = home / "tokens.json"
+    if not path.exists():
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in json.loads(path.read_text())["tokens"].items():
+        raw = base64.b64decode(value)
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw.decode(errors="replace")
+    return out
+
+
+async def token_grant_barrier(oidc: Peer) -> None:
+    """A client credentials grant at the AS: its event follows every earlier grant event."""
+
+    async def grant() -> None:
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                oidc.url + "/token",
+                data={"grant_type": "client_credentials"},
+                auth=("cc-client", "cc-secret"),
+            )
+        assert response.status_code == 200, response.text
+
+    await oidc.drain(grant, "grant", grant_type="client_credentials")
+
+
+async def challenge_barrier(protected: Peer, name: str) -> None:
+    """An anonymous request to the backend: its 401 event follows every earlier event."""
+
+    async def anonymous() -> None:
+        async with httpx.AsyncClient(headers={"User-Agent": name}) as http:
+            response = await http.post(protected.url, json={})
+        assert response.status_code == 401
+
+    await protected.drain(anonymous, "challenge", agent=name)
+
+
+def audit(home: Path) -> list[str]:
+    """The audit log's event names, in order."""
+    return [json.loads(line)["event"] for line in (home / "audit.log").read_text().splitlines()]
+
+
+def fingerprint(token: str) -> str:
+    # The protected server reports tokens by this fingerprint (see protected_server.py).
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the test
+
+
+async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_tokens(
+    funnel: FunnelServer, oidc: Peer, protected: Peer
+) -> None:
+    await funnel.start()
+    browser = Browser(funnel.base)
+    try:
+        # 1. The protected backend was challenged (401) and now waits for a person; the
+        #    stdio backend next to it is connected.
+        before = await browser.wait_for("protected", lambda s: s["status"] == "auth_required")
+        assert before["authRequired"] is True
+        assert before["authorizeUrl"] == "/api/oauth/authorize/protected"
+        local = await browser.wait_for("local", lambda s: s["status"] == "connected")
+        await challenge_barrier(protected, "barrier-1")
+        assert protected.count("challenge") >= 2, "funnel's first request got a 401"
+        assert protected.count("request") == 0
+        assert not any(":tokens:" in key for key in stored(funnel.home))
+
+        # 2. The browser opens funnel's authorize link: a redirect to the real AS, with
+        #    PKCE, the backend as resource, and funnel's own callback on its real port.
+        anonymous = await browser.get(before["authorizeUrl"])
+        assert anonymous.status_code == 401, "starting a flow needs the API token"
+        start = await browser.get(before["authorizeUrl"], headers=browser.auth)
+        assert start.status_code == 302, start.text
+        location = start.headers["location"]
+        assert location.startswith(oidc.url + "/")
+        query = dict(parse_qsl(urlsplit(location).query))
+        assert query["redirect_uri"] == f"http://localhost:{funnel.port}/api/oauth/callback"
+        assert query["code_challenge_method"] == "S256"
+        assert query["resource"] == protected.url
+        assert "mcp:read" in query["scope"].split()
+
+        # 3. Log in and consent at the AS; it sends the browser back to funnel's callback.
+        callback = await follow_authorization(location)
+        assert callback.error is None, callback.error_description
+        assert callback.code and callback.state and callback.iss == oidc.url
+        page = await browser.get("/api/oauth/callback", params=callback.params)
+        assert page.status_code == 200, page.text
+        assert "protected is authorized" in page.text
+
+        # 4. Only that backend reconnects; its tools appear and answer through funnel.
+        after = await browser.wait_for("protected", lambda s: s["status"] == "connected")
+        assert after["toolCount"] == 2
+        assert (await browser.servers())["local"]["connectedAt"] == local["connectedAt"]
+        tools = await browser.get("/api/tools", headers=browser.auth)
+        names = {tool["name"] for tool in tools.json()["tools"]}
+        assert {"protected__whoami", "protected__shout", "local__echo"} <= names
+        assert await browser.call("protected__shout", {"message": "hello"}) == "HELLO"
+        assert await browser.call("local__echo", {"message": "hi"}) == "Echo: hi"
+
+        tokens = [v for k, v in stored(funnel.home).items() if ":tokens:" in k]
+        assert len(tokens) == 1
+        access, refresh = tokens[0]["access_token"], tokens[0].get("refresh_token")
+        await challenge_barrier(protected, "barrier-2")
+        first_run_tokens = {e["token"] for e in protected.events if e["event"] == "request"}
+        assert first_run_tokens == {fingerprint(access)}, "the backend saw the stored token"
+
+        # 5. The browser comes back again (a reload, or a replay): an escaped error page,
+        #    nothing stored, nothing sent to the AS.
+        snapshot = (funnel.home / "tokens.json").read_bytes()
+        replay = await browser.get(
+            "/api/oauth/callback",
+            params={**callback.params, "error_description": "<script>alert(1)</script>"},
+        )
+        assert replay.status_code == 400
+        assert "unknown or already used authorization state" in replay.text
+        assert "<script>alert(1)</script>" not in replay.text
+        assert (funnel.home / "tokens.json").read_bytes() == snapshot
+        await token_grant_barrier(oidc)
+        grants = [e.get("grant_type") for e in oidc.events]
+        assert grants == ["authorization_code", "client_credentials"], oidc.events
+
+        # 6. Restart on the same home: connected again with the stored access token, no
+        #    401 from the backend, no login, consent, code or refresh at the AS.
+        assert await funnel.stop() == 0
+        challenges = protected.count("challenge")
+        await funnel.start()
+        statuses: list[str] = []
+        await browser.wait_for("protected", lambda s: s["status"] == "connected", statuses)
+        assert "auth_required" not in statuses
+        assert await browser.call("protected__whoami", {}) == "authorized"
+        await token_grant_barrier(oidc)
+        assert [e.get("grant_type") for e in oidc.events] == [*grants, "client_credentials"]
+        await challenge_barrier(protected, "barrier-3")
+        assert protected.count("challenge") == challenges + 1, "only the barrier got a 401"
+        assert {e["token"] for e in protected.events if e["event"] == "request"} == (
+            first_run_tokens
+        ), "the backend saw the access token stored by the first run"
+        assert await funnel.stop() == 0
+        events = audit(funnel.home)
+        assert events.count("auth.flow_started") == 1
+        assert events.count("auth.flow_completed") == 1
+
+        # 7. No secret in any response body or in funnel-server's logs. The API token is
+        #    printed once per run, in the documented dashboard sign-in link, and nowhere else.
+        client = next(v for k, v in stored(funnel.home).items() if ":client:" in k)
+        secrets = {"access token": access, "authorization code": callback.code}
+        if refresh:
+            secrets["refresh token"] = refresh
+        if isinstance(client, dict) and client.get("client_secret"):
+            secrets["client secret"] = client["client_secret"]
+        for body in browser.bodies:
+            for name, secret in {**secrets, "API token": API_TOKEN}.items():
+                assert secret not in body, f"a response body carries the {name}"
+        for path in [*funnel.stderr_paths, funnel.home / "audit.log"]:
+            log = path.read_text()
+            for name, secret in secrets.items():
+                assert secret not in log, f"{path.name} carries the {name}"
+        for path in funnel.stderr_paths:
+            lines = [line for line in path.read_text().splitlines() if API_TOKEN in line]
+            assert len(lines) == 1, "only the sign-in link shows the API token"
+            assert f"dashboard {funnel.base}/?token={API_TOKEN}" in lines[0]
+        assert API_TOKEN not in (funnel.home / "audit.log").read_text()
+    finally:
+        await browser.aclose()
