@@ -71,8 +71,11 @@ class Secret:
 
 def config_dec_hook(type_: type, obj: Any) -> Any:
     """A msgspec ``dec_hook`` that builds :class:`Secret` from strings."""
-    if type_ is Secret and isinstance(obj, str):
-        return Secret(obj)
+    if type_ is Secret:
+        if isinstance(obj, str):
+            return Secret(obj)
+        # msgspec reports a TypeError as a validation error at the field's path.
+        raise TypeError(f"Expected `str`, got `{type(obj).__name__}`")
     raise NotImplementedError(f"cannot decode {type_!r}")
 
 

@@ -22,6 +22,7 @@ own client (or one passed in), not through the client this auth is attached to.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import re
@@ -176,7 +177,7 @@ class _Discovery:
     defaults: bool
 
 
-class OAuthAuth(httpx.Auth):
+class OAuthAuth(httpx.Auth, abc.ABC):
     """Shared machinery of the OAuth providers: token storage, refresh, discovery.
 
     Not used directly: see :class:`ClientCredentialsAuth` and
@@ -585,15 +586,17 @@ class OAuthAuth(httpx.Auth):
         ]
         return " ".join(parts)
 
+    @abc.abstractmethod
     async def _on_unauthorized(
         self, challenge: BearerChallenge | None, request: httpx.Request
     ) -> TokenSet | None:
-        raise NotImplementedError
+        """Get tokens after a 401 (each grant type its own way), or ``None`` to give up."""
 
+    @abc.abstractmethod
     async def _on_insufficient_scope(
         self, challenge: BearerChallenge, tokens: TokenSet
     ) -> TokenSet | None:
-        raise NotImplementedError
+        """Step up after a 403 ``insufficient_scope``, or ``None`` to give up."""
 
     async def async_auth_flow(
         self, request: httpx.Request
