@@ -81,7 +81,8 @@ async def test_funnel_server_serves_the_app_and_stops_on_ctrl_c(tmp_path: Path) 
     assert token not in audit
 
 
-async def test_sigterm_stops_the_backends_like_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+async def test_sigterm_stops_the_backends_like_ctrl_c(tmp_path: Path, sigint: str) -> None:
     # A backend that outlives its stdin: only the funnel's own shutdown stops it. uvicorn
     # re-raises SIGTERM after its shutdown, which used to kill funnel-server before that.
     pid_file = tmp_path / "backend.pid"
@@ -91,8 +92,13 @@ async def test_sigterm_stops_the_backends_like_ctrl_c(tmp_path: Path) -> None:
     config.write_text(json.dumps({"servers": {"demo": stubborn}}))
     backend: int | None = None
     try:
+        argv = [FUNNEL, "--config", str(config), "--port", "0", "--log-level", "WARNING"]
+        if sigint == "ignored":
+            # As in a background job or under a service manager: SIGINT is ignored and
+            # SIGTERM is the only way to stop it.
+            argv = ["/bin/sh", "-c", 'trap "" INT; exec "$0" "$@"', *argv]
         async with await anyio.open_process(
-            [FUNNEL, "--config", str(config), "--port", "0", "--log-level", "WARNING"],
+            argv,
             cwd=tmp_path,
             env=environment(tmp_path),
             stdin=subprocess.DEVNULL,

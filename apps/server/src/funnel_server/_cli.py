@@ -24,11 +24,9 @@ import os
 import signal
 import socket
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import quote
 
@@ -181,44 +179,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"funnel-server: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logger.info("config: %s", source)
-    previous = _stop_on_sigterm_like_ctrl_c()
     try:
         if args.command == "check":
-            return anyio.run(_check, config, base_dir, sys.stdout)
+            return anyio.run(_until_signalled, _check, config, base_dir, sys.stdout)
         if args.command == "tools":
-            return anyio.run(_tools, config, base_dir, sys.stdout)
+            return anyio.run(_until_signalled, _tools, config, base_dir, sys.stdout)
         return _serve(args, config, base_dir)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a signal that arrived before the event loop started
         return EXIT_OK
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
-def _stop_on_sigterm_like_ctrl_c() -> signal.Handlers | None:
-    """Make SIGTERM (service managers, ``kill``) stop the funnel as cleanly as Ctrl-C.
+async def _until_signalled(main: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """Run ``main`` until it returns, or until SIGINT/SIGTERM asks funnel-server to stop.
 
-    uvicorn shuts the web app down on SIGTERM and then re-raises the signal; with the
-    default disposition that kills the process before the funnel stops its backends,
-    orphaning stdio servers that outlive their stdin. Handing it to whatever handles
-    SIGINT at that moment (the event loop's, which cancels the main task) unwinds through
-    the funnel exactly like Ctrl-C. Returns the handler to restore, or ``None`` when
-    someone else already owns SIGTERM (or this is not the main thread).
+    A signal cancels ``main``, which unwinds through the funnel: backends are stopped and
+    their children reaped, the web app shut down, tokens already persisted. Handling both
+    signals here, in the event loop, works the same whether SIGINT is deliverable (a
+    terminal) or ignored (a background job, a service manager that only sends SIGTERM).
     """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
-    signal.signal(signal.SIGTERM, _like_ctrl_c)
-    return signal.SIG_DFL
+    result = EXIT_OK
+    async with anyio.create_task_group() as tg:
 
+        async def run() -> None:
+            nonlocal result
+            result = await main(*args)
+            tg.cancel_scope.cancel()
 
-def _like_ctrl_c(signum: int, frame: FrameType | None) -> None:
-    handler = signal.getsignal(signal.SIGINT)
-    if callable(handler):
-        handler(signal.SIGINT, frame)
-        return
-    raise KeyboardInterrupt  # SIGINT ignored (a background job): still stop
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    logger.info("%s received; shutting down", signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        tg.start_soon(run)
+    return result
 
 
 def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> int:
@@ -260,8 +256,17 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
         if args.command == "login":
             if sock is None:  # pragma: no cover - login never runs with --stdio
                 return EXIT_USAGE
-            return anyio.run(_login, config, base_dir, settings, sock, args.server, args.timeout)
-        return anyio.run(_run, config, base_dir, settings, sock, args.stdio)
+            return anyio.run(
+                _until_signalled,
+                _login,
+                config,
+                base_dir,
+                settings,
+                sock,
+                args.server,
+                args.timeout,
+            )
+        return anyio.run(_until_signalled, _run, config, base_dir, settings, sock, args.stdio)
     finally:
         remove_audit_handlers(handlers)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -52,6 +52,20 @@ def display_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner.
+
+    uvicorn normally takes SIGINT/SIGTERM for itself and re-raises them after shutting
+    down, which would kill the process before the funnel has stopped its backends.
+    funnel-server handles both signals in its event loop instead (see ``_cli``) and
+    stops this server through ``should_exit``.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 @dataclass(frozen=True, slots=True)
 class RunningServer:
     """A server started by :func:`running_server`.
@@ -85,12 +99,17 @@ async def running_server(app: Litestar, sock: socket.socket) -> AsyncIterator[Ru
         timeout_graceful_shutdown=2,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = _QuietServer(config)
     running = RunningServer(server=server, port=sock.getsockname()[1], stopped=anyio.Event())
+    # uvicorn must stop through should_exit, never by having its task cancelled from
+    # outside (a signal, an error elsewhere): cancelled mid-lifespan it leaves tracebacks
+    # and open connections. Its scope is shielded, and cancelled only as a backstop.
+    serve_scope = anyio.CancelScope(shield=True)
 
     async def serve() -> None:
         try:
-            await server.serve([sock])
+            with serve_scope:
+                await server.serve([sock])
         finally:
             running.stopped.set()
 
@@ -105,6 +124,8 @@ async def running_server(app: Litestar, sock: socket.socket) -> AsyncIterator[Ru
                     endpoint.close_all()  # ends long-lived /mcp streams so shutdown is quick
                 server.should_exit = True
                 # uvicorn's graceful timeout bounds the shutdown; this is the backstop.
-                tg.cancel_scope.deadline = anyio.current_time() + 10
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await running.stopped.wait()
+                serve_scope.cancel()
     finally:
         sock.close()
