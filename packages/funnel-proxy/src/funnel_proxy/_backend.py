@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -254,15 +254,14 @@ class Backend:
         if self._server.disabled:
             self._publish(status="disabled", error="disabled in the configuration")
             return
-        policy = self._config.auto_reconnect
-        delays = policy.backoff().delays() if policy.enabled else iter(())
+        delays = self._retry_delays()
         attempt = 0
         while True:
             self._wake = anyio.Event()
             connected = await self._connect_once()
             if connected:
                 attempt = 0
-                delays = policy.backoff().delays() if policy.enabled else iter(())
+                delays = self._retry_delays()
             if self._state.status == "auth_required":
                 await self._wake.wait()
                 continue
@@ -276,7 +275,7 @@ class Backend:
                     )
                     logger.warning("[%s] giving up: %s", self.name, self._state.error)
                 await self._wake.wait()
-                delays = policy.backoff().delays() if policy.enabled else iter(())
+                delays = self._retry_delays()
                 attempt = 0
                 continue
             attempt += 1
@@ -286,6 +285,11 @@ class Backend:
             logger.info("[%s] reconnecting in %.1f s (attempt %d)", self.name, delay, attempt)
             with anyio.move_on_after(delay):
                 await self._wake.wait()
+
+    def _retry_delays(self) -> Iterator[float]:
+        """A fresh sequence of reconnect delays (none when autoReconnect is off)."""
+        policy = self._config.auto_reconnect
+        return policy.backoff().delays() if policy.enabled else iter(())
 
     async def _connect_once(self) -> bool:
         """One connection's whole life. Returns whether it got connected at all."""
