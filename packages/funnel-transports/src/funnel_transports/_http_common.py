@@ -38,7 +38,7 @@ from funnel_transports._errors import (
     TransportClosed,
     TransportError,
 )
-from funnel_transports._inbox import Inbox
+from funnel_transports._inbox import Inbox, MessageSink
 from funnel_transports._jsonrpc import (
     ErrorObject,
     ErrorResponse,
@@ -494,6 +494,10 @@ class HttpTransportBase:
 
     async def _finish(self) -> None:
         """Last words to the server (bounded, shielded, errors ignored)."""
+
+    def attach(self, sink: MessageSink) -> None:
+        """Deliver every inbound message by calling ``sink`` on the reader task."""
+        self._inbox.attach(sink)
 
     async def receive(self) -> Message:
         """Wait for the next message from the server.

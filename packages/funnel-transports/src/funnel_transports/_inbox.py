@@ -10,6 +10,8 @@ failure. The error is kept beside the stream, never sent through it as a value.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeAlias
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -17,7 +19,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from funnel_transports._errors import TransportClosed, TransportError
 from funnel_transports._jsonrpc import Message
 
-__all__ = ["Inbox"]
+__all__ = ["Inbox", "MessageSink"]
+
+MessageSink: TypeAlias = Callable[[Message], None]
+"""Takes one inbound message on the transport's reader task; must not block or raise."""
 
 
 class Inbox:
@@ -37,6 +42,7 @@ class Inbox:
         self._receive = receive
         self._reason: TransportError | None = None
         self._closed = False
+        self._sink: MessageSink | None = None
 
     @property
     def closed(self) -> bool:
@@ -49,9 +55,26 @@ class Inbox:
         return self._reason
 
     def put(self, message: Message) -> None:
-        """Queue one inbound message (ignored once closed)."""
-        if not self.closed:
+        """Queue one inbound message, or hand it to the attached sink (ignored once closed)."""
+        if self._closed:
+            return
+        if self._sink is not None:
+            self._sink(message)
+        else:
             self._send.send_nowait(message)
+
+    def attach(self, sink: MessageSink) -> None:
+        """From now on hand every message to ``sink`` at once instead of queueing it.
+
+        What is queued already goes to ``sink`` first, in order; :meth:`get` then only
+        waits for the end and raises its reason.
+        """
+        while True:
+            try:
+                sink(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        self._sink = sink
 
     def close(self, reason: TransportError | None = None) -> None:
         """End the stream; later :meth:`get` calls raise ``reason`` once drained.
@@ -62,6 +85,7 @@ class Inbox:
             return
         self._reason = reason
         self._closed = True
+        self._sink = None
         self._send.close()
 
     async def get(self) -> Message:

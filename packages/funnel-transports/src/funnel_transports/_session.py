@@ -1,12 +1,29 @@
 """The MCP client session: requests and responses over any transport, both protocol eras.
 
-Theory of operation: a session owns one reader task, which takes every message the
-transport delivers and routes it: a response wakes the request that waits for it (by
-id); ``notifications/progress`` goes to the progress callback of the request whose id is
-its progress token; other notifications go, in order, to the notification handler; a
-request from the server is answered (``ping`` by the session itself, anything else by the
-request handler or with -32601). Handlers run on a second task fed through an unbounded
-queue, so a slow handler never stalls responses.
+Theory of operation (the core that funnel's proxy path is built on; the package README
+draws it in full):
+
+* **One reader task** takes every message the transport delivers and routes it
+  synchronously, in arrival order: a response completes the pending request with its id;
+  ``notifications/progress`` goes to the progress callback of the request whose token it
+  names; other notifications go to the notification handler; a request from the server
+  (sampling, elicitation, roots, ping) is answered by ``ping`` itself or by the request
+  handler, each such request in a task of its own, bounded in number.
+* **No task and no cancel scope per request.** A request is a :class:`_Pending` entry keyed
+  by id. :meth:`ClientSession.start_request` registers one with a completion callback and
+  hands the message to the transport (``send_nowait`` where the transport can queue without
+  waiting, else a send task); the callback runs on the reader task when the response comes.
+  :meth:`ClientSession.request` is the coroutine form built on it: it waits on one event,
+  and runs the request's progress callbacks in its own task, in order, *before* it returns
+  the result, so progress can never overtake its result.
+* **One timer for every deadline.** Deadlines live in one heap served by one timer task;
+  an expired request fails with :class:`RequestTimeout` and the server is told
+  (``notifications/cancelled``). The heap is compacted so it stays proportional to the
+  requests in flight.
+* **Bounded everywhere.** Server requests in flight, progress updates queued for one
+  request, and handler work queued for async notification handlers all have caps; what
+  exceeds one is answered with an error or dropped with a log line, never buffered
+  without end.
 
 When the transport ends, every pending request fails at once with the transport's reason
 (which names the server), and :meth:`ClientSession.wait_closed` returns it: the owner
@@ -23,19 +40,19 @@ compatibility rules:
   makes the session modern; ``UnsupportedProtocolVersionError`` (-32022) naming a mutual
   modern version retries at it; any other error, or no answer within the probe timeout,
   means a handshake-era server, and the session falls back to ``initialize``.
-
-A caller that gives up on a request (timeout or cancellation) makes the session send
-``notifications/cancelled`` for it, so the server can stop working on it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import heapq
+import inspect
+import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeAlias
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypeAlias
 
 import anyio
 import anyio.abc
@@ -44,8 +61,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from msgspec import UNSET, Raw
 
 from funnel_transports._errors import (
+    INTERNAL_ERROR,
     METHOD_NOT_FOUND,
     UNSUPPORTED_PROTOCOL_VERSION,
+    ConnectionLost,
     InvalidRequest,
     NegotiationError,
     RequestTimeout,
@@ -80,6 +99,7 @@ from funnel_transports._transport import Transport
 __all__ = [
     "ClientSession",
     "NotificationHandler",
+    "Outcome",
     "ProgressHandler",
     "RequestHandler",
     "SessionMode",
@@ -88,12 +108,24 @@ __all__ = [
 logger = logging.getLogger("funnel_transports.session")
 
 SessionMode: TypeAlias = Literal["auto", "legacy", "modern"]
-ProgressHandler: TypeAlias = Callable[[dict[str, Any]], Awaitable[None]]
-"""Receives the ``params`` of each ``notifications/progress`` for one request."""
-NotificationHandler: TypeAlias = Callable[[Notification], Awaitable[None]]
-"""Receives every notification from the server except progress for a request."""
+ProgressHandler: TypeAlias = Callable[[dict[str, Any]], Awaitable[None] | None]
+"""Receives the ``params`` of each ``notifications/progress`` for one request.
+
+With :meth:`ClientSession.request` it may be a coroutine function (it runs in the
+caller's task); with :meth:`ClientSession.start_request` it must be a plain function.
+"""
+NotificationHandler: TypeAlias = Callable[[Notification], Awaitable[None] | None]
+"""Receives every notification from the server except progress for a request.
+
+A plain function runs on the reader task, in order, and must not block. A coroutine
+function runs on a work task fed by a bounded queue (still in order).
+"""
 RequestHandler: TypeAlias = Callable[[Request], Awaitable[Any]]
-"""Answers a request from the server: return the result, or raise :class:`RpcError`."""
+"""Answers a request from the server: return the result (``Raw`` is sent as it is), or
+raise :class:`RpcError`."""
+Outcome: TypeAlias = Response | ErrorResponse | TransportError
+"""How a request ended: the server's response, its error response, or why there is none."""
+DoneCallback: TypeAlias = Callable[[Outcome], None]
 
 _DEFAULT_CLIENT_INFO: Final = Implementation(name="funnel", version="0.1.0")
 _LIST_CHANGED_FILTER: Final = (
@@ -103,6 +135,12 @@ _LIST_CHANGED_FILTER: Final = (
 )
 _MAX_PAGES: Final = 1000
 _CANCEL_NOTICE_TIMEOUT: Final = 2.0
+#: Requests from the server answered at once; more are refused with -32603.
+MAX_SERVER_REQUESTS: Final = 64
+#: Progress updates kept for one request whose caller has not taken them yet.
+MAX_QUEUED_PROGRESS: Final = 256
+#: Notifications queued for a coroutine notification handler.
+MAX_QUEUED_NOTIFICATIONS: Final = 1024
 
 
 class _Default:
@@ -113,19 +151,70 @@ _DEFAULT: Final = _Default()
 
 
 class _Pending:
-    __slots__ = ("done", "on_progress", "outcome")
+    __slots__ = ("deadline", "method", "on_done", "on_progress", "seconds", "send_scope")
 
-    def __init__(self, on_progress: ProgressHandler | None) -> None:
-        self.done = anyio.Event()
+    def __init__(
+        self,
+        method: str,
+        on_done: DoneCallback,
+        on_progress: Callable[[dict[str, Any]], None] | None,
+        deadline: float,
+        seconds: float | None,
+    ) -> None:
+        self.method = method
+        self.seconds = seconds
+        self.on_done = on_done
         self.on_progress = on_progress
-        self.outcome: Response | ErrorResponse | TransportError | None = None
+        self.deadline = deadline
+        self.send_scope: anyio.CancelScope | None = None
+
+
+class _Waiter:
+    """The coroutine side of one request: its outcome and its queued progress."""
+
+    __slots__ = ("event", "outcome", "progress")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.outcome: Outcome | None = None
+        self.progress: deque[dict[str, Any]] = deque()
+
+    def done(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.event.set()
+
+    def on_progress(self, params: dict[str, Any]) -> None:
+        if len(self.progress) >= MAX_QUEUED_PROGRESS:
+            self.progress.popleft()  # the newest progress says more than the oldest
+        self.progress.append(params)
+        self.event.set()
 
 
 class _ListPage(msgspec.Struct, rename="camel"):
     next_cursor: str | None = None
 
 
-_Work: TypeAlias = tuple[Callable[..., Awaitable[None]], Any]
+class _ProgressParams(msgspec.Struct):
+    progressToken: int | str | None = None  # noqa: N815 - the wire name
+
+
+_progress_decoder: Final = msgspec.json.Decoder(_ProgressParams)
+
+
+def outcome_result(outcome: Outcome, server: str, method: str) -> Raw:
+    """The raw result of a finished request, or the exception it stands for.
+
+    Raises:
+        RpcError: The server answered with an error.
+        TransportError: The request failed on the way (timeout, connection lost).
+    """
+    if isinstance(outcome, Response):
+        return outcome.result
+    if isinstance(outcome, ErrorResponse):
+        error = outcome.error
+        data = from_raw(error.data) if isinstance(error.data, Raw) else None
+        raise RpcError(error.code, error.message, data)
+    raise outcome
 
 
 class ClientSession:
@@ -133,14 +222,15 @@ class ClientSession:
 
     Enter it (``async with``) inside the transport's own ``async with`` block; entering
     negotiates the protocol, leaving stops the session's tasks. The session never closes
-    the transport: its owner does.
+    the transport: its owner does. :meth:`aclose` may be called from any task: it only
+    signals, and the ``async with`` block unwinds.
 
     Args:
         transport: The connected transport.
         mode: Protocol era selection, see the module documentation.
         client_info: Name and version announced to the server.
-        capabilities: Client capabilities to declare (none by default: funnel forwards
-            no sampling, roots or elicitation).
+        capabilities: Client capabilities to declare (none by default). Declare only what
+            ``request_handler`` can really serve.
         request_timeout: Default seconds a request may take; ``None`` waits forever.
         connect_timeout: Seconds each negotiation request (``initialize``,
             ``server/discover`` outside ``auto``) may take; default: ``request_timeout``.
@@ -168,6 +258,9 @@ class ClientSession:
         listen: bool = True,
     ) -> None:
         self._transport = transport
+        self._send_nowait: Callable[[Message], None] | None = getattr(
+            transport, "send_nowait", None
+        )
         self._mode: SessionMode = mode
         self._client_info = client_info
         self._capabilities = dict(capabilities or {})
@@ -175,19 +268,25 @@ class ClientSession:
         self._connect_timeout = connect_timeout if connect_timeout is not None else request_timeout
         self._probe_timeout = probe_timeout
         self._notification_handler = notification_handler
+        self._notification_is_async = inspect.iscoroutinefunction(notification_handler)
         self._request_handler = request_handler
         self._listen = listen
 
-        self._next_id = 0
+        self._ids = itertools.count(1)
         self._pending: dict[RequestId, _Pending] = {}
+        self._timers: list[tuple[float, int, RequestId]] = []
+        self._timer_seq = itertools.count()
+        self._timer_wake = anyio.Event()
+        self._server_requests: dict[RequestId, anyio.CancelScope] = {}
         self._modern_meta: dict[str, Any] | None = None
         self._protocol_version: str | None = None
         self._server_capabilities: dict[str, Any] = {}
         self._server_info: Implementation | None = None
         self._instructions: str | None = None
 
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._work_send: MemoryObjectSendStream[_Work] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._background_scope: anyio.CancelScope | None = None
+        self._work_send: MemoryObjectSendStream[Notification] | None = None
         self._closed = anyio.Event()
         self._close_reason: TransportError | None = None
         self._closing = False
@@ -231,6 +330,11 @@ class ClientSession:
         """Whether the session has ended (closed by us, or the transport ended)."""
         return self._closed.is_set()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
+
     async def wait_closed(self) -> TransportError | None:
         """Wait until the session ends; return why (``None`` when we closed it)."""
         await self._closed.wait()
@@ -238,58 +342,152 @@ class ClientSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> Self:
-        work_receive: MemoryObjectReceiveStream[_Work]
-        self._work_send, work_receive = anyio.create_memory_object_stream[_Work](math.inf)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._read_loop)
-        self._task_group.start_soon(self._work_loop, work_receive)
-        try:
-            await self._negotiate()
-        except BaseException:
-            # Exit the group as if cleanly (its tasks are cancelled) so that the
-            # caller sees the negotiation error itself, not an ExceptionGroup around it.
-            self._shutdown()
-            await self._task_group.__aexit__(None, None, None)
-            raise
-        return self
+    async def __aenter__(self) -> ClientSession:
+        self._cm = self._lifespan()
+        return await self._cm.__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncGenerator[ClientSession, None]:
+        # The caller's block runs in this task group's scope, so its exception is taken
+        # out before the group exits (a group would wrap it in an ExceptionGroup) and
+        # raised again after. The session's own tasks live in a group of their own inside
+        # one background task with its own cancel scope: closing the session cancels
+        # that scope, never the caller's.
+        error: BaseException | None = None
+        async with anyio.create_task_group() as outer:
+            await outer.start(self._background, name=f"{self.name} session")
+            try:
+                await self._negotiate()
+                yield self
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                error = exc
+            finally:
+                self._closing = True
+                self._finish(None)
+                self._stop_background()
+        if error is not None:
+            raise error
+
+    async def _background(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        work_receive: MemoryObjectReceiveStream[Notification] | None = None
+        if self._notification_is_async:
+            self._work_send, work_receive = anyio.create_memory_object_stream[Notification](
+                MAX_QUEUED_NOTIFICATIONS
+            )
+        with anyio.CancelScope() as scope:
+            self._background_scope = scope
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._read_loop, name=f"{self.name} reader")
+                    tg.start_soon(self._timer_loop, name=f"{self.name} timer")
+                    if work_receive is not None:
+                        tg.start_soon(self._work_loop, work_receive, name=f"{self.name} handlers")
+                    task_status.started()
+            finally:
+                self._tg = None
+
+    def _stop_background(self) -> None:
+        if self._background_scope is not None:
+            self._background_scope.cancel()
 
     async def aclose(self) -> None:
-        """Stop the session's tasks; pending requests fail with :class:`TransportClosed`."""
-        if self._task_group is None or self._closing:
-            return
-        self._shutdown()
-        await self._task_group.__aexit__(None, None, None)
+        """End the session from any task: pending requests fail with :class:`TransportClosed`.
 
-    def _shutdown(self) -> None:
+        Only signals; the tasks stop as the ``async with`` block that entered the
+        session unwinds.
+        """
         self._closing = True
-        assert self._task_group is not None  # noqa: S101 - only called after __aenter__
-        self._task_group.cancel_scope.cancel()
         self._finish(None)
+        self._stop_background()
 
     def _finish(self, reason: TransportError | None) -> None:
         if self._closed.is_set():
             return
         self._close_reason = reason
         failure = reason or TransportClosed(f"{self.name}: session closed")
-        for pending in self._pending.values():
-            pending.outcome = failure
-            pending.done.set()
-        self._pending.clear()
+        pending, self._pending = self._pending, {}
+        self._timers.clear()
+        for entry in pending.values():
+            self._complete(entry, failure)
+        for scope in self._server_requests.values():
+            scope.cancel()
         if self._work_send is not None:
             self._work_send.close()
         self._closed.set()
 
+    def _complete(self, entry: _Pending, outcome: Outcome) -> None:
+        if entry.send_scope is not None:
+            entry.send_scope.cancel()
+        try:
+            entry.on_done(outcome)
+        except Exception:
+            logger.exception("[%s] a completion callback for %s failed", self.name, entry.method)
+
     # ------------------------------------------------------------------ requests
+
+    def start_request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        on_done: DoneCallback,
+        *,
+        timeout: float | _Default | None = _DEFAULT,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> RequestId:
+        """Send a request without waiting; ``on_done`` gets its outcome exactly once.
+
+        ``on_done`` and ``on_progress`` run on the reader task (or the timer task, or
+        whoever closes the session): they must not block. ``on_done`` is not called for a
+        request withdrawn with :meth:`cancel_request`.
+
+        In the modern era the session adds protocol version, client info and
+        capabilities to ``params._meta``; with ``on_progress`` it adds a
+        ``progressToken``. Existing ``_meta`` entries (such as a client's own progress
+        token being forwarded) are kept unless the session must set them.
+
+        Returns:
+            The id the request went out with.
+
+        Raises:
+            TransportClosed: The session is closed (``on_done`` is not called).
+        """
+        if self._closed.is_set():
+            raise self._close_reason or TransportClosed(f"{self.name}: session closed")
+        request_id = next(self._ids)
+        body: dict[str, Any] | None = dict(params) if params is not None else None
+        if on_progress is not None or self._modern_meta is not None:
+            body = body if body is not None else {}
+            meta_source = body.get("_meta")
+            meta: dict[str, Any] = dict(meta_source) if isinstance(meta_source, Mapping) else {}
+            if on_progress is not None:
+                meta["progressToken"] = request_id
+            if self._modern_meta is not None:
+                meta.update(self._modern_meta)
+            body["_meta"] = meta
+        seconds = self._request_timeout if isinstance(timeout, _Default) else timeout
+        deadline = math.inf if seconds is None else anyio.current_time() + seconds
+        entry = _Pending(method, on_done, on_progress, deadline, seconds)
+        self._pending[request_id] = entry
+        if deadline != math.inf:
+            self._arm(deadline, request_id)
+        message = Request(
+            id=request_id, method=method, params=to_raw(body) if body is not None else UNSET
+        )
+        self._dispatch(message, entry)
+        return request_id
+
+    def cancel_request(self, request_id: RequestId, reason: str) -> None:
+        """Withdraw a request: the server is told, ``on_done`` is not called."""
+        entry = self._pending.pop(request_id, None)
+        if entry is None:
+            return
+        if entry.send_scope is not None:
+            entry.send_scope.cancel()
+        self._notice_cancelled(request_id, reason)
 
     async def request(
         self,
@@ -301,10 +499,8 @@ class ClientSession:
     ) -> Raw:
         """Send a request and return the raw ``result`` of its response.
 
-        In the modern era the session adds protocol version, client info and
-        capabilities to ``params._meta``; with ``on_progress`` it adds a
-        ``progressToken``. Existing ``_meta`` entries (such as a client's own progress
-        token being forwarded) are kept unless the session must set them.
+        Progress callbacks run in this task, in order, and all of them before this
+        returns: progress never arrives after its result.
 
         Args:
             method: The JSON-RPC method.
@@ -318,48 +514,32 @@ class ClientSession:
             ConnectionLost: The connection ended before the answer came.
             TransportClosed: The session is closed.
         """
-        if self._closed.is_set():
-            raise self._close_reason or TransportClosed(f"{self.name}: session closed")
-        request_id = self._new_id()
-        body = dict(params) if params is not None else {}
-        meta_source = body.get("_meta")
-        meta: dict[str, Any] = dict(meta_source) if isinstance(meta_source, Mapping) else {}
-        if on_progress is not None:
-            meta["progressToken"] = request_id
-        if self._modern_meta is not None:
-            meta.update(self._modern_meta)
-        if meta:
-            body["_meta"] = meta
-        pending = _Pending(on_progress)
-        self._pending[request_id] = pending
-        wait_for = self._request_timeout if isinstance(timeout, _Default) else timeout
+        waiter = _Waiter()
+        request_id = self.start_request(
+            method,
+            params,
+            waiter.done,
+            timeout=timeout,
+            on_progress=waiter.on_progress if on_progress is not None else None,
+        )
         try:
-            await self._transport.send(
-                Request(
-                    id=request_id,
-                    method=method,
-                    params=to_raw(body) if body or params is not None else UNSET,
-                )
-            )
-            with anyio.move_on_after(math.inf if wait_for is None else wait_for):
-                await pending.done.wait()
-        except anyio.get_cancelled_exc_class():
-            if not pending.done.is_set():
-                await self._cancel_remote(request_id, "the caller gave up")
+            while True:
+                await waiter.event.wait()
+                while waiter.progress:
+                    assert on_progress is not None  # noqa: S101 - only queued with one
+                    update = on_progress(waiter.progress.popleft())
+                    if update is not None:
+                        await update
+                if waiter.outcome is not None:
+                    break
+                waiter.event = anyio.Event()
+                if waiter.progress or waiter.outcome is not None:
+                    waiter.event.set()
+        except BaseException:
+            if waiter.outcome is None:
+                self.cancel_request(request_id, "the caller gave up")
             raise
-        finally:
-            self._pending.pop(request_id, None)
-        outcome = pending.outcome
-        if outcome is None:
-            await self._cancel_remote(request_id, "timed out")
-            raise RequestTimeout(f"{self.name}: no answer to {method} within {wait_for:g} s")
-        if isinstance(outcome, Response):
-            return outcome.result
-        if isinstance(outcome, ErrorResponse):
-            error = outcome.error
-            data = from_raw(error.data) if isinstance(error.data, Raw) else None
-            raise RpcError(error.code, error.message, data)
-        raise outcome
+        return outcome_result(waiter.outcome, self.name, method)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None:
         """Send a notification."""
@@ -367,20 +547,91 @@ class ClientSession:
             Notification(method=method, params=to_raw(params) if params is not None else UNSET)
         )
 
-    async def _cancel_remote(self, request_id: RequestId, reason: str) -> None:
+    # ------------------------------------------------------------------ sending
+
+    def _dispatch(self, message: Message, entry: _Pending | None) -> None:
+        """Hand a message to the transport without waiting for it."""
+        if self._send_nowait is not None:
+            try:
+                self._send_nowait(message)
+            except TransportError as exc:
+                self._fail_send(message, exc)
+            return
+        tg = self._tg
+        if tg is None:
+            self._fail_send(message, TransportClosed(f"{self.name}: session closed"))
+            return
+        scope = anyio.CancelScope()
+        if entry is not None:
+            entry.send_scope = scope
+        tg.start_soon(self._send_task, message, scope)
+
+    async def _send_task(self, message: Message, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await self._transport.send(message)
+            except TransportError as exc:
+                self._fail_send(message, exc)
+        if isinstance(message, Request) and (entry := self._pending.get(message.id)):
+            entry.send_scope = None
+
+    def _fail_send(self, message: Message, exc: TransportError) -> None:
+        if isinstance(message, Request):
+            entry = self._pending.pop(message.id, None)
+            if entry is not None:
+                self._complete(entry, exc)
+        else:
+            logger.debug("[%s] could not send %s: %s", self.name, type(message).__name__, exc)
+
+    def _notice_cancelled(self, request_id: RequestId, reason: str) -> None:
         if self._closed.is_set():
             return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_NOTICE_TIMEOUT):
-            try:
-                await self.notify(
-                    "notifications/cancelled", {"requestId": request_id, "reason": reason}
-                )
-            except TransportError as exc:
-                logger.debug("[%s] could not send cancellation: %s", self.name, exc)
+        self._dispatch(
+            Notification(
+                method="notifications/cancelled",
+                params=to_raw({"requestId": request_id, "reason": reason}),
+            ),
+            None,
+        )
+
+    # ------------------------------------------------------------------ deadlines
+
+    def _arm(self, deadline: float, request_id: RequestId) -> None:
+        timers = self._timers
+        if not timers or deadline < timers[0][0]:
+            self._timer_wake.set()
+        heapq.heappush(timers, (deadline, next(self._timer_seq), request_id))
+        if len(timers) > 2 * len(self._pending) + 1024:
+            # Finished requests leave their entries behind: keep the heap proportional
+            # to what is in flight.
+            self._timers = [
+                item
+                for item in timers
+                if (entry := self._pending.get(item[2])) is not None and entry.deadline == item[0]
+            ]
+            heapq.heapify(self._timers)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            timers = self._timers
+            now = anyio.current_time()
+            while timers and timers[0][0] <= now:
+                deadline, _, request_id = heapq.heappop(timers)
+                entry = self._pending.get(request_id)
+                if entry is not None and entry.deadline == deadline:
+                    del self._pending[request_id]
+                    self._notice_cancelled(request_id, "timed out")
+                    self._complete(entry, RequestTimeout(self._timeout_message(entry)))
+            self._timer_wake = anyio.Event()
+            wait = timers[0][0] - anyio.current_time() if timers else math.inf
+            with anyio.move_on_after(wait):
+                await self._timer_wake.wait()
+
+    def _timeout_message(self, entry: _Pending) -> str:
+        return f"{self.name}: no answer to {entry.method} within {entry.seconds:g} s"
 
     def _new_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+        return next(self._ids)
 
     # ------------------------------------------------------------------ MCP helpers
 
@@ -527,8 +778,8 @@ class ClientSession:
                 and self._server_capabilities[capability].get("listChanged")
             }
             if wanted:
-                assert self._task_group is not None  # noqa: S101 - set in __aenter__
-                self._task_group.start_soon(self._subscribe, wanted)
+                assert self._tg is not None  # noqa: S101 - negotiation runs inside the group
+                self._tg.start_soon(self._subscribe, wanted, name=f"{self.name} listen")
 
     async def _subscribe(self, wanted: dict[str, Any]) -> None:
         try:
@@ -569,81 +820,149 @@ class ClientSession:
 
     async def _read_loop(self) -> None:
         reason: TransportError | None
+        receive = self._transport.receive
+        route = self._safe_route
+        attach = getattr(self._transport, "attach", None)
+        if attach is not None:
+            # The transport's own reader calls us directly: one task, no queue hop.
+            attach(route)
         try:
             while True:
-                self._route(await self._transport.receive())
+                route(await receive())
         except TransportClosed as exc:
             reason = None if self._closing else exc
         except TransportError as exc:
             reason = exc
+        except Exception as exc:  # a reader must never take the session's owner down
+            logger.exception("[%s] the session reader failed", self.name)
+            reason = ConnectionLost(f"{self.name}: internal error reading messages: {exc!r}")
         if reason is not None:
             logger.info("[%s] connection ended: %s", self.name, reason)
         self._finish(reason)
+        # Nothing can arrive any more: the timer and handler tasks have no work left.
+        self._stop_background()
+
+    def _safe_route(self, message: Message) -> None:
+        try:
+            self._route(message)
+        except Exception:
+            logger.exception("[%s] routing a message failed", self.name)
 
     def _route(self, message: Message) -> None:
         if isinstance(message, Response | ErrorResponse):
-            pending = self._pending.pop(message.id, None) if message.id is not None else None
-            if pending is None:
+            entry = self._pending.pop(message.id, None) if message.id is not None else None
+            if entry is None:
                 logger.debug("[%s] ignored a response to unknown request %r", self.name, message.id)
                 return
-            pending.outcome = message
-            pending.done.set()
+            self._complete(entry, message)
         elif isinstance(message, Notification):
             self._route_notification(message)
         else:
-            self._queue(self._answer, message)
+            self._route_request(message)
 
     def _route_notification(self, message: Notification) -> None:
-        if message.method == "notifications/progress" and isinstance(message.params, Raw):
+        method = message.method
+        if method == "notifications/progress" and isinstance(message.params, Raw):
             try:
-                params = from_raw(message.params, dict[str, Any])
-            except InvalidRequest:
+                token = _progress_decoder.decode(message.params).progressToken
+            except msgspec.DecodeError:
                 logger.debug("[%s] ignored malformed progress notification", self.name)
                 return
-            pending = self._pending.get(params.get("progressToken"))  # type: ignore[arg-type]
-            if pending is not None and pending.on_progress is not None:
-                self._queue(pending.on_progress, params)
-                return
-        if self._notification_handler is not None:
-            self._queue(self._notification_handler, message)
-
-    def _queue(self, handler: Callable[..., Awaitable[None]], argument: Any) -> None:
-        # After the session finished, late messages have nobody left to handle them.
-        if self._work_send is None:
-            return
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._work_send.send_nowait((handler, argument))
-
-    async def _work_loop(self, work_receive: MemoryObjectReceiveStream[_Work]) -> None:
-        async with work_receive:
-            async for handler, argument in work_receive:
+            entry = self._pending.get(token) if token is not None else None
+            if entry is not None and entry.on_progress is not None:
                 try:
-                    await handler(argument)
+                    entry.on_progress(from_raw(message.params, dict[str, Any]))
                 except Exception:
-                    logger.exception("[%s] a message handler failed", self.name)
-
-    async def _answer(self, request: Request) -> None:
-        if request.method == "ping":
-            reply: Message = Response(id=request.id, result=Raw(b"{}"))
-        elif self._request_handler is None:
-            reply = ErrorResponse(
-                id=request.id,
-                error=ErrorObject(
-                    code=METHOD_NOT_FOUND, message=f"Method not found: {request.method}"
-                ),
-            )
-        else:
+                    logger.exception("[%s] a progress callback failed", self.name)
+                return
+        elif method == "notifications/cancelled" and isinstance(message.params, Raw):
+            # The server withdraws one of its own requests to us.
             try:
-                reply = Response(id=request.id, result=to_raw(await self._request_handler(request)))
-            except RpcError as exc:
-                data = to_raw(exc.data) if exc.data is not None else UNSET
-                reply = ErrorResponse(
-                    id=request.id, error=ErrorObject(code=exc.code, message=exc.message, data=data)
+                withdrawn = from_raw(message.params, dict[str, Any]).get("requestId")
+            except InvalidRequest:
+                withdrawn = None
+            scope = self._server_requests.get(withdrawn) if withdrawn is not None else None
+            if scope is not None:
+                scope.cancel()
+        handler = self._notification_handler
+        if handler is None:
+            return
+        if self._work_send is not None:
+            try:
+                self._work_send.send_nowait(message)
+            except anyio.WouldBlock:
+                logger.warning(
+                    "[%s] dropped %s: the notification handler is %d behind",
+                    self.name,
+                    method,
+                    MAX_QUEUED_NOTIFICATIONS,
                 )
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            return
         try:
-            await self._transport.send(reply)
-        except TransportError as exc:
-            logger.debug("[%s] could not answer %s: %s", self.name, request.method, exc)
+            handler(message)
+        except Exception:
+            logger.exception("[%s] the notification handler failed on %s", self.name, method)
+
+    async def _work_loop(self, work_receive: MemoryObjectReceiveStream[Notification]) -> None:
+        handler = self._notification_handler
+        assert handler is not None  # noqa: S101 - the loop only runs with an async handler
+        async with work_receive:
+            async for message in work_receive:
+                try:
+                    result = handler(message)
+                    if result is not None:
+                        await result
+                except Exception:
+                    logger.exception("[%s] a notification handler failed", self.name)
+
+    def _route_request(self, request: Request) -> None:
+        if request.method == "ping":
+            self._dispatch(Response(id=request.id, result=Raw(b"{}")), None)
+            return
+        if self._request_handler is None:
+            self._answer_error(request, METHOD_NOT_FOUND, f"Method not found: {request.method}")
+            return
+        if len(self._server_requests) >= MAX_SERVER_REQUESTS or request.id in self._server_requests:
+            self._answer_error(
+                request,
+                INTERNAL_ERROR,
+                f"funnel is already answering {MAX_SERVER_REQUESTS} requests from this server",
+            )
+            return
+        tg = self._tg
+        if tg is None:
+            return
+        scope = anyio.CancelScope()
+        self._server_requests[request.id] = scope
+        tg.start_soon(self._answer, request, scope, name=f"{self.name} {request.method}")
+
+    def _answer_error(self, request: Request, code: int, message: str, data: Any = None) -> None:
+        error = ErrorObject(
+            code=code, message=message, data=to_raw(data) if data is not None else UNSET
+        )
+        self._dispatch(ErrorResponse(id=request.id, error=error), None)
+
+    async def _answer(self, request: Request, scope: anyio.CancelScope) -> None:
+        handler = self._request_handler
+        assert handler is not None  # noqa: S101 - checked by _route_request
+        try:
+            with scope:
+                try:
+                    result = await handler(request)
+                except RpcError as exc:
+                    self._answer_error(request, exc.code, exc.message, exc.data)
+                except Exception as exc:
+                    logger.exception("[%s] answering %s failed", self.name, request.method)
+                    self._answer_error(
+                        request, INTERNAL_ERROR, f"funnel could not answer {request.method}: {exc}"
+                    )
+                else:
+                    raw = result if isinstance(result, Raw) else to_raw(result)
+                    self._dispatch(Response(id=request.id, result=raw), None)
+        finally:
+            self._server_requests.pop(request.id, None)
 
 
 def _supported_versions(data: Any) -> list[str]:

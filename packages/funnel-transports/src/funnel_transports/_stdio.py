@@ -2,35 +2,51 @@
 
 Theory of operation: entering the transport spawns the command in a new process group
 with *exactly* the environment it was given (a parent's secrets never leak to a child by
-accident) and starts two reader tasks in the transport's task group. The stdout reader
-frames newline-delimited JSON (:class:`LineFramer`), decodes each line and queues it in
-the :class:`Inbox`; a line that is not JSON-RPC is logged and skipped, a line over the
-size limit ends the connection with :class:`MessageTooLarge` so that pending requests
-fail at once instead of waiting for an answer that was just thrown away. The stderr
-reader logs each line as ``[server] line``. When stdout ends, the process is reaped and
-the inbox is closed with :class:`ConnectionLost` naming the exit status.
+accident); on Linux the child also gets ``PR_SET_PDEATHSIG``, so it is told to stop even
+when funnel itself is killed. The child's three pipes are switched to non-blocking mode
+and driven straight from the event loop (``anyio.wait_readable``/``wait_writable``): no
+worker thread and no extra stream layer per message.
 
-Shutdown is bounded and shielded from cancellation: close stdin and wait, then SIGTERM
-the process group and wait, then SIGKILL it and reap. No zombie or orphaned grandchild
-(``npx`` → ``node``) outlives the transport.
+* **Reading.** One reader task frames stdout into lines (:class:`LineFramer`), decodes
+  each and hands it to the session, either through the :class:`Inbox` or, once the
+  session attached itself, by a direct call on this task. A line that is not JSON-RPC is
+  logged and skipped; a line over the size limit ends the connection with
+  :class:`MessageTooLarge`, so pending requests fail at once instead of waiting for an
+  answer that was just thrown away. A second task logs stderr as ``[server] line``.
+* **Writing.** :meth:`StdioTransport.send_nowait` writes at once when the pipe has room and
+  otherwise queues the bytes, in order, for a writer task that waits until the pipe drains;
+  the queue is bounded (``max_queued``), and a child that stops reading its input fails
+  the sends that would exceed it instead of growing memory without end.
+  :meth:`StdioTransport.send` is the same with back-pressure: it waits while the queue is
+  over half full.
+* **Ending.** When stdout ends the process is reaped (a pidfd where the OS has one) and
+  the inbox is closed with :class:`ConnectionLost` naming the exit status.
+
+Shutdown is bounded and shielded from cancellation: close stdin and wait, then SIGTERM the
+process group and wait, then SIGKILL it and reap. No zombie or orphaned grandchild
+(``npx`` → ``node``) outlives the transport. :meth:`StdioTransport.aclose` may be called
+from any task.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+from typing import Any, Final
 
 import anyio
 import anyio.abc
-from anyio.streams.text import TextReceiveStream
+import anyio.lowlevel
 
 from funnel_transports._errors import (
     ConnectError,
@@ -41,7 +57,7 @@ from funnel_transports._errors import (
     TransportError,
 )
 from funnel_transports._framing import LineFramer
-from funnel_transports._inbox import Inbox
+from funnel_transports._inbox import Inbox, MessageSink
 from funnel_transports._jsonrpc import Message, decode_message, encode_message
 
 __all__ = ["StdioTransport"]
@@ -51,13 +67,38 @@ logger = logging.getLogger("funnel_transports.stdio")
 #: Default maximum size of one message from the server (8 MiB): room for large tool
 #: results with embedded images, small enough that a runaway peer cannot exhaust memory.
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+#: Default bound of bytes queued for a child that is slow to read its input.
+DEFAULT_MAX_QUEUED = 32 * 1024 * 1024
 _STDERR_LINE_LIMIT = 4096
 _LOG_PREVIEW = 200
+_READ_SIZE: Final = 256 * 1024
+#: Reads in a row before the reader yields to other tasks even though data keeps coming.
+_READS_BEFORE_YIELD: Final = 16
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def _preview(data: bytes | str) -> str:
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     return text if len(text) <= _LOG_PREVIEW else text[:_LOG_PREVIEW] + "…"
+
+
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the child when funnel dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:  # runs in the child between fork and exec
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # the parent died before the request took effect
+
+    return set_death_signal
 
 
 class StdioTransport:
@@ -71,6 +112,8 @@ class StdioTransport:
         cwd: Working directory of the child.
         name: The server's name for log lines and errors (default: the command's name).
         max_message_size: Largest message accepted from the server, in bytes.
+        max_queued: Most bytes queued for a child that does not read its input fast
+            enough; a send beyond it fails with :class:`ConnectionLost`.
         shutdown_timeout: Seconds each shutdown stage (stdin closed, SIGTERM) may take
             before the next, harsher one.
     """
@@ -84,6 +127,7 @@ class StdioTransport:
         cwd: str | os.PathLike[str] | None = None,
         name: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_queued: int = DEFAULT_MAX_QUEUED,
         shutdown_timeout: float = 2.0,
     ) -> None:
         self._command = command
@@ -92,13 +136,21 @@ class StdioTransport:
         self._cwd = cwd
         self._name = name or Path(command).name
         self._max_message_size = max_message_size
+        self._max_queued = max_queued
         self._shutdown_timeout = shutdown_timeout
         self._inbox = Inbox(self._name)
-        self._process: anyio.abc.Process | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._send_lock = anyio.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stdin_fd = -1
+        self._queue: deque[memoryview] = deque()
+        self._queued = 0
+        self._write_wake = anyio.Event()
+        self._drained = anyio.Event()
+        self._drained.set()
+        self._write_error: TransportError | None = None
+        self._background_scope: anyio.CancelScope | None = None
+        self._cm: Any = None
+        self._stopped = False
         self._closing = False
-        self._closed = False
 
     @property
     def name(self) -> str:
@@ -118,9 +170,49 @@ class StdioTransport:
     def set_protocol_version(self, version: str) -> None:
         """Stdio carries no per-message version header: nothing to do."""
 
-    async def __aenter__(self) -> Self:
+    def attach(self, sink: MessageSink) -> None:
+        """Deliver every inbound message by calling ``sink`` on the reader task.
+
+        Messages already queued are delivered first, in order. :meth:`receive` then only
+        reports the end of the connection.
+        """
+        self._inbox.attach(sink)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> StdioTransport:
+        self._cm = self._lifespan()
+        return await self._cm.__aenter__()  # type: ignore[no-any-return]
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc_info)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncGenerator[StdioTransport, None]:
+        process = self._spawn()
+        error: BaseException | None = None
         try:
-            self._process = await anyio.open_process(
+            async with anyio.create_task_group() as outer:
+                await outer.start(self._background, process, name=f"{self._name} pipes")
+                try:
+                    yield self
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                    error = exc
+                finally:
+                    await self.aclose()
+        finally:
+            self._inbox.aclose_receiver()
+            # Only now that no task waits on them may the descriptors be closed.
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        if error is not None:
+            raise error
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        try:
+            process = subprocess.Popen(  # noqa: S603 - the command is the user's configuration
                 [self._command, *self._args],
                 env=self._env,
                 cwd=self._cwd,
@@ -128,9 +220,10 @@ class StdioTransport:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=sys.platform != "win32",
+                preexec_fn=_death_signal_setter(),  # noqa: PLW1509 - prctl only, no locks taken
             )
         except OSError as exc:
-            self._closed = self._closing = True
+            self._stopped = self._closing = True
             self._inbox.close(None)
             self._inbox.aclose_receiver()
             if isinstance(exc, FileNotFoundError):
@@ -140,127 +233,163 @@ class StdioTransport:
                     f"{self._name}: command not executable: {self._command}"
                 ) from exc
             raise ConnectError(f"{self._name}: cannot start {self._command}: {exc}") from exc
-        logger.debug("[%s] started pid %s", self._name, self._process.pid)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._read_stdout, self._process)
-        self._task_group.start_soon(self._read_stderr, self._process)
-        return self
+        pipes = (process.stdin, process.stdout, process.stderr)
+        for pipe in pipes:
+            assert pipe is not None  # noqa: S101 - opened with PIPE above
+            os.set_blocking(pipe.fileno(), False)
+        self._stdin_fd = pipes[0].fileno()  # type: ignore[union-attr]
+        self._process = process
+        logger.debug("[%s] started pid %s", self._name, process.pid)
+        return process
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    async def _background(
+        self, process: subprocess.Popen[bytes], *, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
-        await self.aclose()
+        with anyio.CancelScope() as scope:
+            self._background_scope = scope
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._read_stdout, process, name=f"{self._name} stdout")
+                tg.start_soon(self._read_stderr, process, name=f"{self._name} stderr")
+                tg.start_soon(self._write_loop, name=f"{self._name} stdin")
+                task_status.started()
 
-    async def send(self, message: Message) -> None:
-        """Write one message as a line on the child's stdin."""
-        if self._closing or self._process is None or self._process.stdin is None:
+    async def aclose(self) -> None:
+        """Stop the child (bounded, shielded) and release everything; from any task."""
+        self._closing = True
+        if self._stopped:
+            return
+        self._stopped = True
+        with anyio.CancelScope(shield=True):
+            if self._process is not None:
+                await self._stop_process(self._process)
+            self._inbox.close(None)
+        if self._background_scope is not None:
+            self._background_scope.cancel()
+
+    # ------------------------------------------------------------------ sending
+
+    def send_nowait(self, message: Message) -> None:
+        """Write one message as a line on the child's stdin, or queue it in order.
+
+        Raises:
+            TransportClosed: The transport is closed.
+            ConnectionLost: The server is gone, closed its input, or has not read
+                ``max_queued`` bytes already queued for it.
+        """
+        if self._closing or self._process is None:
             raise TransportClosed(f"{self._name}: transport closed")
+        if self._write_error is not None:
+            raise self._write_error
         if self._inbox.closed:
             # The server is gone; say why rather than writing into a dead pipe.
             reason = self._inbox.reason
             raise ConnectionLost(str(reason) if reason else f"{self._name}: the server exited")
         data = encode_message(message) + b"\n"
-        try:
-            async with self._send_lock:
-                await self._process.stdin.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise ConnectionLost(
-                f"{self._name}: cannot write to the server: it closed its input"
-            ) from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] → %s", self._name, _preview(data))
+        if self._queue:
+            self._enqueue(memoryview(data))
+            return
+        try:
+            written = os.write(self._stdin_fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            raise self._broken(exc) from exc
+        if written < len(data):
+            self._enqueue(memoryview(data)[written:])
+
+    async def send(self, message: Message) -> None:
+        """Like :meth:`send_nowait`, waiting first while the queue is over half full."""
+        while self._queued > self._max_queued // 2 and not self._closing:
+            await self._drained.wait()
+        self.send_nowait(message)
+        await anyio.lowlevel.checkpoint()
+
+    def _enqueue(self, data: memoryview) -> None:
+        if self._queued + len(data) > self._max_queued:
+            raise ConnectionLost(
+                f"{self._name}: the server is not reading its input "
+                f"({self._queued} bytes already queued)"
+            )
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._drained.is_set():
+            self._drained = anyio.Event()
+        self._write_wake.set()
+
+    def _broken(self, exc: OSError) -> ConnectionLost:
+        error = ConnectionLost(f"{self._name}: cannot write to the server: it closed its input")
+        if exc.errno in (errno.EPIPE, errno.EBADF, errno.EINVAL):
+            self._write_error = error
+        return error
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._write_wake.wait()
+            self._write_wake = anyio.Event()
+            while self._queue:
+                await anyio.wait_writable(self._stdin_fd)
+                chunk = self._queue[0] if len(self._queue) == 1 else self._join_queue()
+                try:
+                    written = os.write(self._stdin_fd, chunk)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    logger.debug("[%s] writing failed: %s", self._name, exc)
+                    self._broken(exc)
+                    self._queue.clear()
+                    self._queued = 0
+                    break
+                self._queued -= written
+                if written == len(chunk):
+                    self._queue.popleft()
+                else:
+                    self._queue[0] = chunk[written:]
+            self._drained.set()
+
+    def _join_queue(self) -> memoryview:
+        joined = memoryview(b"".join(self._queue))
+        self._queue.clear()
+        self._queue.append(joined)
+        return joined
+
+    # ------------------------------------------------------------------ receiving
 
     async def receive(self) -> Message:
         """Return the next message from the server."""
         return await self._inbox.get()
 
-    async def aclose(self) -> None:
-        """Stop the child (bounded, shielded) and release everything."""
-        if self._closed:
-            return
-        self._closed = True
-        self._closing = True
-        with anyio.CancelScope(shield=True):
-            if self._process is not None:
-                await self._stop_process(self._process)
-            self._inbox.close(None)
-        if self._task_group is not None:
-            # The readers end by themselves once the process is gone; cancelling only
-            # makes that certain. The group is exited here, outside the shield, because
-            # a cancel scope must be exited in the scope it was entered in.
-            self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
-        self._inbox.aclose_receiver()
-        if self._process is not None:
-            with anyio.CancelScope(shield=True):
-                await self._process.aclose()
-
-    async def _stop_process(self, process: anyio.abc.Process) -> None:
-        try:
-            await self._stop_leader(process)
-        finally:
-            if sys.platform != "win32":
-                # Whatever the server left running in its process group (a grandchild
-                # it spawned and did not wait for) belongs to it and goes with it.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGTERM)
-
-    async def _stop_leader(self, process: anyio.abc.Process) -> None:
-        if process.stdin is not None:
-            await process.stdin.aclose()
-        if await self._wait(process, self._shutdown_timeout):
-            return
-        logger.info("[%s] did not exit after stdin closed; terminating", self._name)
-        self._signal(process, signal.SIGTERM)
-        if await self._wait(process, self._shutdown_timeout):
-            return
-        logger.warning("[%s] did not exit after SIGTERM; killing", self._name)
-        self._signal(process, signal.SIGKILL if sys.platform != "win32" else signal.SIGTERM)
-        await self._wait(process, self._shutdown_timeout)
-
-    @staticmethod
-    async def _wait(process: anyio.abc.Process, seconds: float) -> bool:
-        with anyio.move_on_after(seconds):
-            await process.wait()
-            return True
-        return False
-
-    def _signal(self, process: anyio.abc.Process, sig: int) -> None:
-        if process.returncode is not None:
-            return
-        try:
-            if sys.platform != "win32":
-                # The child leads its own process group: signal the whole group so that
-                # grandchildren (npx → node, uv → python) go too.
-                os.killpg(process.pid, sig)
-            elif sig == signal.SIGTERM:
-                process.terminate()
-            else:
-                process.kill()
-        except ProcessLookupError:
-            pass
-
-    async def _read_stdout(self, process: anyio.abc.Process) -> None:
+    async def _read_stdout(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None  # noqa: S101 - opened with stdout=PIPE above
+        fd = process.stdout.fileno()
         framer = LineFramer(self._max_message_size, peer=self._name)
         reason: TransportError | None = None
+        streak = 0
         try:
-            async for chunk in process.stdout:
+            while True:
+                try:
+                    chunk = os.read(fd, _READ_SIZE)
+                except BlockingIOError:
+                    streak = 0
+                    await anyio.wait_readable(fd)
+                    continue
+                if not chunk:
+                    break
                 for line in framer.feed(chunk):
                     self._deliver(line)
+                streak += 1
+                if streak >= _READS_BEFORE_YIELD:
+                    streak = 0
+                    await anyio.lowlevel.checkpoint()
         except MessageTooLarge as exc:
             logger.error("[%s] %s; closing the connection", self._name, exc)
             reason = exc
             self._signal(process, signal.SIGTERM)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        except OSError:
             pass
         if reason is None and not self._closing:
-            with anyio.move_on_after(self._shutdown_timeout):
-                await process.wait()
+            await self._wait(process, self._shutdown_timeout)
             status = process.returncode
             what = (
                 "the server exited" if status is None else f"the server exited with status {status}"
@@ -288,24 +417,100 @@ class StdioTransport:
         else:
             self._inbox.put(decoded)
 
-    async def _read_stderr(self, process: anyio.abc.Process) -> None:
+    async def _read_stderr(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stderr is not None  # noqa: S101 - opened with stderr=PIPE above
-        pending = ""
+        fd = process.stderr.fileno()
+        pending = b""
         try:
-            async for text in TextReceiveStream(process.stderr, errors="replace"):
-                pending += text
-                *lines, pending = pending.split("\n")
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    await anyio.wait_readable(fd)
+                    continue
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
                 for line in lines:
                     self._log_stderr(line)
                 if len(pending) > _STDERR_LINE_LIMIT:
                     self._log_stderr(pending)
-                    pending = ""
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pending = b""
+        except OSError:
             pass
         if pending:
             self._log_stderr(pending)
 
-    def _log_stderr(self, line: str) -> None:
-        line = line.rstrip("\r")
+    def _log_stderr(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
         if line.strip():
             logger.info("[%s] %s", self._name, line[:_STDERR_LINE_LIMIT])
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _stop_process(self, process: subprocess.Popen[bytes]) -> None:
+        try:
+            await self._stop_leader(process)
+        finally:
+            if sys.platform != "win32":
+                # Whatever the server left running in its process group (a grandchild
+                # it spawned and did not wait for) belongs to it and goes with it.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGTERM)
+
+    async def _stop_leader(self, process: subprocess.Popen[bytes]) -> None:
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        if await self._wait(process, self._shutdown_timeout):
+            return
+        logger.info("[%s] did not exit after stdin closed; terminating", self._name)
+        self._signal(process, signal.SIGTERM)
+        if await self._wait(process, self._shutdown_timeout):
+            return
+        logger.warning("[%s] did not exit after SIGTERM; killing", self._name)
+        self._signal(process, signal.SIGKILL if sys.platform != "win32" else signal.SIGTERM)
+        await self._wait(process, self._shutdown_timeout)
+
+    @staticmethod
+    async def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
+        """Wait up to ``seconds`` for the process to exit and reap it."""
+        if process.poll() is not None:
+            return True
+        with anyio.move_on_after(seconds):
+            pidfd = _pidfd(process.pid)
+            if pidfd is not None:
+                try:
+                    while process.poll() is None:
+                        await anyio.wait_readable(pidfd)
+                finally:
+                    os.close(pidfd)
+            else:
+                await anyio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+        return process.poll() is not None
+
+    def _signal(self, process: subprocess.Popen[bytes], sig: int) -> None:
+        if process.poll() is not None:
+            return
+        try:
+            if sys.platform != "win32":
+                # The child leads its own process group: signal the whole group so that
+                # grandchildren (npx → node, uv → python) go too.
+                os.killpg(process.pid, sig)
+            elif sig == signal.SIGTERM:
+                process.terminate()
+            else:
+                process.kill()
+        except ProcessLookupError:
+            pass
+
+
+def _pidfd(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None

@@ -11,12 +11,20 @@ from cancellation. :meth:`Transport.receive` returns the next inbound message an
 :class:`TransportClosed` once the transport was closed by us or the peer ended cleanly,
 or a :class:`ConnectionLost` when the connection broke. Batches a peer sends arrive as
 their individual messages.
+
+Two optional fast paths, which :class:`~funnel_transports.ClientSession` uses when a
+transport has them (the stdio transport has both; the HTTP ones have ``attach``):
+
+* ``send_nowait(message) -> None`` sends or queues a message without waiting (bounded;
+  raises like :meth:`Transport.send`), so a request costs no task;
+* ``attach(sink)`` makes the transport's own reader call ``sink(message)`` for every
+  inbound message instead of queueing it for :meth:`Transport.receive`, which then only
+  reports the end of the connection.
 """
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from funnel_transports._jsonrpc import Message
 
@@ -65,9 +73,4 @@ class Transport(Protocol):
 
     async def __aenter__(self) -> Self: ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    async def __aexit__(self, *exc_info: Any) -> bool | None: ...

@@ -45,7 +45,7 @@ from funnel_transports._errors import (
     TransportError,
 )
 from funnel_transports._http_common import DEFAULT_MAX_MESSAGE_SIZE, decode_messages
-from funnel_transports._inbox import Inbox
+from funnel_transports._inbox import Inbox, MessageSink
 from funnel_transports._jsonrpc import Message, encode_message
 from funnel_transports._tasks import BackgroundTasks
 
@@ -287,6 +287,10 @@ class WebSocketTransport:
             await self._flush()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise ConnectionLost(f"connection to {self._name} lost: {exc!r}") from exc
+
+    def attach(self, sink: MessageSink) -> None:
+        """Deliver every inbound message by calling ``sink`` on the reader task."""
+        self._inbox.attach(sink)
 
     async def receive(self) -> Message:
         """Wait for the next message from the server.
