@@ -6,11 +6,19 @@ server's tools, prompts, resources and resource templates (every page), publishe
 and then waits until the session ends (the process exits, the connection drops) or a
 reconnect is asked for. It then waits the next :class:`~funnel_transports.Backoff`
 delay and tries again, also after a failed first connect. The attempts are reset by
-every successful connect; when they run out the backend is ``failed`` until someone asks
-for a reconnect.
+every successful connect. Transient failures (a crash, a refused connection, a timeout)
+are retried for as long as funnel runs: once the policy's attempts are used up, at its
+longest delay. ``failed`` is kept for what a person must fix (a command that does not
+exist, no protocol version in common, a transport funnel cannot build) and says so.
+
+A session the server no longer knows (HTTP 404, or 400 naming the session) reconnects at
+once, and the request that found out is sent again, once: the server refused it for its
+session, so it never ran.
 
 A backend's ``list_changed`` notification makes it re-list that kind and publish the new
-list; the funnel coalesces publications into one downstream notification.
+list; the funnel coalesces publications into one downstream notification. Its requests to
+funnel (sampling, elicitation, roots) go to the funnel's router, which picks the client
+that answers; its log messages and resource updates go to the funnel too.
 
 Statuses: ``connecting`` (first attempt), ``connected``, ``reconnecting`` (waiting to
 retry or retrying), ``auth_required`` (an HTTP server wants authorization),
@@ -19,7 +27,9 @@ retry or retrying), ``auth_required`` (an HTTP server wants authorization),
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -53,10 +63,14 @@ from funnel_tokenstore import TokenStore
 from funnel_transports import (
     AuthRequired,
     ClientSession,
+    ConnectError,
     Implementation,
+    NegotiationError,
     Notification,
     ProgressHandler,
+    Request,
     RpcError,
+    SessionExpired,
     Transport,
     TransportError,
 )
@@ -125,6 +139,20 @@ class BackendState:
 
 Listener: TypeAlias = Callable[["BackendState", frozenset[str]], None]
 """Called with the new state and which lists changed (empty: status only)."""
+ServerRequestHandler: TypeAlias = Callable[[str, Request], Awaitable[Any]]
+"""Answers a request a backend sent to funnel (``server name``, ``request``)."""
+NotificationSink: TypeAlias = Callable[[str, Notification], None]
+"""Takes a backend's notification that is for clients (logging, resource updates)."""
+
+#: What funnel tells backends it can do: it relays each to a client that can.
+CLIENT_CAPABILITIES: dict[str, Any] = {
+    "roots": {"listChanged": True},
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+}
+_FOR_CLIENTS: frozenset[str] = frozenset(
+    {"notifications/message", "notifications/resources/updated"}
+)
 
 
 def _handshake_headers(
@@ -149,6 +177,11 @@ def _handshake_headers(
         return out
 
     return headers
+
+
+def _needs_a_person(exc: ConnectError) -> bool:
+    text = str(exc)
+    return "command not found" in text or "not executable" in text
 
 
 def transport_type(server: ServerConfig) -> str:
@@ -185,6 +218,8 @@ class Backend:
         token_store: TokenStore | None = None,
         flows: AuthorizationFlows | None = None,
         redirect_uri: str | None = None,
+        server_requests: ServerRequestHandler | None = None,
+        notifications: NotificationSink | None = None,
     ) -> None:
         self._server = server
         self._config = config
@@ -199,6 +234,13 @@ class Backend:
         self._flows = flows
         self._redirect_uri = redirect_uri
         self._auth: httpx.Auth | None = None
+        self._server_requests = server_requests
+        self._notifications = notifications
+        self._connected = anyio.Event()
+        self._relist: set[str] = set()
+        self._relist_wake = anyio.Event()
+        self._permanent = False
+        self._expired = False
         self._state = BackendState(
             name=server.name,
             transport=transport_type(server),
@@ -225,6 +267,17 @@ class Backend:
         """Drop the current connection (if any) and connect again now."""
         self._wake.set()
 
+    @property
+    def session(self) -> ClientSession | None:
+        """The live session while connected."""
+        session = self._session
+        return session if session is not None and not session.closed else None
+
+    @property
+    def request_timeout(self) -> float | None:
+        """Seconds a request may take: the transport's ``timeout``, else 60."""
+        return getattr(self._server.transport, "timeout", None) or 60.0
+
     async def request(
         self,
         method: str,
@@ -233,19 +286,34 @@ class Backend:
         on_progress: ProgressHandler | None = None,
         timeout: float | None = None,
     ) -> Raw:
-        """Forward a request to the backend.
+        """Forward a request to the backend, within its deadline.
+
+        A request the server refused because it no longer knows the session is sent
+        again, once, on the new session (bounded by the same deadline).
 
         Raises:
             BackendUnavailable: The backend is not connected (the message says why).
             RpcError: The backend answered with an error.
             TransportError: The call failed on the way (connection lost, timeout).
         """
-        session = self._session
-        if session is None or session.closed:
+        seconds = timeout if timeout is not None else self.request_timeout
+        session = self._live_session()
+        try:
+            return await session.request(method, params, on_progress=on_progress, timeout=seconds)
+        except SessionExpired:
+            logger.info("[%s] session expired during %s; retrying on a new one", self.name, method)
+        with anyio.move_on_after(seconds or math.inf):
+            while (fresh := self.session) is None or fresh is session:
+                await self._connected.wait()
+        return await self._live_session().request(
+            method, params, on_progress=on_progress, timeout=seconds
+        )
+
+    def _live_session(self) -> ClientSession:
+        session = self.session
+        if session is None:
             raise BackendUnavailable(self.name, self._state.status, self._state.error)
-        if timeout is None:
-            return await session.request(method, params, on_progress=on_progress)
-        return await session.request(method, params, on_progress=on_progress, timeout=timeout)
+        return session
 
     # ------------------------------------------------------------------ supervision
 
@@ -258,6 +326,7 @@ class Backend:
         attempt = 0
         while True:
             self._wake = anyio.Event()
+            self._permanent = False
             connected = await self._connect_once()
             if connected:
                 attempt = 0
@@ -265,15 +334,17 @@ class Backend:
             if self._state.status == "auth_required":
                 await self._wake.wait()
                 continue
-            delay = next(delays, None)
+            if self._expired:
+                self._expired = False
+                continue  # the server forgot the session: a new one at once
+            delay = None if self._permanent else next(delays, None)
             if delay is None:
+                error = self._state.error or "unknown error"
+                if not self._permanent:
+                    error = f"{error} (automatic reconnection is off: reconnect it by hand)"
                 if self._state.status != "failed":
-                    self._publish(
-                        status="failed",
-                        error=self._state.error,
-                        next_retry_in=None,
-                    )
-                    logger.warning("[%s] giving up: %s", self.name, self._state.error)
+                    self._publish(status="failed", error=error, next_retry_in=None)
+                    logger.warning("[%s] failed: %s", self.name, error)
                 await self._wake.wait()
                 delays = self._retry_delays()
                 attempt = 0
@@ -289,13 +360,22 @@ class Backend:
     def _retry_delays(self) -> Iterator[float]:
         """A fresh sequence of reconnect delays (none when autoReconnect is off)."""
         policy = self._config.auto_reconnect
-        return policy.backoff().delays() if policy.enabled else iter(())
+        if not policy.enabled:
+            return iter(())
+        backoff = policy.backoff()
+        # Transient failures are retried for as long as funnel runs: once the policy's
+        # attempts are used up, at its longest delay.
+        return itertools.chain(
+            backoff.delays(),
+            replace(backoff, initial=backoff.max_delay, max_attempts=None).delays(),
+        )
 
     async def _connect_once(self) -> bool:
         """One connection's whole life. Returns whether it got connected at all."""
         try:
             transport = self._make_transport()
         except BackendUnavailable as exc:
+            self._permanent = True
             self._publish(status="failed", error=exc.reason)
             return False
         connected = False
@@ -303,14 +383,18 @@ class Backend:
             session = ClientSession(
                 transport,
                 client_info=self._client_info,
+                capabilities=CLIENT_CAPABILITIES if self._server_requests else None,
+                request_timeout=self.request_timeout,
                 connect_timeout=self._connect_timeout,
                 notification_handler=self._on_notification,
+                request_handler=self._on_server_request if self._server_requests else None,
             )
             async with transport, session:
                 try:
                     with anyio.fail_after(self._connect_timeout):
                         lists = await self._list_all(session)
                     self._session = session
+                    self._connected.set()
                     connected = True
                     self._publish(
                         status="connected",
@@ -326,6 +410,7 @@ class Backend:
                     await self._watch(session)
                 finally:
                     self._session = None
+                    self._connected = anyio.Event()
         except AuthorizationRequired:
             self._publish(
                 status="auth_required",
@@ -345,6 +430,13 @@ class Backend:
                 status="auth_required", error=str(exc), lists={}, changed=frozenset(LISTS)
             )
             return connected
+        except SessionExpired as exc:
+            self._expired = True
+            self._publish(status=self._state.status, error=str(exc))
+        except (NegotiationError, ConnectError) as exc:
+            # No version in common, a command that is not there: retrying cannot help.
+            self._permanent = isinstance(exc, NegotiationError) or _needs_a_person(exc)
+            self._publish(status=self._state.status, error=str(exc))
         except (TransportError, TimeoutError, OSError) as exc:
             error = "timed out connecting" if isinstance(exc, TimeoutError) else str(exc)
             self._publish(status=self._state.status, error=error)
@@ -362,13 +454,31 @@ class Backend:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(on_wake)
+            tg.start_soon(self._relister, session)
             reason = await session.wait_closed()
             tg.cancel_scope.cancel()
         if self._wake.is_set():
             self._publish(status=self._state.status, error="reconnect requested")
         elif reason is not None:
+            if isinstance(reason, SessionExpired):
+                self._expired = True
             self._publish(status=self._state.status, error=str(reason))
             logger.warning("[%s] disconnected: %s", self.name, reason)
+
+    async def _relister(self, session: ClientSession) -> None:
+        """Re-list what the server said changed; a burst of notices is one re-list."""
+        while True:
+            await self._relist_wake.wait()
+            self._relist_wake = anyio.Event()
+            keys, self._relist = sorted(self._relist), set()
+            lists = dict(self._state.lists)
+            try:
+                for key in keys:
+                    lists[key] = await self._list(session, key)
+            except TransportError as exc:
+                logger.info("[%s] re-listing %s failed: %s", self.name, ", ".join(keys), exc)
+                continue
+            self._publish(status=self._state.status, lists=lists, changed=frozenset(keys))
 
     async def _list_all(self, session: ClientSession) -> dict[str, tuple[dict[str, Any], ...]]:
         lists: dict[str, tuple[dict[str, Any], ...]] = {}
@@ -387,19 +497,19 @@ class Backend:
             logger.info("[%s] %s failed: %s", self.name, method, exc)
             return ()
 
-    async def _on_notification(self, message: Notification) -> None:
+    def _on_notification(self, message: Notification) -> None:
         keys = _LIST_CHANGED.get(message.method)
-        session = self._session
-        if not keys or session is None:
-            return
-        lists = dict(self._state.lists)
-        try:
-            for key in keys:
-                lists[key] = await self._list(session, key)
-        except TransportError as exc:
-            logger.info("[%s] re-listing after %s failed: %s", self.name, message.method, exc)
-            return
-        self._publish(status=self._state.status, lists=lists, changed=frozenset(keys))
+        if keys:
+            self._relist.update(keys)
+            self._relist_wake.set()
+        elif message.method in _FOR_CLIENTS and self._notifications is not None:
+            self._notifications(self.name, message)
+        else:
+            logger.debug("[%s] ignored notification %s", self.name, message.method)
+
+    async def _on_server_request(self, request: Request) -> Any:
+        assert self._server_requests is not None  # noqa: S101 - only installed with one
+        return await self._server_requests(self.name, request)
 
     # ------------------------------------------------------------------ transports
 

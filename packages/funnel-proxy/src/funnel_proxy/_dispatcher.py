@@ -12,21 +12,35 @@ notifications only on a ``subscriptions/listen`` stream. Forwarded results stay 
 bytes; only ``tools/call`` params are decoded, to route by name.
 
 Errors answer as JSON-RPC errors and never end the session: garbage gets -32700/-32600,
-an unknown tool -32602, a backend that is down -32000 naming the server and its status.
+an unknown tool -32602, a backend that is down -32000 naming the server and its status,
+an authorization a person must give -32000 with what to do, anything unexpected -32603.
+
+The session is also a :class:`~funnel_proxy._funnel.Client` of the funnel: requests a
+backend sends (sampling, elicitation, roots) come to it through :meth:`McpServerSession.ask`
+when the funnel's routing rule picks this client; they go out with ids of their own
+(``funnel-1``, …), bounded by ``client_request_timeout``, and the client's answer comes
+back through :meth:`McpServerSession.handle`. Log messages and resource updates come
+through :meth:`McpServerSession.deliver` into a bounded queue that :meth:`watch` drains.
+Per request, everything a backend sent for it (progress, requests) goes out before its
+result: the result is sent by the same task, after the progress callbacks it awaited.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import anyio
 import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
 from msgspec import UNSET, Raw, UnsetType
 
-from funnel_proxy._errors import BackendUnavailable, ToolNotFound
-from funnel_proxy._funnel import Funnel, FunnelEvent
+from funnel_auth import AuthError, AuthorizationRequired, redact
+from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
+from funnel_proxy._funnel import Funnel, FunnelEvent, log_level_passes
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
@@ -55,17 +69,34 @@ Send = Callable[[Message], Awaitable[None]]
 _META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 _META_SUBSCRIPTION: Final = "io.modelcontextprotocol/subscriptionId"
 _RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
+_META_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
 _SERVER_NAME: Final = "funnel"
-_CAPABILITIES: Final = {
-    "tools": {"listChanged": True},
-    "prompts": {"listChanged": True},
-    "resources": {"listChanged": True},
-}
+#: Notifications queued for a client between two writes; beyond it they are dropped.
+MAX_QUEUED_NOTIFICATIONS: Final = 256
+#: Seconds a client may take to answer a backend's request (a person may be typing).
+DEFAULT_CLIENT_REQUEST_TIMEOUT: Final = 300.0
+#: Seconds the first list request waits for backends that are still starting.
+DEFAULT_FIRST_LIST_WAIT: Final = 2.0
 _LIST_NOTIFICATIONS: Final = {
     "tools": ("notifications/tools/list_changed", "toolsListChanged"),
     "prompts": ("notifications/prompts/list_changed", "promptsListChanged"),
     "resources": ("notifications/resources/list_changed", "resourcesListChanged"),
 }
+
+
+_LISTS: Final = frozenset(
+    {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+)
+_LOG_LEVELS: Final = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
 
 
 class _CallParams(msgspec.Struct):
@@ -106,21 +137,143 @@ class McpServerSession:
     """
 
     def __init__(
-        self, funnel: Funnel, send: Send, *, version: str, instructions: str | None = None
+        self,
+        funnel: Funnel,
+        send: Send,
+        *,
+        version: str,
+        instructions: str | None = None,
+        client_request_timeout: float = DEFAULT_CLIENT_REQUEST_TIMEOUT,
+        first_list_wait: float = DEFAULT_FIRST_LIST_WAIT,
     ) -> None:
         self._funnel = funnel
         self._send = send
         self._info = {"name": _SERVER_NAME, "version": version}
         self._instructions = instructions
+        self._client_request_timeout = client_request_timeout
+        self._first_list_wait = first_list_wait
         self._initialized = False
         self._in_flight: dict[RequestId, anyio.CancelScope] = {}
         self._subscriptions: dict[RequestId, frozenset[str]] = {}
+        self._capabilities: Mapping[str, Any] = {}
+        self._last_active = time.monotonic()
+        self._calls: dict[RequestId, tuple[str, float]] = {}
+        self._ask_ids = itertools.count(1)
+        self._asks: dict[str, tuple[anyio.Event, list[Response | ErrorResponse]]] = {}
+        self._related: dict[str, RequestId] = {}
+        self._log_level: str | None = None
+        self._funnel_ready = False
+        self._queue_send: MemoryObjectSendStream[Notification] | None = None
+
+    # ------------------------------------------------------------------ as a client
+
+    @property
+    def capabilities(self) -> Mapping[str, Any]:
+        """The capabilities the client declared (``initialize``, or a request's ``_meta``)."""
+        return self._capabilities
+
+    @property
+    def last_active(self) -> float:
+        """When the client last sent a request (monotonic seconds)."""
+        return self._last_active
+
+    def call_started(self, server: str) -> float | None:
+        """When this client's latest in-flight request to ``server`` started."""
+        started = [when for owner, when in self._calls.values() if owner == server]
+        return max(started) if started else None
+
+    def related_request(self, request_id: RequestId) -> RequestId | None:
+        """The client's request that a request funnel sent it (by id) belongs to."""
+        return self._related.get(request_id) if isinstance(request_id, str) else None
+
+    async def ask(self, method: str, params: Raw | None) -> Raw:
+        """Send the client a request on a backend's behalf and return its raw result.
+
+        Raises:
+            RpcError: The client answered with an error, or did not answer in time.
+        """
+        request_id = f"funnel-{next(self._ask_ids)}"
+        related = max(self._calls.items(), key=lambda item: item[1][1], default=None)
+        if related is not None:
+            self._related[request_id] = related[0]
+        done = anyio.Event()
+        answer: list[Response | ErrorResponse] = []
+        self._asks[request_id] = (done, answer)
+        try:
+            await self._send(
+                Request(
+                    id=request_id, method=method, params=params if params is not None else UNSET
+                )
+            )
+            with anyio.move_on_after(self._client_request_timeout):
+                await done.wait()
+        except BaseException:
+            if not done.is_set():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                    await self._send(
+                        Notification(
+                            method="notifications/cancelled",
+                            params=to_raw({"requestId": request_id, "reason": "withdrawn"}),
+                        )
+                    )
+            raise
+        finally:
+            self._asks.pop(request_id, None)
+            self._related.pop(request_id, None)
+        if not answer:
+            await self._send(
+                Notification(
+                    method="notifications/cancelled",
+                    params=to_raw({"requestId": request_id, "reason": "timed out"}),
+                )
+            )
+            raise RpcError(
+                -32001,
+                f"the client did not answer {method} within {self._client_request_timeout:g} s",
+            )
+        reply = answer[0]
+        if isinstance(reply, ErrorResponse):
+            data = from_raw(reply.error.data) if isinstance(reply.error.data, Raw) else None
+            raise RpcError(reply.error.code, reply.error.message, data)
+        return reply.result
+
+    def deliver(self, message: Notification, *, level: str | None = None) -> None:
+        """Queue a notification for the client; :meth:`watch` sends it."""
+        if level is not None and not log_level_passes(level, self._log_level):
+            return
+        if self._queue_send is None:
+            return  # nobody is watching: the client cannot be sent anything unasked
+        try:
+            self._queue_send.send_nowait(message)
+        except anyio.WouldBlock:
+            logger.debug(
+                "dropped %s: the client is %d behind", message.method, MAX_QUEUED_NOTIFICATIONS
+            )
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
 
     async def watch(self) -> None:
-        """Forward the funnel's list changes to this client until cancelled."""
-        async with self._funnel.events() as events:
-            async for event in events:
-                await self._notify_changes(event)
+        """Forward list changes, log messages and resource updates until cancelled."""
+        async with self._funnel.client(self), anyio.create_task_group() as tg:
+            tg.start_soon(self._drain_queue)
+            async with self._funnel.events() as events:
+                async for event in events:
+                    await self._notify_changes(event)
+
+    async def serve(self) -> None:
+        """Be reachable as a client of the funnel (no list changes) until cancelled."""
+        async with self._funnel.client(self):
+            await self._drain_queue()
+
+    async def _drain_queue(self) -> None:
+        send, receive = anyio.create_memory_object_stream[Notification](MAX_QUEUED_NOTIFICATIONS)
+        self._queue_send = send
+        try:
+            async with send, receive:
+                async for message in receive:
+                    await self._send(message)
+        finally:
+            self._queue_send = None
 
     async def handle(self, message: Message | DecodeError) -> None:
         """Handle one message from the client (or the error decoding it)."""
@@ -136,7 +289,14 @@ class McpServerSession:
         elif isinstance(message, Notification):
             self._handle_notification(message)
         else:
-            logger.debug("ignored a response from the client to %r", message.id)
+            waiting = self._asks.get(message.id) if isinstance(message.id, str) else None
+            if waiting is None:
+                logger.debug("ignored a response from the client to %r", message.id)
+                return
+            done, answer = waiting
+            if not done.is_set():
+                answer.append(message)
+                done.set()
 
     # ------------------------------------------------------------------ requests
 
@@ -151,6 +311,10 @@ class McpServerSession:
             if isinstance(meta, dict) and _META_VERSION in meta:
                 modern = True
                 self._check_version(meta[_META_VERSION])
+                capabilities = meta.get(_META_CAPABILITIES)
+                if isinstance(capabilities, dict):
+                    self._capabilities = capabilities
+            self._last_active = time.monotonic()
             with anyio.CancelScope() as scope:
                 self._in_flight[request.id] = scope
                 result = await self._dispatch(request, modern=modern)
@@ -175,8 +339,32 @@ class McpServerSession:
             await self._error(request.id, -32001, str(exc))
         except TransportError as exc:
             await self._error(request.id, -32000, str(exc))
+        except AuthorizationRequired as exc:
+            server = self._calls.get(request.id, ("a backend", 0.0))[0]
+            await self._error(
+                request.id,
+                -32000,
+                f"{server} needs authorization: {redact(str(exc))}",
+                {
+                    "server": server,
+                    "action": "authorize",
+                    "authorizeUrl": self._authorize_url(server),
+                },
+            )
+        except AuthError as exc:
+            await self._error(request.id, -32000, f"authorization failed: {redact(str(exc))}")
+        except ProxyError as exc:
+            await self._error(request.id, -32000, str(exc))
+        except Exception:
+            logger.exception("internal error handling %s", request.method)
+            await self._error(request.id, -32603, f"Internal error handling {request.method}")
         finally:
             self._in_flight.pop(request.id, None)
+            self._calls.pop(request.id, None)
+
+    def _authorize_url(self, server: str) -> str | None:
+        state = next((s for s in self._funnel.states() if s.name == server), None)
+        return state.authorize_url if state is not None else None
 
     def _check_version(self, version: object) -> None:
         if version not in MODERN_VERSIONS:
@@ -202,11 +390,15 @@ class McpServerSession:
             else {}
         )
         if method == "initialize":
+            capabilities = params.get("capabilities")
+            self._capabilities = capabilities if isinstance(capabilities, dict) else {}
             return self._initialize(params)
         if method == "server/discover":
             return to_raw(self._discover())
         if method == "ping":
             return Raw(b"{}")
+        if method in _LISTS and not self._funnel_ready:
+            self._funnel_ready = await self._funnel.wait_ready(self._first_list_wait) or True
         if method == "tools/list":
             return self._list({"tools": self._funnel.list_tools_raw()}, modern=modern)
         if method == "tools/call":
@@ -222,10 +414,59 @@ class McpServerSession:
                 {"resourceTemplates": list(self._funnel.surface.resource_templates)}, modern=modern
             )
         if method == "resources/read":
-            return await self._read_resource(params)
+            return await self._read_resource(request.id, params)
         if method == "subscriptions/listen":
             return await self._listen(request.id, params)
+        if method == "logging/setLevel":
+            return await self._set_level(params)
+        if method == "completion/complete":
+            return await self._complete(request.id, params)
+        if method == "resources/subscribe":
+            await self._funnel.subscribe_resource(self, self._uri(params))
+            return Raw(b"{}")
+        if method == "resources/unsubscribe":
+            await self._funnel.unsubscribe_resource(self, self._uri(params))
+            return Raw(b"{}")
         raise _Failure(-32601, f"Method not found: {method}")
+
+    @staticmethod
+    def _uri(params: Mapping[str, Any]) -> str:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise _Failure(-32602, "Invalid params: uri must be a string")
+        return uri
+
+    async def _set_level(self, params: Mapping[str, Any]) -> Raw:
+        level = params.get("level")
+        if level not in _LOG_LEVELS:
+            raise _Failure(-32602, f"Invalid params: level must be one of {', '.join(_LOG_LEVELS)}")
+        self._log_level = level
+        await self._funnel.set_log_level(level)
+        return Raw(b"{}")
+
+    async def _complete(self, request_id: RequestId, params: Mapping[str, Any]) -> Raw:
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise _Failure(-32602, "Invalid params: completion/complete needs a ref")
+        surface = self._funnel.surface
+        forwarded = _without_reserved_meta(params)
+        if ref.get("type") == "ref/prompt":
+            name = ref.get("name")
+            owner = surface.prompt_owner.get(name) if isinstance(name, str) else None
+            if owner is None:
+                raise _Failure(-32602, f"Prompt not found: {name}")
+            server, original = owner
+            forwarded["ref"] = {**ref, "name": original}
+        elif ref.get("type") == "ref/resource":
+            uri = ref.get("uri")
+            found = surface.owner_of_template(uri) if isinstance(uri, str) else None
+            if found is None:
+                raise _Failure(-32602, f"Resource template not found: {uri}")
+            server = found
+        else:
+            raise _Failure(-32602, f"Invalid params: unknown ref type {ref.get('type')!r}")
+        self._calls[request_id] = (server, time.monotonic())
+        return await self._funnel.forward(server, "completion/complete", forwarded)
 
     def _initialize(self, params: Mapping[str, Any]) -> Raw:
         requested = params.get("protocolVersion")
@@ -233,7 +474,7 @@ class McpServerSession:
         self._initialized = True
         result: dict[str, Any] = {
             "protocolVersion": version,
-            "capabilities": _CAPABILITIES,
+            "capabilities": self._funnel.capabilities(),
             "serverInfo": self._info,
         }
         if self._instructions:
@@ -244,7 +485,7 @@ class McpServerSession:
         result: dict[str, Any] = {
             "resultType": "complete",
             "supportedVersions": list(MODERN_VERSIONS),
-            "capabilities": _CAPABILITIES,
+            "capabilities": self._funnel.capabilities(),
             "_meta": {"io.modelcontextprotocol/serverInfo": self._info},
         }
         if self._instructions:
@@ -266,6 +507,7 @@ class McpServerSession:
         on_progress = self._progress_forwarder(client_token) if client_token is not None else None
         arguments = params.arguments if isinstance(params.arguments, Raw) else None
         entry = self._funnel.resolve_tool(params.name)
+        self._calls[request.id] = (entry.server, time.monotonic())
         meta = {
             key: value
             for key, value in (params.meta.items() if isinstance(params.meta, dict) else ())
@@ -292,15 +534,17 @@ class McpServerSession:
         if owner is None:
             raise _Failure(-32602, f"Prompt not found: {name}")
         server, original = owner
+        self._calls[request.id] = (server, time.monotonic())
         return await self._funnel.forward(
             server, "prompts/get", {**_without_reserved_meta(params), "name": original}
         )
 
-    async def _read_resource(self, params: Mapping[str, Any]) -> Raw:
+    async def _read_resource(self, request_id: RequestId, params: Mapping[str, Any]) -> Raw:
         uri = params.get("uri")
         server = self._funnel.surface.owner_of_resource(uri) if isinstance(uri, str) else None
         if server is None:
-            raise _Failure(-32602, f"Resource not found: {uri}")
+            raise _Failure(-32002, f"Resource not found: {uri}", {"uri": uri})
+        self._calls[request_id] = (server, time.monotonic())
         return await self._funnel.forward(server, "resources/read", _without_reserved_meta(params))
 
     async def _listen(self, request_id: RequestId, params: Mapping[str, Any]) -> Raw:

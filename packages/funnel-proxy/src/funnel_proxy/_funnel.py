@@ -5,6 +5,21 @@ Theory of operation: entering a :class:`Funnel` starts one supervisor task per b
 connected or failed its first attempt, bounded by ``ready_timeout``: start-up costs about
 the slowest backend, never the sum, and a broken backend never holds up the others.
 
+Clients (one :class:`~funnel_proxy.McpServerSession` each) register while they are
+connected, so that what backends send for clients reaches them:
+
+* **Requests from a backend** (sampling, elicitation, roots) go to one client, chosen by
+  one rule: among the clients that declared the capability the request needs, the ones
+  with a call in flight to that backend; of those, the one whose call to it started
+  last (the call most likely to have caused the request). With no call in flight, the
+  client that was active last. With no client that can answer, the backend gets a
+  JSON-RPC error at once (-32601, naming the capability), never a wait.
+* **Log messages** (``notifications/message``) go to every client, ``logger`` naming the
+  server, filtered by each client's ``logging/setLevel``; ``logging/setLevel`` goes to
+  every connected backend that offers logging.
+* **Resource updates** go only to the clients that subscribed to that URI; the owning
+  backend is subscribed once, however many clients asked.
+
 Every backend change (status, or one of its lists) rebuilds the :class:`Surface`, an
 immutable snapshot of every tool, prompt and resource with its exposed name, owner and
 visibility. Readers (``tools/list``, a call being routed) take the current snapshot
@@ -21,8 +36,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 import anyio
 import anyio.abc
@@ -38,17 +52,106 @@ from funnel_auth import (
 from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._core_tools import CORE_SERVER, CoreTools
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
-from funnel_proxy._models import FunnelConfig
+from funnel_proxy._models import FunnelConfig, ServerConfig
 from funnel_proxy._names import NameTable, namespaced_name
 from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
-from funnel_transports import Implementation, ProgressHandler, to_raw
+from funnel_transports import (
+    DecodeError,
+    Implementation,
+    Notification,
+    ProgressHandler,
+    Request,
+    RpcError,
+    TransportError,
+    from_raw,
+    to_raw,
+)
 
 __all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
 
 logger = logging.getLogger("funnel_proxy")
 
 _COALESCE_SECONDS = 0.05
+METHOD_NOT_FOUND = -32601
+
+#: The client capability each backend-to-client request needs.
+_NEEDS: dict[str, str] = {
+    "sampling/createMessage": "sampling",
+    "elicitation/create": "elicitation",
+    "roots/list": "roots",
+}
+_LOG_LEVELS: tuple[str, ...] = (
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+)
+
+
+class Client(Protocol):
+    """A connected downstream client, as the funnel routes to it."""
+
+    @property
+    def capabilities(self) -> Mapping[str, Any]:
+        """What the client declared it can do."""
+        ...
+
+    @property
+    def last_active(self) -> float:
+        """When the client last sent a request (monotonic seconds)."""
+        ...
+
+    def call_started(self, server: str) -> float | None:
+        """When the client's latest call to ``server`` still in flight started."""
+        ...
+
+    async def ask(self, method: str, params: Raw | None) -> Raw:
+        """Send the client a request and return its raw result (raises RpcError)."""
+        ...
+
+    def deliver(self, message: Notification, *, level: str | None = None) -> None:
+        """Queue a notification for the client (a log message carries its level)."""
+        ...
+
+
+def client_supports(
+    capabilities: Mapping[str, Any], method: str, params: Mapping[str, Any]
+) -> bool:
+    """Whether a client that declared ``capabilities`` can answer ``method``."""
+    needed = _NEEDS.get(method)
+    if needed is None or not isinstance(capabilities.get(needed), dict):
+        return False
+    if method == "elicitation/create":
+        modes = capabilities["elicitation"]
+        mode = params.get("mode", "form")
+        # An empty elicitation capability means form mode (the 2025-06-18 shape).
+        return mode in modes or (mode == "form" and not modes)
+    return True
+
+
+def choose_client(
+    clients: Iterable[Client], server: str, method: str, params: Mapping[str, Any]
+) -> Client | None:
+    """The client that answers ``method`` for ``server``, by the module's routing rule."""
+    able = [client for client in clients if client_supports(client.capabilities, method, params)]
+    busy = [
+        (started, client) for client in able if (started := client.call_started(server)) is not None
+    ]
+    if busy:
+        return max(busy, key=lambda item: item[0])[1]
+    return max(able, key=lambda client: client.last_active, default=None)
+
+
+def log_level_passes(level: str | None, minimum: str | None) -> bool:
+    """Whether a message at ``level`` passes a client's ``logging/setLevel`` minimum."""
+    if minimum is None or level not in _LOG_LEVELS or minimum not in _LOG_LEVELS:
+        return True
+    return _LOG_LEVELS.index(level) >= _LOG_LEVELS.index(minimum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +210,12 @@ class Surface:
     def exposed_tools(self) -> list[dict[str, Any]]:
         """Definitions of the exposed tools, in a deterministic order."""
         return [dict(entry.definition) for entry in self.tools if entry.exposed]
+
+    def owner_of_template(self, uri_template: str) -> str | None:
+        """The backend that listed the resource template ``uri_template`` (or its URI)."""
+        prefix = uri_template.split("{", 1)[0]
+        owner = next((server for p, server in self.template_prefixes if p == prefix), None)
+        return owner or self.owner_of_resource(uri_template)
 
     def owner_of_resource(self, uri: str) -> str | None:
         """The backend serving ``uri``: listed resources first, then templates by prefix."""
@@ -195,58 +304,88 @@ class Funnel:
         self._settled = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[FunnelEvent]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._clients: list[Client] = []
+        self._background_scope: anyio.CancelScope | None = None
+        self._cm: Any = None
+        self._resource_subscribers: dict[str, set[Client]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
+        self._cm = self._lifespan()
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc_info)  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
         if self._token_store is None and any(
             isinstance(server.auth, OAuth2ClientCredentials | OAuth2AuthorizationCode)
             for server in self.config.servers
         ):
             # Opening the keychain may talk to D-Bus: only when OAuth needs it.
             self._token_store = await anyio.to_thread.run_sync(open_token_store)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        for server in self.config.servers:
-            backend = Backend(
-                server,
-                self.config,
-                environ=self._environ,
-                base_dir=self._base_dir,
-                listener=self._on_backend_change,
-                client_info=self._client_info,
-                connect_timeout=self._connect_timeout,
-                token_store=self._token_store,
-                flows=self._flows,
-                redirect_uri=self._redirect_uri,
-            )
-            self._backends[server.name] = backend
-        for backend in self._backends.values():
-            self._task_group.start_soon(backend.run, name=f"backend {backend.name}")
-        self._task_group.start_soon(self._coalesce)
-        self._check_settled()
-        with anyio.move_on_after(self._ready_timeout):
-            await self._settled.wait()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Disconnect every backend (their processes are stopped, bounded)."""
-        if self._task_group is None:
-            return
-        task_group, self._task_group = self._task_group, None
-        task_group.cancel_scope.cancel()
-        await task_group.__aexit__(None, None, None)
+        # The caller's block runs inside this group's scope: its exception is taken out
+        # before the group exits (a group would wrap it) and raised again after. The
+        # backends run in a group of their own inside one task, whose scope aclose()
+        # cancels from anywhere without touching the caller's.
+        error: BaseException | None = None
+        async with anyio.create_task_group() as outer:
+            await outer.start(self._background, name="funnel backends")
+            try:
+                with anyio.move_on_after(self._ready_timeout):
+                    await self._settled.wait()
+                yield
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                error = exc
+            finally:
+                self.aclose_now()
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
+        if error is not None:
+            raise error
+
+    async def _background(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.CancelScope() as scope:
+            self._background_scope = scope
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                for server in self.config.servers:
+                    self._backends[server.name] = self._make_backend(server)
+                for backend in self._backends.values():
+                    tg.start_soon(backend.run, name=f"backend {backend.name}")
+                tg.start_soon(self._coalesce)
+                self._check_settled()
+                task_status.started()
+        self._task_group = None
+
+    def _make_backend(self, server: ServerConfig) -> Backend:
+        return Backend(
+            server,
+            self.config,
+            environ=self._environ,
+            base_dir=self._base_dir,
+            listener=self._on_backend_change,
+            client_info=self._client_info,
+            connect_timeout=self._connect_timeout,
+            token_store=self._token_store,
+            flows=self._flows,
+            redirect_uri=self._redirect_uri,
+            server_requests=self._route_server_request,
+            notifications=self._on_backend_notification,
+        )
+
+    def aclose_now(self) -> None:
+        """Start disconnecting every backend, from any task; the ``async with`` block ends it."""
+        if self._background_scope is not None:
+            self._background_scope.cancel()
+
+    async def aclose(self) -> None:
+        """Disconnect every backend (their processes are stopped, bounded)."""
+        self.aclose_now()
 
     # ------------------------------------------------------------------ views
 
@@ -306,6 +445,142 @@ class Funnel:
             self._enabled.update(added)
             self._refresh()
         return added
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every backend made its first attempt."""
+        with anyio.move_on_after(timeout):
+            await self._settled.wait()
+        if not self._settled.is_set():
+            starting = [b.name for b in self._backends.values() if b.state.status == "connecting"]
+            logger.info("still starting: %s", ", ".join(starting))
+        return self._settled.is_set()
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the funnel offers clients: the union of what its connected backends offer."""
+        offered: dict[str, Any] = {
+            "tools": {"listChanged": True},
+            "prompts": {"listChanged": True},
+            "resources": {"listChanged": True},
+        }
+        for backend in self._backends.values():
+            session = backend.session
+            if session is None:
+                continue
+            theirs = session.server_capabilities
+            if isinstance(theirs.get("logging"), dict):
+                offered["logging"] = {}
+            if isinstance(theirs.get("completions"), dict):
+                offered["completions"] = {}
+            resources = theirs.get("resources")
+            if isinstance(resources, dict) and resources.get("subscribe"):
+                offered["resources"]["subscribe"] = True
+        return offered
+
+    # ------------------------------------------------------------------ clients
+
+    @asynccontextmanager
+    async def client(self, client: Client) -> AsyncIterator[None]:
+        """Register a downstream client for the duration of the block."""
+        self._clients.append(client)
+        try:
+            yield
+        finally:
+            self._clients.remove(client)
+            for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
+                self._drop_subscriber(uri, client)
+
+    async def _route_server_request(self, server: str, request: Request) -> Raw:
+        params = from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
+        needed = _NEEDS.get(request.method)
+        if needed is None:
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
+        chosen = choose_client(self._clients, server, request.method, params)
+        if chosen is None:
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f"no client connected to funnel supports {needed} ({request.method})",
+            )
+        raw = request.params if isinstance(request.params, Raw) else None
+        return await chosen.ask(request.method, raw)
+
+    def _on_backend_notification(self, server: str, message: Notification) -> None:
+        try:
+            params = (
+                from_raw(message.params, dict[str, Any]) if isinstance(message.params, Raw) else {}
+            )
+        except DecodeError:  # a malformed notice is the backend's problem, never ours
+            logger.debug("[%s] ignored a malformed %s", server, message.method)
+            return
+        if message.method == "notifications/message":
+            logger_name = params.get("logger")
+            params["logger"] = f"{server}/{logger_name}" if isinstance(logger_name, str) else server
+            level = params.get("level")
+            forwarded = Notification(method=message.method, params=to_raw(params))
+            for client in list(self._clients):
+                client.deliver(forwarded, level=level if isinstance(level, str) else None)
+        elif message.method == "notifications/resources/updated":
+            uri = params.get("uri")
+            for client in (
+                list(self._resource_subscribers.get(uri, ())) if isinstance(uri, str) else ()
+            ):
+                client.deliver(message)
+
+    async def set_log_level(self, level: str) -> None:
+        """Forward ``logging/setLevel`` to every connected backend that offers logging."""
+        async with anyio.create_task_group() as tg:
+            for backend in self._backends.values():
+                session = backend.session
+                if session is not None and isinstance(
+                    session.server_capabilities.get("logging"), dict
+                ):
+                    tg.start_soon(self._set_level_on, backend, level)
+
+    async def _set_level_on(self, backend: Backend, level: str) -> None:
+        try:
+            await backend.request("logging/setLevel", {"level": level})
+        except (ProxyError, TransportError) as exc:  # one backend's refusal fails nobody
+            logger.info("[%s] logging/setLevel failed: %s", backend.name, exc)
+
+    async def subscribe_resource(self, client: Client, uri: str) -> None:
+        """Subscribe ``client`` to updates of ``uri`` (the owner is subscribed once).
+
+        Raises:
+            ToolNotFound: No backend serves ``uri``.
+        """
+        server = self._surface.owner_of_resource(uri)
+        if server is None:
+            raise ToolNotFound(uri)
+        subscribers = self._resource_subscribers.get(uri)
+        if not subscribers:
+            await self.forward(server, "resources/subscribe", {"uri": uri})
+            subscribers = self._resource_subscribers.setdefault(uri, set())
+        subscribers.add(client)
+
+    async def unsubscribe_resource(self, client: Client, uri: str) -> None:
+        """End ``client``'s subscription to ``uri``; the last one unsubscribes the owner."""
+        if self._drop_subscriber(uri, client, notify=False):
+            server = self._surface.owner_of_resource(uri)
+            if server is not None:
+                await self.forward(server, "resources/unsubscribe", {"uri": uri})
+
+    def _drop_subscriber(self, uri: str, client: Client, *, notify: bool = True) -> bool:
+        subscribers = self._resource_subscribers.get(uri)
+        if subscribers is None or client not in subscribers:
+            return False
+        subscribers.discard(client)
+        if subscribers:
+            return False
+        del self._resource_subscribers[uri]
+        server = self._surface.owner_of_resource(uri)
+        if notify and server is not None and self._task_group is not None:
+            self._task_group.start_soon(self._unsubscribe_quietly, server, uri)
+        return True
+
+    async def _unsubscribe_quietly(self, server: str, uri: str) -> None:
+        try:
+            await self.forward(server, "resources/unsubscribe", {"uri": uri})
+        except (ProxyError, TransportError) as exc:  # the client is gone; the backend may be too
+            logger.debug("[%s] resources/unsubscribe %s failed: %s", server, uri, exc)
 
     # ------------------------------------------------------------------ authorization
 

@@ -31,6 +31,7 @@ from funnel_transports import (
     LineFramer,
     Message,
     MessageTooLarge,
+    ParseError,
     decode_message,
     encode_message,
 )
@@ -127,7 +128,13 @@ async def serve_stdio(
         lock = anyio.Lock()
 
         async def send(message: Message) -> None:
-            data = encode_message(message) + b"\n"
+            try:
+                data = encode_message(message) + b"\n"
+            except (TypeError, ValueError, OverflowError) as exc:
+                logger.error(
+                    "could not encode a %s for the client: %s", type(message).__name__, exc
+                )
+                return
             async with lock:
                 await write(data)
 
@@ -146,6 +153,10 @@ async def serve_stdio(
                         decoded = decode_message(line)
                     except DecodeError as exc:
                         tg.start_soon(session.handle, exc)
+                        continue
+                    except (RecursionError, UnicodeError, ValueError) as exc:
+                        # The decoder is meant to be total; never let one line end the session.
+                        tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
                         continue
                     for message in decoded if isinstance(decoded, list) else [decoded]:
                         tg.start_soon(session.handle, message)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NoReturn
 
 import anyio
 import httpx
@@ -222,11 +222,17 @@ class StreamableHttpTransport(HttpTransportBase):
             return False
         raise_for_auth(response, self._name)
         if status == 404 and self._session_id is not None and not self._modern:
-            expired = SessionExpired(f"{self._name} no longer knows our session (HTTP 404)")
-            logger.info("[%s] session expired", self._name)
-            self._inbox.close(expired)
-            raise expired
+            self._expire("HTTP 404")
         body = await read_error_body(response)
+        # Servers built on the TypeScript SDK's example routing answer a session they do
+        # not know with 400 "No valid session ID provided", not 404.
+        if (
+            status == 400
+            and self._session_id is not None
+            and not self._modern
+            and b"session" in body.lower()
+        ):
+            self._expire("HTTP 400 naming the session")
         if isinstance(message, Request):
             if 400 <= status < 500 and status != 429:
                 logger.debug("[%s] HTTP %d for request %r", self._name, status, message.id)
@@ -236,6 +242,12 @@ class StreamableHttpTransport(HttpTransportBase):
                 self._inbox.put(answer)
                 return False
         raise status_error(response, self._name, body)
+
+    def _expire(self, why: str) -> NoReturn:
+        expired = SessionExpired(f"{self._name} no longer knows our session ({why})")
+        logger.info("[%s] session expired (%s)", self._name, why)
+        self._inbox.close(expired)
+        raise expired
 
     def _remember_session(self, response: httpx.Response) -> None:
         session_id = response.headers.get("Mcp-Session-Id")

@@ -123,8 +123,9 @@ function runs on a work task fed by a bounded queue (still in order).
 RequestHandler: TypeAlias = Callable[[Request], Awaitable[Any]]
 """Answers a request from the server: return the result (``Raw`` is sent as it is), or
 raise :class:`RpcError`."""
-Outcome: TypeAlias = Response | ErrorResponse | TransportError
-"""How a request ended: the server's response, its error response, or why there is none."""
+Outcome: TypeAlias = Response | ErrorResponse | Exception
+"""How a request ended: the server's response, its error response, or why there is none
+(a :class:`TransportError`, or what the transport's auth raised while sending)."""
 DoneCallback: TypeAlias = Callable[[Outcome], None]
 
 _DEFAULT_CLIENT_INFO: Final = Implementation(name="funnel", version="0.1.0")
@@ -570,12 +571,12 @@ class ClientSession:
         with scope:
             try:
                 await self._transport.send(message)
-            except TransportError as exc:
+            except Exception as exc:  # noqa: BLE001 - the request's caller gets it, whatever it is
                 self._fail_send(message, exc)
         if isinstance(message, Request) and (entry := self._pending.get(message.id)):
             entry.send_scope = None
 
-    def _fail_send(self, message: Message, exc: TransportError) -> None:
+    def _fail_send(self, message: Message, exc: Exception) -> None:
         if isinstance(message, Request):
             entry = self._pending.pop(message.id, None)
             if entry is not None:
