@@ -132,6 +132,7 @@ class ServerFunnel(Funnel):
         *,
         meta: Mapping[str, Any] | None = None,
         on_progress: ProgressHandler | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Raw:
         """Call a tool, unless a rate limit refuses it; write a ``tool.call`` audit event.
 
@@ -154,7 +155,9 @@ class ServerFunnel(Funnel):
         outcome = "failure"
         reason: str | None = None
         try:
-            result = await super().call_tool(entry, arguments, meta=meta, on_progress=on_progress)
+            result = await super().call_tool(
+                entry, arguments, meta=meta, on_progress=on_progress, extra=extra
+            )
         except anyio.get_cancelled_exc_class():
             outcome = "cancelled"
             raise

@@ -39,8 +39,16 @@ from anyio.streams.memory import MemoryObjectSendStream
 from msgspec import UNSET, Raw, UnsetType
 
 from funnel_auth import AuthError, AuthorizationRequired, redact
+from funnel_proxy._core_tools import CORE_SERVER
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._funnel import Funnel, FunnelEvent, log_level_passes
+from funnel_proxy._mrtr import (
+    ParkedCall,
+    StateSealer,
+    drive_rounds,
+    input_required,
+    is_input_required,
+)
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
@@ -103,6 +111,8 @@ class _CallParams(msgspec.Struct):
     name: str
     arguments: Raw | UnsetType = UNSET
     meta: dict[str, Any] | UnsetType = msgspec.field(default=UNSET, name="_meta")
+    input_responses: Raw | UnsetType = msgspec.field(default=UNSET, name="inputResponses")
+    request_state: Any = msgspec.field(default=UNSET, name="requestState")
 
 
 class _RequestMeta(msgspec.Struct):
@@ -163,6 +173,7 @@ class McpServerSession:
         self._related: dict[str, RequestId] = {}
         self._log_level: str | None = None
         self._funnel_ready = False
+        self._modern = False
         self._queue_send: MemoryObjectSendStream[Notification] | None = None
 
     # ------------------------------------------------------------------ as a client
@@ -179,6 +190,8 @@ class McpServerSession:
 
     def call_started(self, server: str) -> float | None:
         """When this client's latest in-flight request to ``server`` started."""
+        if self._modern:
+            return None  # a modern client's calls are parked: the parked call answers
         started = [when for owner, when in self._calls.values() if owner == server]
         return max(started) if started else None
 
@@ -309,7 +322,7 @@ class McpServerSession:
                 else UNSET
             )
             if isinstance(meta, dict) and _META_VERSION in meta:
-                modern = True
+                modern = self._modern = True
                 self._check_version(meta[_META_VERSION])
                 capabilities = meta.get(_META_CAPABILITIES)
                 if isinstance(capabilities, dict):
@@ -402,7 +415,7 @@ class McpServerSession:
         if method == "tools/list":
             return self._list({"tools": self._funnel.list_tools_raw()}, modern=modern)
         if method == "tools/call":
-            return await self._call_tool(request)
+            return await self._call_tool(request, modern=modern)
         if method == "prompts/list":
             return self._list({"prompts": list(self._funnel.surface.prompts)}, modern=modern)
         if method == "prompts/get":
@@ -499,7 +512,7 @@ class McpServerSession:
             body = {"resultType": "complete", **body, "ttlMs": 0, "cacheScope": "private"}
         return to_raw(body)
 
-    async def _call_tool(self, request: Request) -> Raw:
+    async def _call_tool(self, request: Request, *, modern: bool) -> Raw:
         if not isinstance(request.params, Raw):
             raise _Failure(-32602, "Invalid params: tools/call needs a name")
         params = from_raw(request.params, _CallParams)
@@ -513,9 +526,58 @@ class McpServerSession:
             for key, value in (params.meta.items() if isinstance(params.meta, dict) else ())
             if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
         }
-        return await self._funnel.call_tool(
-            entry, arguments, meta=meta or None, on_progress=on_progress
+        state = params.request_state
+        if StateSealer.is_ours(state):
+            # The retry of a call funnel parked for this (modern) client.
+            call = self._funnel.parked.find(state)
+            if call is None:
+                raise _Failure(-32602, "Invalid or expired requestState")
+            if isinstance(params.input_responses, Raw):
+                responses = from_raw(params.input_responses)
+                call.answer(responses if isinstance(responses, dict) else {})
+            return await self._resume(call)
+        extra: dict[str, Any] = {}
+        if isinstance(params.input_responses, Raw):
+            extra["inputResponses"] = params.input_responses
+        if state is not UNSET:
+            extra["requestState"] = state
+        if (
+            modern
+            and entry.server != CORE_SERVER
+            and self._funnel.backend_era(entry.server) == "legacy"
+        ):
+            # A handshake-era backend may send requests mid-call, which a modern client
+            # cannot take: the call runs parked and its requests become input_required.
+            call = self._funnel.parked.new(entry.server, self._capabilities)
+            self._funnel.park(
+                call,
+                lambda: self._funnel.call_tool(
+                    entry, arguments, meta=meta or None, extra=extra or None
+                ),
+            )
+            return await self._resume(call)
+        result = await self._funnel.call_tool(
+            entry, arguments, meta=meta or None, on_progress=on_progress, extra=extra or None
         )
+        if not modern and is_input_required(result):
+            # A modern backend asks for input: ask this handshake-era client, retry.
+            async def retry(responses: dict[str, Any], backend_state: Any) -> Raw:
+                again: dict[str, Any] = {"inputResponses": responses}
+                if backend_state is not None:
+                    again["requestState"] = backend_state
+                return await self._funnel.call_tool(
+                    entry, arguments, meta=meta or None, on_progress=on_progress, extra=again
+                )
+
+            result = await drive_rounds(result, retry, self.ask)
+        return result
+
+    async def _resume(self, call: ParkedCall) -> Raw:
+        outcome = await call.next()
+        if isinstance(outcome, dict):
+            return input_required(outcome, self._funnel.parked.sealer.seal(call.id))
+        self._funnel.parked.forget(call)
+        return outcome
 
     def _progress_forwarder(self, token: Any) -> Callable[[dict[str, Any]], Awaitable[None]]:
         async def forward(progress: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._core_tools import CORE_SERVER, CoreTools
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig, ServerConfig
+from funnel_proxy._mrtr import ParkedCall, ParkedCalls
 from funnel_proxy._names import NameTable, namespaced_name
 from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
@@ -305,6 +306,7 @@ class Funnel:
         self._subscribers: list[MemoryObjectSendStream[FunnelEvent]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         self._clients: list[Client] = []
+        self.parked = ParkedCalls()
         self._background_scope: anyio.CancelScope | None = None
         self._cm: Any = None
         self._resource_subscribers: dict[str, set[Client]] = {}
@@ -489,6 +491,27 @@ class Funnel:
             for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
                 self._drop_subscriber(uri, client)
 
+    def park(self, call: ParkedCall, run: Callable[[], Awaitable[Raw]]) -> None:
+        """Run a parked call in the funnel's task group, a client of the funnel meanwhile.
+
+        Raises:
+            ProxyError: The funnel is not running.
+        """
+        if self._task_group is None:
+            raise ProxyError("the funnel is not running")
+        self._task_group.start_soon(self._run_parked, call, run, name=f"parked {call.id}")
+        self._task_group.start_soon(self.parked.expire, call)
+
+    async def _run_parked(self, call: ParkedCall, run: Callable[[], Awaitable[Raw]]) -> None:
+        async with self.client(call):
+            await call.run(run)
+
+    def backend_era(self, server: str) -> str | None:
+        """``modern`` or ``legacy`` for a connected backend, else ``None``."""
+        backend = self._backends.get(server)
+        session = backend.session if backend is not None else None
+        return session.era if session is not None else None
+
     async def _route_server_request(self, server: str, request: Request) -> Raw:
         params = from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
         needed = _NEEDS.get(request.method)
@@ -660,8 +683,12 @@ class Funnel:
         *,
         meta: Mapping[str, Any] | None = None,
         on_progress: ProgressHandler | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Raw:
         """Call a resolved tool on its backend and return the raw result.
+
+        ``extra`` holds further params passed on as they are (the ``inputResponses`` and
+        ``requestState`` of a multi-round-trip retry).
 
         Raises:
             BackendUnavailable: Its backend is not connected.
@@ -673,7 +700,7 @@ class Funnel:
                 arguments if isinstance(arguments, Raw) or arguments is None else to_raw(arguments)
             )
             return await self.core.call(entry.name, raw_arguments, on_progress=on_progress)
-        params: dict[str, Any] = {"name": entry.original}
+        params: dict[str, Any] = {**(extra or {}), "name": entry.original}
         if arguments is not None:
             params["arguments"] = arguments
         if meta:
