@@ -119,8 +119,9 @@ class StateSealer:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:
             return None
-        body, sep, mac = raw.rpartition(b"|")
-        if not sep or not hmac.compare_digest(
+        # The MAC is the last 32 bytes (it may contain any byte, "|" included).
+        body, sep, mac = raw[:-33], raw[-33:-32], raw[-32:]
+        if sep != b"|" or not hmac.compare_digest(
             mac, hmac.new(self._key, body, hashlib.sha256).digest()
         ):
             return None
