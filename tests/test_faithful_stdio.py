@@ -74,9 +74,8 @@ class Person:
 
     async def roots(self, context: Any) -> types.ListRootsResult:
         self.asked.append("roots")
-        return types.ListRootsResult(
-            roots=[types.Root(uri="file:///projects/funnel", name="funnel")  # type: ignore[arg-type]]
-        )
+        root = types.Root(uri="file:///projects/funnel", name="funnel")  # type: ignore[arg-type]
+        return types.ListRootsResult(roots=[root])
 
 
 def text(result: types.CallToolResult) -> str:
