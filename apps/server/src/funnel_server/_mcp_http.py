@@ -63,6 +63,7 @@ from funnel_transports import (
     Request,
     RequestId,
     Response,
+    RpcError,
     decode_message,
     encode_message,
     from_raw,
@@ -168,9 +169,22 @@ class _HttpSession:
         return bool(self.routes) or self.stream is not None
 
     async def route(self, message: Message) -> None:
-        """Deliver a message the session's McpServerSession sent."""
+        """Deliver a message the session's McpServerSession sent.
+
+        Raises:
+            RpcError: A request for the client (a backend's sampling, elicitation or
+                roots) has no open stream to go on.
+        """
         target: MemoryObjectSendStream[Message] | None = None
-        if isinstance(message, Response | ErrorResponse):
+        if isinstance(message, Request):
+            # A backend's request goes on the stream of the client's call that caused it,
+            # else on the session's GET stream.
+            related = self.mcp.related_request(message.id) if self.mcp is not None else None
+            route = self.routes.get(related) if related is not None else None
+            target = route.channel if route is not None else self.stream
+            if target is None:
+                raise RpcError(-32601, "the client has no open stream to receive requests on")
+        elif isinstance(message, Response | ErrorResponse):
             route = self.routes.get(message.id) if message.id is not None else None
             target = route.channel if route else None
         elif isinstance(message, Notification):
@@ -204,6 +218,8 @@ class _HttpSession:
         self.closed = True
         for scope in list(self.scopes):
             scope.cancel()
+        if self.mcp is not None:
+            self.mcp.detach()
 
 
 def _notification_params(message: Notification) -> dict[str, Any]:
@@ -364,6 +380,9 @@ class McpEndpoint:
         session.mcp = McpServerSession(
             self._funnel, session.route, version=self._version, instructions=self._instructions
         )
+        # A session can be asked things by backends (and hear their updates) as long as
+        # it lives, not only while a stream is open.
+        self._funnel.add_client(session.mcp)
         self._sessions[session.id] = session
         logger.info("MCP session %s… started (%d open)", session.id[:8], len(self._sessions))
         return session

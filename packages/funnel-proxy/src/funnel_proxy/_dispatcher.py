@@ -41,7 +41,7 @@ from msgspec import UNSET, Raw, UnsetType
 from funnel_auth import AuthError, AuthorizationRequired, redact
 from funnel_proxy._core_tools import CORE_SERVER
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
-from funnel_proxy._funnel import Funnel, FunnelEvent, log_level_passes
+from funnel_proxy._funnel import Funnel, FunnelEvent
 from funnel_proxy._mrtr import (
     ParkedCall,
     StateSealer,
@@ -49,6 +49,7 @@ from funnel_proxy._mrtr import (
     input_required,
     is_input_required,
 )
+from funnel_proxy._routing import InFlight, log_level_passes
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
@@ -167,7 +168,7 @@ class McpServerSession:
         self._subscriptions: dict[RequestId, frozenset[str]] = {}
         self._capabilities: Mapping[str, Any] = {}
         self._last_active = time.monotonic()
-        self._calls: dict[RequestId, tuple[str, float]] = {}
+        self._calls: dict[RequestId, InFlight] = {}
         self._ask_ids = itertools.count(1)
         self._asks: dict[str, tuple[anyio.Event, list[Response | ErrorResponse]]] = {}
         self._related: dict[str, RequestId] = {}
@@ -188,27 +189,25 @@ class McpServerSession:
         """When the client last sent a request (monotonic seconds)."""
         return self._last_active
 
-    def call_started(self, server: str) -> float | None:
-        """When this client's latest in-flight request to ``server`` started."""
+    def in_flight(self, server: str) -> list[InFlight]:
+        """This client's calls in flight to ``server``."""
         if self._modern:
-            return None  # a modern client's calls are parked: the parked call answers
-        started = [when for owner, when in self._calls.values() if owner == server]
-        return max(started) if started else None
+            return []  # a modern client's calls are parked: the parked call answers
+        return [call for call in self._calls.values() if call.server == server]
 
     def related_request(self, request_id: RequestId) -> RequestId | None:
         """The client's request that a request funnel sent it (by id) belongs to."""
         return self._related.get(request_id) if isinstance(request_id, str) else None
 
-    async def ask(self, method: str, params: Raw | None) -> Raw:
+    async def ask(self, method: str, params: Raw | None, call: InFlight | None = None) -> Raw:
         """Send the client a request on a backend's behalf and return its raw result.
 
         Raises:
             RpcError: The client answered with an error, or did not answer in time.
         """
         request_id = f"funnel-{next(self._ask_ids)}"
-        related = max(self._calls.items(), key=lambda item: item[1][1], default=None)
-        if related is not None:
-            self._related[request_id] = related[0]
+        if call is not None:
+            self._related[request_id] = call.request_id
         done = anyio.Event()
         answer: list[Response | ErrorResponse] = []
         self._asks[request_id] = (done, answer)
@@ -272,6 +271,12 @@ class McpServerSession:
             async with self._funnel.events() as events:
                 async for event in events:
                     await self._notify_changes(event)
+
+    def detach(self) -> None:
+        """The client is gone: stop routing anything to it."""
+        self._funnel.remove_client(self)
+        for done, _ in self._asks.values():
+            done.set()
 
     async def serve(self) -> None:
         """Be reachable as a client of the funnel (no list changes) until cancelled."""
@@ -353,7 +358,8 @@ class McpServerSession:
         except TransportError as exc:
             await self._error(request.id, -32000, str(exc))
         except AuthorizationRequired as exc:
-            server = self._calls.get(request.id, ("a backend", 0.0))[0]
+            known = self._calls.get(request.id)
+            server = known.server if known is not None else "a backend"
             await self._error(
                 request.id,
                 -32000,
@@ -478,7 +484,7 @@ class McpServerSession:
             server = found
         else:
             raise _Failure(-32602, f"Invalid params: unknown ref type {ref.get('type')!r}")
-        self._calls[request_id] = (server, time.monotonic())
+        self._calls[request_id] = InFlight(server, request_id)
         return await self._funnel.forward(server, "completion/complete", forwarded)
 
     def _initialize(self, params: Mapping[str, Any]) -> Raw:
@@ -520,7 +526,7 @@ class McpServerSession:
         on_progress = self._progress_forwarder(client_token) if client_token is not None else None
         arguments = params.arguments if isinstance(params.arguments, Raw) else None
         entry = self._funnel.resolve_tool(params.name)
-        self._calls[request.id] = (entry.server, time.monotonic())
+        self._calls[request.id] = InFlight(entry.server, request.id)
         meta = {
             key: value
             for key, value in (params.meta.items() if isinstance(params.meta, dict) else ())
@@ -569,7 +575,10 @@ class McpServerSession:
                     entry, arguments, meta=meta or None, on_progress=on_progress, extra=again
                 )
 
-            result = await drive_rounds(result, retry, self.ask)
+            mine = self._calls.get(request.id)
+            result = await drive_rounds(
+                result, retry, lambda method, raw, _: self.ask(method, raw, mine)
+            )
         return result
 
     async def _resume(self, call: ParkedCall) -> Raw:
@@ -596,7 +605,7 @@ class McpServerSession:
         if owner is None:
             raise _Failure(-32602, f"Prompt not found: {name}")
         server, original = owner
-        self._calls[request.id] = (server, time.monotonic())
+        self._calls[request.id] = InFlight(server, request.id)
         return await self._funnel.forward(
             server, "prompts/get", {**_without_reserved_meta(params), "name": original}
         )
@@ -606,7 +615,7 @@ class McpServerSession:
         server = self._funnel.surface.owner_of_resource(uri) if isinstance(uri, str) else None
         if server is None:
             raise _Failure(-32002, f"Resource not found: {uri}", {"uri": uri})
-        self._calls[request_id] = (server, time.monotonic())
+        self._calls[request_id] = InFlight(server, request_id)
         return await self._funnel.forward(server, "resources/read", _without_reserved_meta(params))
 
     async def _listen(self, request_id: RequestId, params: Mapping[str, Any]) -> Raw:

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Literal, Self
 
 import anyio
 import anyio.abc
@@ -55,6 +55,7 @@ from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig, ServerConfig
 from funnel_proxy._mrtr import ParkedCall, ParkedCalls
 from funnel_proxy._names import NameTable, namespaced_name
+from funnel_proxy._routing import Client, choose, needed_capability
 from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import (
@@ -75,84 +76,6 @@ logger = logging.getLogger("funnel_proxy")
 
 _COALESCE_SECONDS = 0.05
 METHOD_NOT_FOUND = -32601
-
-#: The client capability each backend-to-client request needs.
-_NEEDS: dict[str, str] = {
-    "sampling/createMessage": "sampling",
-    "elicitation/create": "elicitation",
-    "roots/list": "roots",
-}
-_LOG_LEVELS: tuple[str, ...] = (
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-)
-
-
-class Client(Protocol):
-    """A connected downstream client, as the funnel routes to it."""
-
-    @property
-    def capabilities(self) -> Mapping[str, Any]:
-        """What the client declared it can do."""
-        ...
-
-    @property
-    def last_active(self) -> float:
-        """When the client last sent a request (monotonic seconds)."""
-        ...
-
-    def call_started(self, server: str) -> float | None:
-        """When the client's latest call to ``server`` still in flight started."""
-        ...
-
-    async def ask(self, method: str, params: Raw | None) -> Raw:
-        """Send the client a request and return its raw result (raises RpcError)."""
-        ...
-
-    def deliver(self, message: Notification, *, level: str | None = None) -> None:
-        """Queue a notification for the client (a log message carries its level)."""
-        ...
-
-
-def client_supports(
-    capabilities: Mapping[str, Any], method: str, params: Mapping[str, Any]
-) -> bool:
-    """Whether a client that declared ``capabilities`` can answer ``method``."""
-    needed = _NEEDS.get(method)
-    if needed is None or not isinstance(capabilities.get(needed), dict):
-        return False
-    if method == "elicitation/create":
-        modes = capabilities["elicitation"]
-        mode = params.get("mode", "form")
-        # An empty elicitation capability means form mode (the 2025-06-18 shape).
-        return mode in modes or (mode == "form" and not modes)
-    return True
-
-
-def choose_client(
-    clients: Iterable[Client], server: str, method: str, params: Mapping[str, Any]
-) -> Client | None:
-    """The client that answers ``method`` for ``server``, by the module's routing rule."""
-    able = [client for client in clients if client_supports(client.capabilities, method, params)]
-    busy = [
-        (started, client) for client in able if (started := client.call_started(server)) is not None
-    ]
-    if busy:
-        return max(busy, key=lambda item: item[0])[1]
-    return max(able, key=lambda client: client.last_active, default=None)
-
-
-def log_level_passes(level: str | None, minimum: str | None) -> bool:
-    """Whether a message at ``level`` passes a client's ``logging/setLevel`` minimum."""
-    if minimum is None or level not in _LOG_LEVELS or minimum not in _LOG_LEVELS:
-        return True
-    return _LOG_LEVELS.index(level) >= _LOG_LEVELS.index(minimum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,16 +403,29 @@ class Funnel:
 
     # ------------------------------------------------------------------ clients
 
+    def add_client(self, client: Client) -> bool:
+        """Register a downstream client; return whether it was not registered already."""
+        if client in self._clients:
+            return False
+        self._clients.append(client)
+        return True
+
+    def remove_client(self, client: Client) -> None:
+        """Unregister a client and end its resource subscriptions."""
+        if client in self._clients:
+            self._clients.remove(client)
+        for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
+            self._drop_subscriber(uri, client)
+
     @asynccontextmanager
     async def client(self, client: Client) -> AsyncIterator[None]:
-        """Register a downstream client for the duration of the block."""
-        self._clients.append(client)
+        """Register a downstream client for the duration of the block (unless it is already)."""
+        added = self.add_client(client)
         try:
             yield
         finally:
-            self._clients.remove(client)
-            for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
-                self._drop_subscriber(uri, client)
+            if added:
+                self.remove_client(client)
 
     def park(self, call: ParkedCall, run: Callable[[], Awaitable[Raw]]) -> None:
         """Run a parked call in the funnel's task group, a client of the funnel meanwhile.
@@ -514,17 +450,24 @@ class Funnel:
 
     async def _route_server_request(self, server: str, request: Request) -> Raw:
         params = from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
-        needed = _NEEDS.get(request.method)
+        needed = needed_capability(request.method)
         if needed is None:
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
-        chosen = choose_client(self._clients, server, request.method, params)
+        chosen = choose(self._clients, server, request.method, params)
         if chosen is None:
             raise RpcError(
                 METHOD_NOT_FOUND,
                 f"no client connected to funnel supports {needed} ({request.method})",
             )
+        client, call = chosen
         raw = request.params if isinstance(request.params, Raw) else None
-        return await chosen.ask(request.method, raw)
+        if call is None:
+            return await client.ask(request.method, raw, None)
+        call.asking()
+        try:
+            return await client.ask(request.method, raw, call)
+        finally:
+            call.answered_now()
 
     def _on_backend_notification(self, server: str, message: Notification) -> None:
         try:

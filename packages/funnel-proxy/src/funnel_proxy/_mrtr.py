@@ -42,6 +42,7 @@ import anyio
 import anyio.abc
 from msgspec import Raw
 
+from funnel_proxy._routing import InFlight
 from funnel_transports import RpcError, from_raw, to_raw
 
 __all__ = [
@@ -157,6 +158,7 @@ class ParkedCall:
         self.server = server
         self._capabilities = dict(capabilities)
         self._started = time.monotonic()
+        self._call = InFlight(server, call_id)
         self._keys = itertools.count(1)
         self._asks: dict[str, _Ask] = {}
         self._changed = anyio.Event()
@@ -177,11 +179,11 @@ class ParkedCall:
         """When the call started."""
         return self._started
 
-    def call_started(self, server: str) -> float | None:
-        """The call's start while it runs, for its own backend."""
-        return self._started if server == self.server and not self.finished else None
+    def in_flight(self, server: str) -> list[InFlight]:
+        """The parked call itself while it runs, for its own backend."""
+        return [self._call] if server == self.server and not self.finished else []
 
-    async def ask(self, method: str, params: Raw | None) -> Raw:
+    async def ask(self, method: str, params: Raw | None, call: InFlight | None) -> Raw:
         """Park the backend's request until the client's retry answers it."""
         key = f"r{next(self._keys)}"
         ask = _Ask(method, from_raw(params) if params is not None else {})
@@ -293,7 +295,7 @@ class ParkedCalls:
 async def drive_rounds(
     first: Raw,
     retry: Callable[[dict[str, Any], Any], Awaitable[Raw]],
-    ask: Callable[[str, Raw | None], Awaitable[Raw]],
+    ask: Callable[[str, Raw | None, InFlight | None], Awaitable[Raw]],
 ) -> Raw:
     """Serve a modern backend's ``input_required`` rounds by asking a handshake-era client.
 
@@ -317,9 +319,8 @@ async def drive_rounds(
                 if not isinstance(request, dict) or not isinstance(request.get("method"), str):
                     continue
                 params = request.get("params")
-                answer = await ask(
-                    request["method"], to_raw(params) if params is not None else None
-                )
+                raw = to_raw(params) if params is not None else None
+                answer = await ask(request["method"], raw, None)
                 responses[key] = from_raw(answer)
         result = await retry(responses, body.get("requestState"))
     if is_input_required(result):
