@@ -17,16 +17,13 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
-
-import anyio
-from msgspec import Raw
 
 from funnel_auth import RateLimiter
 from funnel_proxy import Funnel, FunnelConfig, PatternSet, RateLimits, ToolEntry
 from funnel_server._audit import audit
-from funnel_transports import ProgressHandler, RpcError
+from funnel_transports import RpcError
 
 __all__ = ["RATE_LIMITED", "ServerFunnel", "ToolCallLimits", "ToolRateLimited", "call_origin"]
 
@@ -100,12 +97,6 @@ class ToolCallLimits:
         return 0.0
 
 
-def _outcome(result: Raw) -> str:
-    # A tool reports its own failure as a result with "isError": true; look without decoding.
-    data = bytes(result)
-    return "error" if b'"isError":true' in data.replace(b" ", b"") else "success"
-
-
 class ServerFunnel(Funnel):
     """The :class:`Funnel` this app runs: rate-limited, audited tool calls.
 
@@ -125,22 +116,11 @@ class ServerFunnel(Funnel):
         super().__init__(config, **options)
         self.limits = ToolCallLimits(config.rate_limits, clock=clock)
 
-    async def call_tool(
-        self,
-        entry: ToolEntry,
-        arguments: Raw | Mapping[str, Any] | None,
-        *,
-        meta: Mapping[str, Any] | None = None,
-        on_progress: ProgressHandler | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> Raw:
-        """Call a tool, unless a rate limit refuses it; write a ``tool.call`` audit event.
+    def admit(self, entry: ToolEntry) -> dict[str, str | float | None]:
+        """Refuse a call that a configured limit does not allow (audited either way).
 
         Raises:
             ToolRateLimited: A configured limit refused the call.
-            BackendUnavailable: Its backend is not connected.
-            RpcError: The backend answered with an error.
-            TransportError: The call failed on the way.
         """
         fields: dict[str, str | float | None] = {
             "server": entry.server,
@@ -151,22 +131,10 @@ class ServerFunnel(Funnel):
         if wait > 0:
             audit("tool.call", outcome="limited", retry_after=round(wait, 3), **fields)
             raise ToolRateLimited(entry.name, wait)
-        started = time.perf_counter()
-        outcome = "failure"
-        reason: str | None = None
-        try:
-            result = await super().call_tool(
-                entry, arguments, meta=meta, on_progress=on_progress, extra=extra
-            )
-        except anyio.get_cancelled_exc_class():
-            outcome = "cancelled"
-            raise
-        except Exception as exc:
-            reason = type(exc).__name__
-            raise
-        else:
-            outcome = _outcome(result)
-            return result
-        finally:
-            duration_ms = round((time.perf_counter() - started) * 1000, 1)
-            audit("tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **fields)
+        return fields
+
+    def record(
+        self, context: Any, entry: ToolEntry, outcome: str, duration_ms: float, reason: str | None
+    ) -> None:
+        """Write the call's ``tool.call`` audit event."""
+        audit("tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **context)

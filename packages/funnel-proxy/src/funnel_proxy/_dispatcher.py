@@ -58,6 +58,7 @@ from funnel_transports import (
     ErrorResponse,
     Message,
     Notification,
+    Outcome,
     Request,
     RequestId,
     RequestTimeout,
@@ -156,9 +157,12 @@ class McpServerSession:
         instructions: str | None = None,
         client_request_timeout: float = DEFAULT_CLIENT_REQUEST_TIMEOUT,
         first_list_wait: float = DEFAULT_FIRST_LIST_WAIT,
+        send_nowait: Callable[[Message], None] | None = None,
     ) -> None:
         self._funnel = funnel
         self._send = send
+        self._send_nowait = send_nowait
+        self._fast: dict[RequestId, Callable[[], None]] = {}
         self._info = {"name": _SERVER_NAME, "version": version}
         self._instructions = instructions
         self._client_request_timeout = client_request_timeout
@@ -293,6 +297,98 @@ class McpServerSession:
         finally:
             self._queue_send = None
 
+    def handle_nowait(self, message: Message | DecodeError) -> bool:
+        """Serve ``message`` on the hot path if it can be; return whether it was taken.
+
+        A handshake-era ``tools/call`` for a stdio backend is started at once, with no
+        task: its progress and its result are written by the backend's reader as they
+        come (in that order). Everything else returns ``False``: run :meth:`handle`.
+        Needs ``send_nowait``.
+        """
+        if (
+            self._send_nowait is None
+            or not isinstance(message, Request)
+            or message.method != "tools/call"
+            or not isinstance(message.params, Raw)
+            or message.id in self._in_flight
+            or message.id in self._fast
+        ):
+            return False
+        try:
+            params = from_raw(message.params, _CallParams)
+        except DecodeError:
+            return False
+        meta = params.meta if isinstance(params.meta, dict) else {}
+        if _META_VERSION in meta or params.request_state is not UNSET:
+            return False
+        if not isinstance(params.input_responses, UnsetType):
+            return False
+        try:
+            entry = self._funnel.resolve_tool(params.name)
+        except ProxyError:
+            return False
+        if entry.server == CORE_SERVER:
+            return False
+        request_id = message.id
+        send = self._send_nowait
+        token = meta.get("progressToken")
+        on_progress = self._progress_writer(token, send) if token is not None else None
+        forwarded = {
+            key: value
+            for key, value in meta.items()
+            if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
+        }
+        self._last_active = time.monotonic()
+        self._calls[request_id] = InFlight(entry.server, request_id)
+
+        def done(outcome: Outcome) -> None:
+            self._fast.pop(request_id, None)
+            self._calls.pop(request_id, None)
+            if isinstance(outcome, Response):
+                send(Response(id=request_id, result=outcome.result))
+            elif isinstance(outcome, ErrorResponse):
+                send(ErrorResponse(id=request_id, error=outcome.error))
+            else:
+                send(ErrorResponse(id=request_id, error=self._error_for(outcome, message)))
+
+        try:
+            cancel = self._funnel.start_tool_call(
+                entry,
+                params.arguments if isinstance(params.arguments, Raw) else None,
+                forwarded or None,
+                done,
+                on_progress,
+            )
+        except Exception as exc:  # noqa: BLE001 - a refusal (rate limit) is this call's answer
+            self._calls.pop(request_id, None)
+            send(ErrorResponse(id=request_id, error=self._error_for(exc, message)))
+            return True
+        if cancel is None:
+            self._calls.pop(request_id, None)
+            return False
+        self._fast[request_id] = cancel
+        return True
+
+    @staticmethod
+    def _progress_writer(
+        token: Any, send: Callable[[Message], None]
+    ) -> Callable[[dict[str, Any]], None]:
+        def forward(progress: dict[str, Any]) -> None:
+            send(
+                Notification(
+                    method="notifications/progress",
+                    params=to_raw({**progress, "progressToken": token}),
+                )
+            )
+
+        return forward
+
+    def close(self) -> None:
+        """The client is gone: withdraw its hot-path calls (their backends are told)."""
+        for cancel in list(self._fast.values()):
+            cancel()
+        self._fast.clear()
+
     async def handle(self, message: Message | DecodeError) -> None:
         """Handle one message from the client (or the error decoding it)."""
         if isinstance(message, DecodeError):
@@ -341,45 +437,21 @@ class McpServerSession:
             if modern:
                 result = _mark_complete(result)
             await self._send(Response(id=request.id, result=result))
-        except _Failure as exc:
-            await self._error(request.id, exc.code, exc.message, exc.data)
-        except DecodeError as exc:
-            await self._error(request.id, -32602, f"Invalid params: {exc}")
-        except ToolNotFound as exc:
-            await self._error(request.id, -32602, str(exc))
-        except BackendUnavailable as exc:
-            await self._error(
-                request.id, -32000, str(exc), {"server": exc.server, "status": exc.status}
-            )
-        except RpcError as exc:
-            await self._error(request.id, exc.code, exc.message, exc.data)
-        except RequestTimeout as exc:
-            await self._error(request.id, -32001, str(exc))
-        except TransportError as exc:
-            await self._error(request.id, -32000, str(exc))
-        except AuthorizationRequired as exc:
-            known = self._calls.get(request.id)
-            server = known.server if known is not None else "a backend"
-            await self._error(
-                request.id,
-                -32000,
-                f"{server} needs authorization: {redact(str(exc))}",
-                {
-                    "server": server,
-                    "action": "authorize",
-                    "authorizeUrl": self._authorize_url(server),
-                },
-            )
-        except AuthError as exc:
-            await self._error(request.id, -32000, f"authorization failed: {redact(str(exc))}")
-        except ProxyError as exc:
-            await self._error(request.id, -32000, str(exc))
-        except Exception:
-            logger.exception("internal error handling %s", request.method)
-            await self._error(request.id, -32603, f"Internal error handling {request.method}")
+        except Exception as exc:  # noqa: BLE001 - every failure is an answer; none ends the session
+            await self._send(ErrorResponse(id=request.id, error=self._error_for(exc, request)))
         finally:
             self._in_flight.pop(request.id, None)
             self._calls.pop(request.id, None)
+
+    def _error_for(self, exc: Exception, request: Request) -> ErrorObject:
+        known = self._calls.get(request.id)
+        server = known.server if known is not None else "a backend"
+        return error_object(
+            exc,
+            method=request.method,
+            server=server,
+            authorize_url=self._authorize_url(server) if known is not None else None,
+        )
 
     def _authorize_url(self, server: str) -> str | None:
         state = next((s for s in self._funnel.states() if s.name == server), None)
@@ -655,6 +727,10 @@ class McpServerSession:
             scope = self._in_flight.get(request_id)  # type: ignore[arg-type]
             if scope is not None:
                 scope.cancel()
+            cancel = self._fast.pop(request_id, None)  # type: ignore[arg-type]
+            if cancel is not None:
+                self._calls.pop(request_id, None)  # type: ignore[arg-type]
+                cancel()
 
     async def _notify_changes(self, event: FunnelEvent) -> None:
         if event.kind != "list_changed":
@@ -671,6 +747,47 @@ class McpServerSession:
                             params=to_raw({"_meta": {_META_SUBSCRIPTION: subscription}}),
                         )
                     )
+
+
+def error_object(
+    exc: Exception, *, method: str, server: str, authorize_url: str | None = None
+) -> ErrorObject:
+    """The JSON-RPC error a client gets for ``exc`` (anything a request can raise)."""
+    code, message, data = _error_parts(
+        exc, method=method, server=server, authorize_url=authorize_url
+    )
+    return ErrorObject(code=code, message=message, data=to_raw(data) if data is not None else UNSET)
+
+
+def _error_parts(
+    exc: Exception, *, method: str, server: str, authorize_url: str | None
+) -> tuple[int, str, Any]:
+    if isinstance(exc, _Failure):
+        return exc.code, exc.message, exc.data
+    if isinstance(exc, DecodeError):
+        return -32602, f"Invalid params: {exc}", None
+    if isinstance(exc, ToolNotFound):
+        return -32602, str(exc), None
+    if isinstance(exc, BackendUnavailable):
+        return -32000, str(exc), {"server": exc.server, "status": exc.status}
+    if isinstance(exc, RpcError):
+        return exc.code, exc.message, exc.data
+    if isinstance(exc, RequestTimeout):
+        return -32001, str(exc), {"server": server}
+    if isinstance(exc, TransportError):
+        return -32000, str(exc), {"server": server}
+    if isinstance(exc, AuthorizationRequired):
+        return (
+            -32000,
+            f"{server} needs authorization: {redact(str(exc))}",
+            {"server": server, "action": "authorize", "authorizeUrl": authorize_url},
+        )
+    if isinstance(exc, AuthError):
+        return -32000, f"authorization failed for {server}: {redact(str(exc))}", {"server": server}
+    if isinstance(exc, ProxyError):
+        return -32000, str(exc), None
+    logger.error("internal error handling %s", method, exc_info=exc)
+    return -32603, f"Internal error handling {method}", None
 
 
 def _without_reserved_meta(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -60,10 +61,13 @@ from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import (
     DecodeError,
+    ErrorResponse,
     Implementation,
     Notification,
+    Outcome,
     ProgressHandler,
     Request,
+    Response,
     RpcError,
     TransportError,
     from_raw,
@@ -149,6 +153,32 @@ class Surface:
         return next(
             (server for prefix, server in self.template_prefixes if uri.startswith(prefix)), None
         )
+
+
+def tool_outcome(result: Raw) -> str:
+    """``error`` when a tool result says ``"isError": true``, else ``success`` (no decoding)."""
+    data = bytes(result)
+    if b'"isError"' not in data:
+        return "success"
+    return "error" if b'"isError":true' in data.replace(b" ", b"") else "success"
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _call_params(
+    entry: ToolEntry,
+    arguments: Raw | Mapping[str, Any] | None,
+    meta: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {**(extra or {}), "name": entry.original}
+    if arguments is not None:
+        params["arguments"] = arguments
+    if meta:
+        params["_meta"] = dict(meta)
+    return params
 
 
 def backend_auth_config(funnel: Funnel, server: str) -> object:
@@ -619,6 +649,28 @@ class Funnel:
             raise ToolNotFound(name)
         return entry
 
+    # ------------------------------------------------------------------ call hooks
+
+    def admit(self, entry: ToolEntry) -> Any:
+        """Hook run before every tool call, on every path; raise to refuse it.
+
+        An embedder overrides it (funnel-server applies ``rateLimits``); whatever it
+        returns is handed to :meth:`record` for the same call.
+
+        Raises:
+            RpcError: The call is refused (a rate limit, for example).
+        """
+        return None
+
+    def record(
+        self, context: Any, entry: ToolEntry, outcome: str, duration_ms: float, reason: str | None
+    ) -> None:
+        """Hook run after every admitted tool call (funnel-server writes its audit event).
+
+        ``outcome`` is ``success``, ``error`` (the tool reported an error), ``failure``
+        (the call failed; ``reason`` names the exception) or ``cancelled``.
+        """
+
     async def call_tool(
         self,
         entry: ToolEntry,
@@ -631,26 +683,102 @@ class Funnel:
         """Call a resolved tool on its backend and return the raw result.
 
         ``extra`` holds further params passed on as they are (the ``inputResponses`` and
-        ``requestState`` of a multi-round-trip retry).
+        ``requestState`` of a multi-round-trip retry). :meth:`admit` and :meth:`record`
+        run around it.
 
         Raises:
             BackendUnavailable: Its backend is not connected.
-            RpcError: The backend answered with an error.
+            RpcError: The backend answered with an error, or :meth:`admit` refused.
             TransportError: The call failed on the way.
         """
+        context = self.admit(entry)
+        started = time.perf_counter()
+        outcome, reason = "failure", None
+        try:
+            result = await self._call_tool(entry, arguments, meta, on_progress, extra)
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            raise
+        except Exception as exc:
+            reason = type(exc).__name__
+            raise
+        else:
+            outcome = tool_outcome(result)
+            return result
+        finally:
+            self.record(context, entry, outcome, _ms_since(started), reason)
+
+    async def _call_tool(
+        self,
+        entry: ToolEntry,
+        arguments: Raw | Mapping[str, Any] | None,
+        meta: Mapping[str, Any] | None,
+        on_progress: ProgressHandler | None,
+        extra: Mapping[str, Any] | None,
+    ) -> Raw:
         if entry.server == CORE_SERVER and self.core.offers(entry.name):
             raw_arguments = (
                 arguments if isinstance(arguments, Raw) or arguments is None else to_raw(arguments)
             )
             return await self.core.call(entry.name, raw_arguments, on_progress=on_progress)
-        params: dict[str, Any] = {**(extra or {}), "name": entry.original}
-        if arguments is not None:
-            params["arguments"] = arguments
-        if meta:
-            params["_meta"] = dict(meta)
         return await self._backend(entry.server).request(
-            "tools/call", params, on_progress=on_progress
+            "tools/call", _call_params(entry, arguments, meta, extra), on_progress=on_progress
         )
+
+    def start_tool_call(
+        self,
+        entry: ToolEntry,
+        arguments: Raw | None,
+        meta: Mapping[str, Any] | None,
+        on_done: Callable[[Outcome], None],
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Callable[[], None] | None:
+        """The hot path: start a tool call without a task; ``on_done`` gets its outcome.
+
+        Only for a backend whose session can send without waiting (stdio) and that
+        speaks the handshake era (its results are never ``input_required``); otherwise
+        this returns ``None`` and the caller uses :meth:`call_tool`. Returns a function
+        that withdraws the call (the backend is told; ``on_done`` is not called).
+
+        Raises:
+            RpcError: :meth:`admit` refused the call.
+            TransportClosed: The session ended just now.
+        """
+        backend = self._backends.get(entry.server)
+        session = backend.session if backend is not None else None
+        if (
+            backend is None
+            or session is None
+            or not session.sends_nowait
+            or session.era != "legacy"
+        ):
+            return None
+        context = self.admit(entry)
+        started = time.perf_counter()
+
+        def done(outcome: Outcome) -> None:
+            if isinstance(outcome, Response):
+                verdict, reason = tool_outcome(outcome.result), None
+            elif isinstance(outcome, ErrorResponse):
+                verdict, reason = "failure", "RpcError"
+            else:
+                verdict, reason = "failure", type(outcome).__name__
+            self.record(context, entry, verdict, _ms_since(started), reason)
+            on_done(outcome)
+
+        request_id = session.start_request(
+            "tools/call",
+            _call_params(entry, arguments, meta, None),
+            done,
+            timeout=backend.request_timeout,
+            on_progress=on_progress,
+        )
+
+        def cancel() -> None:
+            session.cancel_request(request_id, "the client cancelled the call")
+            self.record(context, entry, "cancelled", _ms_since(started), None)
+
+        return cancel
 
     async def forward(
         self,

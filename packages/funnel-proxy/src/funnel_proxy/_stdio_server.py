@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import BinaryIO
 
@@ -42,6 +43,7 @@ logger = logging.getLogger("funnel_proxy.server")
 
 _MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 _READ_SIZE = 65536
+_MAX_QUEUED = 64 * 1024 * 1024
 
 Reader = Callable[[], Awaitable[bytes]]
 Writer = Callable[[bytes], Awaitable[None]]
@@ -101,6 +103,93 @@ def _thread_io(stdin: BinaryIO, stdout: BinaryIO) -> Iterator[tuple[Reader, Writ
     yield read, write
 
 
+def _encode(message: Message) -> bytes | None:
+    try:
+        return encode_message(message) + b"\n"
+    except (TypeError, ValueError, OverflowError) as exc:
+        logger.error("could not encode a %s for the client: %s", type(message).__name__, exc)
+        return None
+
+
+class _Writer:
+    """Ordered, bounded writes to a non-blocking stdout, at once whenever the pipe has room.
+
+    Every message goes through :meth:`write`, so two messages can never interleave: when
+    the pipe is full the rest waits, in order, for :meth:`run` to write it as the pipe
+    drains. A client that stops reading for ``limit`` bytes ends the session.
+    """
+
+    def __init__(self, fd: int, limit: int = _MAX_QUEUED) -> None:
+        self._fd = fd
+        self._limit = limit
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._wake = anyio.Event()
+        self._drained = anyio.Event()
+        self._drained.set()
+        self.broken = False
+
+    def write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        if not self._queue:
+            try:
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                logger.info("cannot write to the client: %s", exc)
+                self._break()
+                return
+            if written == len(data):
+                return
+            data = data[written:]
+        if self._queued + len(data) > self._limit:
+            logger.error("the client has not read %d bytes of answers; closing", self._queued)
+            self._break()
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        self._drained = anyio.Event() if self._drained.is_set() else self._drained
+        self._wake.set()
+
+    def _break(self) -> None:
+        self.broken = True
+        self._queue.clear()
+        self._queued = 0
+        self._drained.set()
+        self._wake.set()
+
+    async def run(self, scope: anyio.CancelScope) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._queue and not self.broken:
+                await anyio.wait_writable(self._fd)
+                chunk = b"".join(self._queue)
+                self._queue.clear()
+                try:
+                    written = os.write(self._fd, chunk)
+                except BlockingIOError:
+                    written = 0
+                except OSError as exc:
+                    logger.info("cannot write to the client: %s", exc)
+                    self._break()
+                    break
+                self._queued -= written
+                if written < len(chunk):
+                    self._queue.appendleft(chunk[written:])
+            self._drained.set()
+            if self.broken:
+                scope.cancel()
+                return
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until everything queued is written."""
+        with anyio.move_on_after(timeout):
+            await self._drained.wait()
+
+
 async def serve_stdio(
     funnel: Funnel,
     *,
@@ -125,23 +214,37 @@ async def serve_stdio(
         sink.flush()  # nothing buffered may overtake what we write to the descriptor
     io = _event_loop_io(source, sink) if fast else _thread_io(source, sink)
     with io as (read, write):
+        writer = _Writer(sink.fileno()) if fast else None
         lock = anyio.Lock()
 
-        async def send(message: Message) -> None:
-            try:
-                data = encode_message(message) + b"\n"
-            except (TypeError, ValueError, OverflowError) as exc:
-                logger.error(
-                    "could not encode a %s for the client: %s", type(message).__name__, exc
-                )
-                return
-            async with lock:
-                await write(data)
+        def send_nowait(message: Message) -> None:
+            assert writer is not None  # noqa: S101 - only handed out on the fast path
+            data = _encode(message)
+            if data is not None:
+                writer.write(data)
 
-        session = McpServerSession(funnel, send, version=version, instructions=instructions)
+        async def send(message: Message) -> None:
+            if writer is not None:
+                send_nowait(message)
+                return
+            data = _encode(message)
+            if data is not None:
+                async with lock:
+                    await write(data)
+
+        session = McpServerSession(
+            funnel,
+            send,
+            version=version,
+            instructions=instructions,
+            send_nowait=send_nowait if writer is not None else None,
+        )
         framer = LineFramer(_MAX_MESSAGE_SIZE, peer="the client")
+        handle_nowait = session.handle_nowait
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.watch)
+            if writer is not None:
+                tg.start_soon(writer.run, tg.cancel_scope)
             while chunk := await read():
                 try:
                     lines = framer.feed(chunk)
@@ -159,6 +262,10 @@ async def serve_stdio(
                         tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
                         continue
                     for message in decoded if isinstance(decoded, list) else [decoded]:
-                        tg.start_soon(session.handle, message)
+                        if not handle_nowait(message):
+                            tg.start_soon(session.handle, message)
             logger.info("the MCP client closed stdin; shutting down")
+            session.close()
+            if writer is not None:
+                await writer.drain()
             tg.cancel_scope.cancel()

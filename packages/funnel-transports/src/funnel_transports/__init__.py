@@ -49,6 +49,7 @@ from funnel_transports._mcp import (
 from funnel_transports._session import (
     ClientSession,
     NotificationHandler,
+    Outcome,
     ProgressHandler,
     RequestHandler,
     SessionMode,
@@ -85,6 +86,7 @@ __all__ = [
     "NegotiationError",
     "Notification",
     "NotificationHandler",
+    "Outcome",
     "ParseError",
     "ProgressHandler",
     "Request",

@@ -332,6 +332,11 @@ class ClientSession:
         return self._closed.is_set()
 
     @property
+    def sends_nowait(self) -> bool:
+        """Whether the transport takes messages without waiting (the hot path's need)."""
+        return self._send_nowait is not None
+
+    @property
     def in_flight(self) -> int:
         """Requests sent and not answered yet."""
         return len(self._pending)
