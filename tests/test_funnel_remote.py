@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from support.mcp_ws import WS_TOKEN, websocket_server
@@ -182,3 +183,27 @@ async def test_a_websocket_backend_authenticates_its_handshake_with_the_configur
                 assert result["content"][0]["text"] == "Echo: over ws"
     assert app.handshake_headers[0]["Authorization"] == f"Bearer {token}"
     assert token not in (state.error or "")
+
+
+async def test_a_restarted_http_backend_is_served_again_without_a_manual_reconnect(
+    tmp_path: Path,
+) -> None:
+    server = NodeServer("streamableHttp")
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/mcp"
+        config = {"servers": {"http": {"transport": {"type": "streamable-http", "url": url}}}}
+        async with Client(funnel(tmp_path, config), mode="legacy") as client:
+            first = await client.call_tool("http__echo", {"message": "before"})
+            assert first.content[0].text == "Echo: before"  # type: ignore[union-attr]
+            # server-everything forgets every session when it restarts and answers the
+            # old one with 400 "No valid session ID provided".
+            server.kill()
+            server.start()
+            with anyio.fail_after(30):
+                # The very first call succeeds: the expired session is renewed and the
+                # call sent again, or a reconnect under way is waited for briefly.
+                again = await client.call_tool("http__echo", {"message": "after"})
+            assert again.content[0].text == "Echo: after"  # type: ignore[union-attr]
+    finally:
+        server.stop()

@@ -295,7 +295,10 @@ async def _run(
     stdio: bool,
 ) -> int:
     port = sock.getsockname()[1] if sock is not None else None
-    async with ServerFunnel(config, base_dir=base_dir, **_funnel_options(port)) as funnel:
+    # Serving starts at once: a slow backend never holds up initialize or the web app;
+    # the first list waits for it briefly, and it is announced with list_changed later.
+    options = {"ready_timeout": 0.0, **_funnel_options(port)}
+    async with ServerFunnel(config, base_dir=base_dir, **options) as funnel:
         if sock is None:
             await serve_stdio(funnel, version=_version())
             return EXIT_OK

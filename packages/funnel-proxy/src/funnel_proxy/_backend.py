@@ -150,6 +150,8 @@ CLIENT_CAPABILITIES: dict[str, Any] = {
     "sampling": {},
     "elicitation": {"form": {}, "url": {}},
 }
+#: Seconds a call waits for a backend that is (re)connecting before it fails.
+_ON_DEMAND_WAIT = 2.0
 _FOR_CLIENTS: frozenset[str] = frozenset(
     {"notifications/message", "notifications/resources/updated"}
 )
@@ -241,6 +243,8 @@ class Backend:
         self._relist_wake = anyio.Event()
         self._permanent = False
         self._expired = False
+        self._retry_now = anyio.Event()
+        self._last_on_demand = -math.inf
         self._state = BackendState(
             name=server.name,
             transport=transport_type(server),
@@ -297,6 +301,8 @@ class Backend:
             TransportError: The call failed on the way (connection lost, timeout).
         """
         seconds = timeout if timeout is not None else self.request_timeout
+        if self.session is None and self._state.status in ("connecting", "reconnecting"):
+            await self._wait_for_connection(min(seconds or math.inf, _ON_DEMAND_WAIT))
         session = self._live_session()
         try:
             return await session.request(method, params, on_progress=on_progress, timeout=seconds)
@@ -308,6 +314,19 @@ class Backend:
         return await self._live_session().request(
             method, params, on_progress=on_progress, timeout=seconds
         )
+
+    async def _wait_for_connection(self, seconds: float) -> None:
+        """A call for a backend that is coming back waits briefly instead of failing.
+
+        While waiting out a backoff delay, the supervisor is woken to try at once (at most
+        once a second, so a stream of calls to a dead server is no reconnect storm).
+        """
+        now = time.monotonic()
+        if self._state.status == "reconnecting" and now - self._last_on_demand >= 1.0:
+            self._last_on_demand = now
+            self._retry_now.set()
+        with anyio.move_on_after(seconds):
+            await self._connected.wait()
 
     def _live_session(self) -> ClientSession:
         session = self.session
@@ -354,8 +373,16 @@ class Backend:
                 status="reconnecting", attempt=attempt, next_retry_in=delay, error=self._state.error
             )
             logger.info("[%s] reconnecting in %.1f s (attempt %d)", self.name, delay, attempt)
+            self._retry_now = anyio.Event()
             with anyio.move_on_after(delay):
-                await self._wake.wait()
+                async with anyio.create_task_group() as tg:
+
+                    async def either(event: anyio.Event) -> None:
+                        await event.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(either, self._wake)
+                    tg.start_soon(either, self._retry_now)
 
     def _retry_delays(self) -> Iterator[float]:
         """A fresh sequence of reconnect delays (none when autoReconnect is off)."""

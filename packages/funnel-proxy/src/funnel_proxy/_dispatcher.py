@@ -94,8 +94,18 @@ _LIST_NOTIFICATIONS: Final = {
 }
 
 
+#: Requests that need the backends' lists: the first ones wait briefly for slow starters.
 _LISTS: Final = frozenset(
-    {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+    {
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "tools/call",
+        "prompts/get",
+        "resources/read",
+        "completion/complete",
+    }
 )
 _LOG_LEVELS: Final = (
     "debug",
@@ -565,7 +575,7 @@ class McpServerSession:
         self._initialized = True
         result: dict[str, Any] = {
             "protocolVersion": version,
-            "capabilities": self._funnel.capabilities(),
+            "capabilities": self._funnel.capabilities(current=False),
             "serverInfo": self._info,
         }
         if self._instructions:

@@ -407,16 +407,30 @@ class Funnel:
             await self._settled.wait()
         if not self._settled.is_set():
             starting = [b.name for b in self._backends.values() if b.state.status == "connecting"]
-            logger.info("still starting: %s", ", ".join(starting))
+            logger.warning(
+                "still starting after %.1f s: %s (their tools follow with list_changed)",
+                timeout,
+                ", ".join(starting),
+            )
         return self._settled.is_set()
 
-    def capabilities(self) -> dict[str, Any]:
-        """What the funnel offers clients: the union of what its connected backends offer."""
+    def capabilities(self, *, current: bool = True) -> dict[str, Any]:
+        """What the funnel offers clients.
+
+        ``current``: the union of what the connected backends offer now (what
+        ``server/discover`` answers, per request). Otherwise everything funnel can relay
+        (``initialize``: a handshake-era session keeps its capabilities for its whole
+        life, and backends still starting must not be lost from it); a backend that does
+        not offer one answers such a request with its own error.
+        """
         offered: dict[str, Any] = {
             "tools": {"listChanged": True},
             "prompts": {"listChanged": True},
             "resources": {"listChanged": True},
         }
+        if not current:
+            offered["resources"]["subscribe"] = True
+            return {**offered, "logging": {}, "completions": {}}
         for backend in self._backends.values():
             session = backend.session
             if session is None:

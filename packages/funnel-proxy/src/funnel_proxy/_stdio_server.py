@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import BinaryIO
 
 import anyio
+import anyio.abc
 
 from funnel_proxy._dispatcher import McpServerSession
 from funnel_proxy._funnel import Funnel
@@ -190,6 +191,31 @@ class _Writer:
             await self._drained.wait()
 
 
+async def _pump(read: Reader, session: McpServerSession, tg: anyio.abc.TaskGroup) -> None:
+    """Feed every message the client sends to the session until stdin ends."""
+    framer = LineFramer(_MAX_MESSAGE_SIZE, peer="the client")
+    handle_nowait = session.handle_nowait
+    while chunk := await read():
+        try:
+            lines = framer.feed(chunk)
+        except MessageTooLarge as exc:
+            logger.error("%s; closing the stdio session", exc)
+            return
+        for line in lines:
+            try:
+                decoded = decode_message(line)
+            except DecodeError as exc:
+                tg.start_soon(session.handle, exc)
+                continue
+            except (RecursionError, UnicodeError, ValueError) as exc:
+                # The decoder is meant to be total; never let one line end the session.
+                tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
+                continue
+            for message in decoded if isinstance(decoded, list) else [decoded]:
+                if not handle_nowait(message):
+                    tg.start_soon(session.handle, message)
+
+
 async def serve_stdio(
     funnel: Funnel,
     *,
@@ -239,31 +265,11 @@ async def serve_stdio(
             instructions=instructions,
             send_nowait=send_nowait if writer is not None else None,
         )
-        framer = LineFramer(_MAX_MESSAGE_SIZE, peer="the client")
-        handle_nowait = session.handle_nowait
         async with anyio.create_task_group() as tg:
             tg.start_soon(session.watch)
             if writer is not None:
                 tg.start_soon(writer.run, tg.cancel_scope)
-            while chunk := await read():
-                try:
-                    lines = framer.feed(chunk)
-                except MessageTooLarge as exc:
-                    logger.error("%s; closing the stdio session", exc)
-                    break
-                for line in lines:
-                    try:
-                        decoded = decode_message(line)
-                    except DecodeError as exc:
-                        tg.start_soon(session.handle, exc)
-                        continue
-                    except (RecursionError, UnicodeError, ValueError) as exc:
-                        # The decoder is meant to be total; never let one line end the session.
-                        tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
-                        continue
-                    for message in decoded if isinstance(decoded, list) else [decoded]:
-                        if not handle_nowait(message):
-                            tg.start_soon(session.handle, message)
+            await _pump(read, session, tg)
             logger.info("the MCP client closed stdin; shutting down")
             session.close()
             if writer is not None:
