@@ -9,14 +9,13 @@ resource updates come through; a client that cannot answer gets a clear error at
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters, types
+from support.peers import funnel_stdio
 
 pytestmark = [
     pytest.mark.anyio,
@@ -26,7 +25,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*(deprecated|removed) as of 2026-07-28"),
 ]
 
-FUNNEL = str(Path(sys.executable).with_name("funnel-server"))
 MODES = ["legacy", "auto"]
 
 
@@ -42,14 +40,7 @@ def config(tmp_path: Path, everything_js: Path) -> Path:
 
 
 def server(config: Path, tmp_path: Path) -> StdioServerParameters:
-    env = {
-        "PATH": os.environ["PATH"],
-        "MCP_FUNNEL_HOME": str(tmp_path / "home"),
-        "FUNNEL_LOG_LEVEL": "WARNING",
-    }
-    return StdioServerParameters(
-        command=FUNNEL, args=["--stdio", "--config", str(config)], env=env, cwd=str(tmp_path)
-    )
+    return funnel_stdio(config, tmp_path)
 
 
 class Person:

@@ -13,10 +13,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mcp import StdioServerParameters
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_MODULES = REPO / "tools" / "node_modules"
@@ -102,3 +107,18 @@ class NodeServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+def funnel_stdio(config: Path, workdir: Path, *extra: str) -> StdioServerParameters:
+    """How the SDK client starts ``funnel-server --stdio`` on ``config`` (home in ``workdir``)."""
+    from mcp import StdioServerParameters
+
+    funnel = str(Path(sys.executable).with_name("funnel-server"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "MCP_FUNNEL_HOME": str(workdir / "home"),
+        "FUNNEL_LOG_LEVEL": "WARNING",
+    }
+    return StdioServerParameters(
+        command=funnel, args=["--stdio", "--config", str(config), *extra], env=env, cwd=str(workdir)
+    )

@@ -65,14 +65,17 @@ from funnel_transports import (
     ClientSession,
     ConnectError,
     Implementation,
+    InvalidHeaderAnnotation,
     NegotiationError,
     Notification,
+    ParamHeader,
     ProgressHandler,
     Request,
     RpcError,
     SessionExpired,
     Transport,
     TransportError,
+    header_params,
 )
 from funnel_transports import SseTransport as SseClientTransport
 from funnel_transports import StdioTransport as StdioClientTransport
@@ -243,6 +246,7 @@ class Backend:
         self._relist_wake = anyio.Event()
         self._permanent = False
         self._expired = False
+        self._transport: Transport | None = None
         self._retry_now = anyio.Event()
         self._last_on_demand = -math.inf
         self._state = BackendState(
@@ -400,7 +404,7 @@ class Backend:
     async def _connect_once(self) -> bool:
         """One connection's whole life. Returns whether it got connected at all."""
         try:
-            transport = self._make_transport()
+            transport = self._transport = self._make_transport()
         except BackendUnavailable as exc:
             self._permanent = True
             self._publish(status="failed", error=exc.reason)
@@ -518,11 +522,34 @@ class Backend:
         if capability not in session.server_capabilities:
             return ()
         try:
-            return tuple(await session.list_all(method, key))
+            items = tuple(await session.list_all(method, key))
+            return self._with_valid_headers(items) if key == "tools" else items
         except RpcError as exc:
             # A server may declare a capability and still not implement every list.
             logger.info("[%s] %s failed: %s", self.name, method, exc)
             return ()
+
+    def _with_valid_headers(self, tools: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        """Leave out tools whose ``x-mcp-header`` annotations are invalid (streamable HTTP).
+
+        The transport is told which parameters to mirror into ``Mcp-Param-*`` headers.
+        """
+        set_headers = getattr(self._transport, "set_tool_headers", None)
+        if set_headers is None:
+            return tools
+        kept: list[dict[str, Any]] = []
+        mirrored: dict[str, tuple[ParamHeader, ...]] = {}
+        for tool in tools:
+            try:
+                specs = header_params(tool.get("inputSchema"))
+            except InvalidHeaderAnnotation as exc:
+                logger.warning("[%s] left out tool %r: %s", self.name, tool.get("name"), exc)
+                continue
+            kept.append(tool)
+            if specs and isinstance(tool.get("name"), str):
+                mirrored[tool["name"]] = specs
+        set_headers(mirrored)
+        return tuple(kept)
 
     def _on_notification(self, message: Notification) -> None:
         keys = _LIST_CHANGED.get(message.method)

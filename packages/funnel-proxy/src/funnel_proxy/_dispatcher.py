@@ -49,6 +49,7 @@ from funnel_proxy._mrtr import (
     input_required,
     is_input_required,
 )
+from funnel_proxy._routing import LOG_LEVELS as _LOG_LEVELS
 from funnel_proxy._routing import InFlight, log_level_passes
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
@@ -106,16 +107,6 @@ _LISTS: Final = frozenset(
         "resources/read",
         "completion/complete",
     }
-)
-_LOG_LEVELS: Final = (
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
 )
 
 

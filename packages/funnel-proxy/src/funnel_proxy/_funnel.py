@@ -69,8 +69,10 @@ from funnel_transports import (
     Request,
     Response,
     RpcError,
+    TaskHost,
     TransportError,
     from_raw,
+    hosted_tasks,
     to_raw,
 )
 
@@ -260,7 +262,7 @@ class Funnel:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._clients: list[Client] = []
         self.parked = ParkedCalls()
-        self._background_scope: anyio.CancelScope | None = None
+        self._host: TaskHost | None = None
         self._cm: Any = None
         self._resource_subscribers: dict[str, set[Client]] = {}
 
@@ -282,40 +284,24 @@ class Funnel:
         ):
             # Opening the keychain may talk to D-Bus: only when OAuth needs it.
             self._token_store = await anyio.to_thread.run_sync(open_token_store)
-        # The caller's block runs inside this group's scope: its exception is taken out
-        # before the group exits (a group would wrap it) and raised again after. The
-        # backends run in a group of their own inside one task, whose scope aclose()
-        # cancels from anywhere without touching the caller's.
-        error: BaseException | None = None
-        async with anyio.create_task_group() as outer:
-            await outer.start(self._background, name="funnel backends")
+        async with hosted_tasks("funnel backends") as host:
+            self._host = host
+            self._task_group = host.tg
+            for server in self.config.servers:
+                self._backends[server.name] = self._make_backend(server)
+            for backend in self._backends.values():
+                host.tg.start_soon(backend.run, name=f"backend {backend.name}")
+            host.tg.start_soon(self._coalesce)
+            self._check_settled()
             try:
                 with anyio.move_on_after(self._ready_timeout):
                     await self._settled.wait()
                 yield
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                error = exc
             finally:
-                self.aclose_now()
+                self._task_group = None
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
-        if error is not None:
-            raise error
-
-    async def _background(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.CancelScope() as scope:
-            self._background_scope = scope
-            async with anyio.create_task_group() as tg:
-                self._task_group = tg
-                for server in self.config.servers:
-                    self._backends[server.name] = self._make_backend(server)
-                for backend in self._backends.values():
-                    tg.start_soon(backend.run, name=f"backend {backend.name}")
-                tg.start_soon(self._coalesce)
-                self._check_settled()
-                task_status.started()
-        self._task_group = None
 
     def _make_backend(self, server: ServerConfig) -> Backend:
         return Backend(
@@ -335,8 +321,9 @@ class Funnel:
 
     def aclose_now(self) -> None:
         """Start disconnecting every backend, from any task; the ``async with`` block ends it."""
-        if self._background_scope is not None:
-            self._background_scope.cancel()
+        self._task_group = None
+        if self._host is not None:
+            self._host.cancel()
 
     async def aclose(self) -> None:
         """Disconnect every backend (their processes are stopped, bounded)."""

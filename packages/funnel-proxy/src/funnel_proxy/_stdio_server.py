@@ -134,15 +134,8 @@ class _Writer:
         if self.broken:
             return
         if not self._queue:
-            try:
-                written = os.write(self._fd, data)
-            except BlockingIOError:
-                written = 0
-            except OSError as exc:
-                logger.info("cannot write to the client: %s", exc)
-                self._break()
-                return
-            if written == len(data):
+            written = self._write_some(data)
+            if written is None or written == len(data):
                 return
             data = data[written:]
         if self._queued + len(data) > self._limit:
@@ -153,6 +146,17 @@ class _Writer:
         self._queued += len(data)
         self._drained = anyio.Event() if self._drained.is_set() else self._drained
         self._wake.set()
+
+    def _write_some(self, data: bytes) -> int | None:
+        """Write what the pipe takes now; ``None`` when the client is gone."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            logger.info("cannot write to the client: %s", exc)
+            self._break()
+            return None
 
     def _break(self) -> None:
         self.broken = True
@@ -169,13 +173,8 @@ class _Writer:
                 await anyio.wait_writable(self._fd)
                 chunk = b"".join(self._queue)
                 self._queue.clear()
-                try:
-                    written = os.write(self._fd, chunk)
-                except BlockingIOError:
-                    written = 0
-                except OSError as exc:
-                    logger.info("cannot write to the client: %s", exc)
-                    self._break()
+                written = self._write_some(chunk)
+                if written is None:
                     break
                 self._queued -= written
                 if written < len(chunk):

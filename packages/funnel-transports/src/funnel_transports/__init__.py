@@ -46,6 +46,12 @@ from funnel_transports._mcp import (
     Implementation,
     InitializeResult,
 )
+from funnel_transports._param_headers import (
+    InvalidHeaderAnnotation,
+    ParamHeader,
+    header_params,
+    param_headers,
+)
 from funnel_transports._session import (
     ClientSession,
     NotificationHandler,
@@ -56,6 +62,7 @@ from funnel_transports._session import (
 )
 from funnel_transports._sse import SseTransport
 from funnel_transports._stdio import StdioTransport
+from funnel_transports._tasks import TaskHost, hosted_tasks
 from funnel_transports._transport import Transport
 from funnel_transports._websocket import HeaderFactory, WebSocketTransport
 
@@ -79,6 +86,7 @@ __all__ = [
     "Implementation",
     "Inbox",
     "InitializeResult",
+    "InvalidHeaderAnnotation",
     "InvalidRequest",
     "LineFramer",
     "Message",
@@ -87,6 +95,7 @@ __all__ = [
     "Notification",
     "NotificationHandler",
     "Outcome",
+    "ParamHeader",
     "ParseError",
     "ProgressHandler",
     "Request",
@@ -100,6 +109,7 @@ __all__ = [
     "SseTransport",
     "StdioTransport",
     "StreamableHttpTransport",
+    "TaskHost",
     "Transport",
     "TransportClosed",
     "TransportError",
@@ -108,5 +118,8 @@ __all__ = [
     "decode_message",
     "encode_message",
     "from_raw",
+    "header_params",
+    "hosted_tasks",
+    "param_headers",
     "to_raw",
 ]

@@ -37,6 +37,8 @@ from typing import Final, NoReturn
 
 import anyio
 import httpx
+import msgspec
+from msgspec import Raw
 
 from funnel_transports._backoff import Backoff
 from funnel_transports._errors import (
@@ -57,6 +59,7 @@ from funnel_transports._http_common import (
     answers,
     content_type,
     decode_messages,
+    header_value,
     is_modern,
     lost_response,
     map_httpx_error,
@@ -78,6 +81,7 @@ from funnel_transports._jsonrpc import (
     RequestId,
     encode_message,
 )
+from funnel_transports._param_headers import ParamHeader, param_headers
 from funnel_transports._sse_decoder import SSEDecoder
 
 __all__ = ["StreamableHttpTransport"]
@@ -144,6 +148,7 @@ class StreamableHttpTransport(HttpTransportBase):
         self._initialized_sent = False
         self._get_stream_started = False
         self._streams: dict[RequestId, anyio.CancelScope] = {}
+        self._tool_headers: dict[str, tuple[ParamHeader, ...]] = {}
 
     @property
     def session_id(self) -> str | None:
@@ -154,6 +159,10 @@ class StreamableHttpTransport(HttpTransportBase):
     def protocol_version(self) -> str | None:
         """The protocol version set by :meth:`set_protocol_version`, if any."""
         return self._protocol_version
+
+    def set_tool_headers(self, tools: Mapping[str, tuple[ParamHeader, ...]]) -> None:
+        """The ``x-mcp-header`` parameters of each tool (by name) to mirror on its calls."""
+        self._tool_headers = {name: specs for name, specs in tools.items() if specs}
 
     def set_protocol_version(self, version: str) -> None:
         """Switch to ``version``'s behaviour; sent as ``MCP-Protocol-Version`` from now on."""
@@ -191,11 +200,13 @@ class StreamableHttpTransport(HttpTransportBase):
             # session may have tried 2026-07-28 first), and a new session.
             self._protocol_version = None
             self._session_id = None
+        mcp_headers = message_headers(
+            message, protocol_version=self._protocol_version, session_id=self._session_id
+        )
+        if self._tool_headers and isinstance(message, Request) and message.method == "tools/call":
+            mcp_headers.update(self._param_headers(message))
         headers = self._request_headers(
-            {"Accept": _POST_ACCEPT, "Content-Type": JSON_CONTENT_TYPE},
-            message_headers(
-                message, protocol_version=self._protocol_version, session_id=self._session_id
-            ),
+            {"Accept": _POST_ACCEPT, "Content-Type": JSON_CONTENT_TYPE}, mcp_headers
         )
         method = message.method if isinstance(message, Request | Notification) else "response"
         logger.debug("[%s] POST %s", self._name, method)
@@ -242,6 +253,17 @@ class StreamableHttpTransport(HttpTransportBase):
                 self._inbox.put(answer)
                 return False
         raise status_error(response, self._name, body)
+
+    def _param_headers(self, message: Request) -> dict[str, str]:
+        name = peek(message.params).name
+        specs = self._tool_headers.get(name) if name is not None else None
+        if not specs or not isinstance(message.params, Raw):
+            return {}
+        try:
+            arguments = msgspec.json.decode(message.params).get("arguments")
+        except (msgspec.DecodeError, AttributeError):
+            return {}
+        return param_headers(specs, arguments, header_value)
 
     def _expire(self, why: str) -> NoReturn:
         expired = SessionExpired(f"{self._name} no longer knows our session ({why})")

@@ -16,9 +16,9 @@ import logging
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import anyio
 import anyio.abc
@@ -50,7 +50,7 @@ from funnel_transports._jsonrpc import (
     decode_message,
 )
 from funnel_transports._sse_decoder import ServerSentEvent, SSEDecoder
-from funnel_transports._tasks import BackgroundTasks
+from funnel_transports._tasks import BackgroundTasks, hosted_tasks
 
 __all__ = [
     "MODERN_PROTOCOL_VERSION",
@@ -457,37 +457,28 @@ class HttpTransportBase:
         if self._entered:
             raise RuntimeError(f"{self._name}: a transport can be entered only once")
         self._entered = True
+        self._cm = self._lifespan()
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncGenerator[None, None]:
         self._client = (
             self._client_factory()
             if self._client_factory is not None
             else httpx.AsyncClient(follow_redirects=True)
         )
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        try:
-            await self._start()
-        except BaseException:
-            await self.aclose()
-            await self._leave_task_group()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-        await self._leave_task_group()
-
-    async def _leave_task_group(self) -> None:
-        # The background tasks have ended (aclose cancelled them), so the group is idle;
-        # the caller's own exception is not handed to it, or anyio would wrap it in an
-        # ExceptionGroup.
-        if self._tg is not None:
-            tg, self._tg = self._tg, None
-            await tg.__aexit__(None, None, None)
+        async with hosted_tasks(f"{self._name} http") as host:
+            self._tg = host.tg
+            try:
+                await self._start()
+                yield
+            finally:
+                await self.aclose()
+                self._tg = None
 
     async def _start(self) -> None:
         """Connect (whatever that means for the transport); runs inside ``__aenter__``."""

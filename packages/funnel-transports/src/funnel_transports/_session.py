@@ -94,6 +94,7 @@ from funnel_transports._mcp import (
     Implementation,
     InitializeResult,
 )
+from funnel_transports._tasks import TaskHost, hosted_tasks
 from funnel_transports._transport import Transport
 
 __all__ = [
@@ -286,7 +287,7 @@ class ClientSession:
         self._instructions: str | None = None
 
         self._tg: anyio.abc.TaskGroup | None = None
-        self._background_scope: anyio.CancelScope | None = None
+        self._host: TaskHost | None = None
         self._work_send: MemoryObjectSendStream[Notification] | None = None
         self._closed = anyio.Event()
         self._close_reason: TransportError | None = None
@@ -357,48 +358,32 @@ class ClientSession:
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[ClientSession, None]:
-        # The caller's block runs in this task group's scope, so its exception is taken
-        # out before the group exits (a group would wrap it in an ExceptionGroup) and
-        # raised again after. The session's own tasks live in a group of their own inside
-        # one background task with its own cancel scope: closing the session cancels
-        # that scope, never the caller's.
-        error: BaseException | None = None
-        async with anyio.create_task_group() as outer:
-            await outer.start(self._background, name=f"{self.name} session")
-            try:
-                await self._negotiate()
-                yield self
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                error = exc
-            finally:
-                self._closing = True
-                self._finish(None)
-                self._stop_background()
-        if error is not None:
-            raise error
-
-    async def _background(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         work_receive: MemoryObjectReceiveStream[Notification] | None = None
         if self._notification_is_async:
             self._work_send, work_receive = anyio.create_memory_object_stream[Notification](
                 MAX_QUEUED_NOTIFICATIONS
             )
-        with anyio.CancelScope() as scope:
-            self._background_scope = scope
+        async with hosted_tasks(f"{self.name} session") as host:
+            self._host = host
+            self._tg = host.tg
+            host.tg.start_soon(self._read_loop, name=f"{self.name} reader")
+            host.tg.start_soon(self._timer_loop, name=f"{self.name} timer")
+            if work_receive is not None:
+                host.tg.start_soon(self._work_loop, work_receive, name=f"{self.name} handlers")
             try:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    tg.start_soon(self._read_loop, name=f"{self.name} reader")
-                    tg.start_soon(self._timer_loop, name=f"{self.name} timer")
-                    if work_receive is not None:
-                        tg.start_soon(self._work_loop, work_receive, name=f"{self.name} handlers")
-                    task_status.started()
+                await self._negotiate()
+                yield self
             finally:
+                self._closing = True
+                self._finish(None)
                 self._tg = None
+        if work_receive is not None:
+            work_receive.close()
 
     def _stop_background(self) -> None:
-        if self._background_scope is not None:
-            self._background_scope.cancel()
+        self._tg = None
+        if self._host is not None:
+            self._host.cancel()
 
     async def aclose(self) -> None:
         """End the session from any task: pending requests fail with :class:`TransportClosed`.

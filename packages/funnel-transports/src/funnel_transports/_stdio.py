@@ -59,6 +59,7 @@ from funnel_transports._errors import (
 from funnel_transports._framing import LineFramer
 from funnel_transports._inbox import Inbox, MessageSink
 from funnel_transports._jsonrpc import Message, decode_message, encode_message
+from funnel_transports._tasks import TaskHost, hosted_tasks
 
 __all__ = ["StdioTransport"]
 
@@ -147,7 +148,7 @@ class StdioTransport:
         self._drained = anyio.Event()
         self._drained.set()
         self._write_error: TransportError | None = None
-        self._background_scope: anyio.CancelScope | None = None
+        self._host: TaskHost | None = None
         self._cm: Any = None
         self._stopped = False
         self._closing = False
@@ -190,14 +191,14 @@ class StdioTransport:
     @asynccontextmanager
     async def _lifespan(self) -> AsyncGenerator[StdioTransport, None]:
         process = self._spawn()
-        error: BaseException | None = None
         try:
-            async with anyio.create_task_group() as outer:
-                await outer.start(self._background, process, name=f"{self._name} pipes")
+            async with hosted_tasks(f"{self._name} pipes") as host:
+                self._host = host
+                host.tg.start_soon(self._read_stdout, process, name=f"{self._name} stdout")
+                host.tg.start_soon(self._read_stderr, process, name=f"{self._name} stderr")
+                host.tg.start_soon(self._write_loop, name=f"{self._name} stdin")
                 try:
                     yield self
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
-                    error = exc
                 finally:
                     await self.aclose()
         finally:
@@ -207,8 +208,6 @@ class StdioTransport:
                 if pipe is not None:
                     with contextlib.suppress(OSError):
                         pipe.close()
-        if error is not None:
-            raise error
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         try:
@@ -242,17 +241,6 @@ class StdioTransport:
         logger.debug("[%s] started pid %s", self._name, process.pid)
         return process
 
-    async def _background(
-        self, process: subprocess.Popen[bytes], *, task_status: anyio.abc.TaskStatus[None]
-    ) -> None:
-        with anyio.CancelScope() as scope:
-            self._background_scope = scope
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._read_stdout, process, name=f"{self._name} stdout")
-                tg.start_soon(self._read_stderr, process, name=f"{self._name} stderr")
-                tg.start_soon(self._write_loop, name=f"{self._name} stdin")
-                task_status.started()
-
     async def aclose(self) -> None:
         """Stop the child (bounded, shielded) and release everything; from any task."""
         self._closing = True
@@ -263,8 +251,8 @@ class StdioTransport:
             if self._process is not None:
                 await self._stop_process(self._process)
             self._inbox.close(None)
-        if self._background_scope is not None:
-            self._background_scope.cancel()
+        if self._host is not None:
+            self._host.cancel()
 
     # ------------------------------------------------------------------ sending
 

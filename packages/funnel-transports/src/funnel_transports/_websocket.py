@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
-from typing import Final, Self
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Self
 
 import anyio
 import anyio.abc
@@ -47,7 +47,7 @@ from funnel_transports._errors import (
 from funnel_transports._http_common import DEFAULT_MAX_MESSAGE_SIZE, decode_messages
 from funnel_transports._inbox import Inbox, MessageSink
 from funnel_transports._jsonrpc import Message, encode_message
-from funnel_transports._tasks import BackgroundTasks
+from funnel_transports._tasks import BackgroundTasks, hosted_tasks
 
 __all__ = ["HeaderFactory", "WebSocketTransport"]
 
@@ -160,26 +160,26 @@ class WebSocketTransport:
             self._inbox.close()
             self._inbox.aclose_receiver()
             raise
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tasks.start_soon(self._tg, self._read_loop)
-        if self._ping_interval is not None:
-            self._tasks.start_soon(self._tg, self._keepalive, self._ping_interval)
+        self._cm = self._lifespan()
+        await self._cm.__aenter__()
         logger.info("[%s] connected (WebSocket)", self._name)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-        # The tasks have ended (aclose cancelled them); the caller's exception is not
-        # handed to the group, or anyio would wrap it in an ExceptionGroup.
-        if self._tg is not None:
-            tg, self._tg = self._tg, None
-            await tg.__aexit__(None, None, None)
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncGenerator[None, None]:
+        async with hosted_tasks(f"{self._name} websocket") as host:
+            self._tg = host.tg
+            self._tasks.start_soon(host.tg, self._read_loop)
+            if self._ping_interval is not None:
+                self._tasks.start_soon(host.tg, self._keepalive, self._ping_interval)
+            try:
+                yield
+            finally:
+                await self.aclose()
+                self._tg = None
 
     async def _connect(self) -> None:
         extra = dict(await self._headers()) if self._headers is not None else {}

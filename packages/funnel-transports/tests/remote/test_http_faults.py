@@ -22,6 +22,7 @@ from funnel_transports import (
     StreamableHttpTransport,
     TransportClosed,
     from_raw,
+    header_params,
 )
 
 pytestmark = pytest.mark.anyio
@@ -304,3 +305,33 @@ async def test_initialize_after_a_modern_probe_starts_a_clean_handshake(
     assert "mcp-protocol-version" not in initialize["headers"]
     assert initialized["headers"]["mcp-protocol-version"] == "2025-11-25"
     assert echo["headers"]["mcp-session-id"] == "s-1"
+
+
+async def test_annotated_parameters_are_mirrored_into_mcp_param_headers(
+    servers: Any, apps: Any, wire: Any
+) -> None:
+    app = apps.FaultApp()
+    async with (
+        servers.uvicorn(app) as port,
+        StreamableHttpTransport(
+            f"http://127.0.0.1:{port}/mcp", name="fault", get_stream=False
+        ) as transport,
+    ):
+        await wire.handshake(transport)
+        transport.set_tool_headers(
+            {
+                "sse_echo": header_params(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "message": {"type": "string", "x-mcp-header": "Message"},
+                            "region": {"type": "string", "x-mcp-header": "Region"},
+                        },
+                    }
+                )
+            }
+        )
+        await wire.call(transport, "tools/call", call("sse_echo", message="héllo"))
+    post = next(r for r in app.requests if r["method"] == "tools/call")
+    assert post["headers"]["mcp-param-message"] == "=?base64?aMOpbGxv?="
+    assert "mcp-param-region" not in post["headers"]
