@@ -45,6 +45,9 @@ def funnel(tmp_path: Path, config: Mapping[str, object]) -> StdioServerParameter
         "PATH": os.environ["PATH"],
         "MCP_FUNNEL_HOME": str(tmp_path / "home"),
         "FUNNEL_LOG_LEVEL": "WARNING",
+        # These tests list every backend at once: wait for all of them, however busy
+        # the machine (the default bound, 2 s, is for people).
+        "FUNNEL_STARTUP_WAIT": "60",
     }
     return StdioServerParameters(
         command=FUNNEL, args=["--stdio", "--config", str(path)], env=env, cwd=str(tmp_path)

@@ -30,6 +30,9 @@ def params(config: Path, tmp_path: Path) -> StdioServerParameters:
         "PATH": os.environ["PATH"],
         "MCP_FUNNEL_HOME": str(tmp_path / "home"),
         "FUNNEL_LOG_LEVEL": "WARNING",
+        # These tests list every backend at once: wait for all of them, however busy
+        # the machine (the default bound, 2 s, is for people).
+        "FUNNEL_STARTUP_WAIT": "60",
     }
     return StdioServerParameters(
         command=FUNNEL, args=["--stdio", "--config", str(config)], env=env, cwd=str(tmp_path)

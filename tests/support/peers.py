@@ -118,6 +118,9 @@ def funnel_stdio(config: Path, workdir: Path, *extra: str) -> StdioServerParamet
         "PATH": os.environ["PATH"],
         "MCP_FUNNEL_HOME": str(workdir / "home"),
         "FUNNEL_LOG_LEVEL": "WARNING",
+        # These tests list every backend at once: wait for all of them, however busy
+        # the machine (the default bound, 2 s, is for people).
+        "FUNNEL_STARTUP_WAIT": "60",
     }
     return StdioServerParameters(
         command=funnel, args=["--stdio", "--config", str(config), *extra], env=env, cwd=str(workdir)

@@ -89,6 +89,9 @@ async def test_stdio_callers_are_limited_too(tmp_path: Path, limited: dict[str, 
         "PATH": os.environ["PATH"],
         "MCP_FUNNEL_HOME": str(tmp_path / "home"),
         "FUNNEL_LOG_LEVEL": "WARNING",
+        # These tests list every backend at once: wait for all of them, however busy
+        # the machine (the default bound, 2 s, is for people).
+        "FUNNEL_STARTUP_WAIT": "60",
     }
     server = StdioServerParameters(
         command=FUNNEL,

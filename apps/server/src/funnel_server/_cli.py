@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
         help="log level on stderr",
     )
+
     parser.add_argument("--version", action="version", version=f"funnel-server {_version()}")
     # People type options after the command too (`funnel-server check --config x.json`):
     # the commands accept the ones that matter to them, defaulting to the main parser's.
@@ -271,6 +272,19 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
         remove_audit_handlers(handlers)
 
 
+def _startup_wait() -> float:
+    """``FUNNEL_STARTUP_WAIT``: seconds a first list waits for backends still starting."""
+    raw = os.environ.get("FUNNEL_STARTUP_WAIT", "2")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        logger.warning("FUNNEL_STARTUP_WAIT=%r is not a number of seconds; using 2", raw)
+        return 2.0
+    return seconds
+
+
 def _funnel_options(port: int | None) -> dict[str, Any]:
     """The OAuth redirect URI: this server's own callback on the port it really listens on."""
     if port is None or "redirect_uri" not in inspect.signature(Funnel.__init__).parameters:
@@ -297,7 +311,7 @@ async def _run(
     port = sock.getsockname()[1] if sock is not None else None
     # Serving starts at once: a slow backend never holds up initialize or the web app;
     # the first list waits for it briefly, and it is announced with list_changed later.
-    options = {"ready_timeout": 0.0, **_funnel_options(port)}
+    options = {"ready_timeout": 0.0, "startup_wait": _startup_wait(), **_funnel_options(port)}
     async with ServerFunnel(config, base_dir=base_dir, **options) as funnel:
         if sock is None:
             await serve_stdio(funnel, version=_version())

@@ -86,8 +86,6 @@ _SERVER_NAME: Final = "funnel"
 MAX_QUEUED_NOTIFICATIONS: Final = 256
 #: Seconds a client may take to answer a backend's request (a person may be typing).
 DEFAULT_CLIENT_REQUEST_TIMEOUT: Final = 300.0
-#: Seconds the first list request waits for backends that are still starting.
-DEFAULT_FIRST_LIST_WAIT: Final = 2.0
 _LIST_NOTIFICATIONS: Final = {
     "tools": ("notifications/tools/list_changed", "toolsListChanged"),
     "prompts": ("notifications/prompts/list_changed", "promptsListChanged"),
@@ -157,7 +155,7 @@ class McpServerSession:
         version: str,
         instructions: str | None = None,
         client_request_timeout: float = DEFAULT_CLIENT_REQUEST_TIMEOUT,
-        first_list_wait: float = DEFAULT_FIRST_LIST_WAIT,
+        first_list_wait: float | None = None,
         send_nowait: Callable[[Message], None] | None = None,
     ) -> None:
         self._funnel = funnel
@@ -167,7 +165,7 @@ class McpServerSession:
         self._info = {"name": _SERVER_NAME, "version": version}
         self._instructions = instructions
         self._client_request_timeout = client_request_timeout
-        self._first_list_wait = first_list_wait
+        self._first_list_wait = funnel.startup_wait if first_list_wait is None else first_list_wait
         self._initialized = False
         self._in_flight: dict[RequestId, anyio.CancelScope] = {}
         self._subscriptions: dict[RequestId, frozenset[str]] = {}

@@ -226,6 +226,8 @@ class Funnel:
         token_store: Where OAuth tokens persist; default: the OS keychain when there is
             a real one, else a 0600 file in the funnel home (opened only when a backend
             uses OAuth).
+        startup_wait: Seconds a client's first request that needs the backends' lists
+            waits for backends still starting (later ones follow with ``list_changed``).
     """
 
     def __init__(
@@ -239,8 +241,10 @@ class Funnel:
         connect_timeout: float = 30.0,
         redirect_uri: str | None = None,
         token_store: TokenStore | None = None,
+        startup_wait: float = 2.0,
     ) -> None:
         self.config = config
+        self.startup_wait = startup_wait
         self._environ = dict(os.environ if environ is None else environ)
         self._base_dir = base_dir or Path.cwd()
         self._client_info = client_info or Implementation(name="funnel", version=_version())
