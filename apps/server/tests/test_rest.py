@@ -154,19 +154,51 @@ async def test_a_burst_of_bad_tokens_is_refused_with_429_and_retry_after(
             )
             statuses.append(response.status_code)
         limited = response
-        right = await http.get("/api/servers", headers=served.auth)
         health = await http.get("/api/health")
     assert statuses == [401, 401, 401, 429, 429]
     assert 1 <= int(limited.headers["retry-after"]) <= 60
-    assert right.status_code == 429, "while limited, no credential is even looked at"
     assert health.status_code == 200
     outcomes = [
         getattr(r, "outcome", None)
         for r in caplog.records
         if getattr(r, "event", "") == "inbound.auth_failed"
     ]
-    assert outcomes.count("denied") == 3 and "limited" in outcomes
+    assert outcomes == ["denied"] * 3 + ["limited"], "one audit event per refused burst"
     assert "guess-" not in caplog.text and served.token not in caplog.text
+
+
+async def test_ten_wrong_tokens_never_lock_out_the_right_one(serve: Serve) -> None:
+    # Every local client is 127.0.0.1: a limit that refused the address would let any
+    # local process lock out every other one. The credential is judged first.
+    ping = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    mcp_headers = {"Accept": "application/json, text/event-stream"}
+    async with serve() as served, httpx.AsyncClient(base_url=served.base) as http:
+        wrong = [
+            await http.get("/api/servers", headers={"Authorization": f"Bearer guess-{n}"})
+            for n in range(10)
+        ]
+        limited_api = await http.get("/api/servers", headers={"Authorization": "Bearer again"})
+        limited_mcp = await http.post(
+            "/mcp", json=ping, headers={**mcp_headers, "Authorization": "Bearer again"}
+        )
+        api = await http.get("/api/servers", headers=served.auth)
+        mcp = await http.post("/mcp", json=ping, headers={**mcp_headers, **served.auth})
+        cookie = (await http.get("/", params={"token": served.token})).headers["set-cookie"]
+        dashboard = await http.get("/", headers={"Cookie": cookie.split(";", 1)[0]})
+    assert [r.status_code for r in wrong] == [401] * 10
+    assert limited_api.status_code == 429 and limited_mcp.status_code == 429
+    assert api.status_code == 200, api.text
+    assert mcp.status_code == 200, mcp.text
+    assert dashboard.status_code == 200
 
 
 async def test_a_foreign_origin_or_host_is_refused(serve: Serve) -> None:

@@ -7,10 +7,18 @@ every route. In order, it
    is neither loopback nor configured (cross-site requests and WebSocket hijacking): 403;
 2. lets through the routes marked open (``opt={"auth": "open"}``: health and the OAuth
    callback);
-3. answers 429 with ``Retry-After`` while the client address is over its budget of
-   failed attempts, before looking at any credential;
-4. accepts ``Authorization: Bearer <token>`` or the dashboard cookie, compared in
-   constant time; a wrong credential counts against the address and gets 401.
+3. accepts ``Authorization: Bearer <token>`` or the dashboard cookie, compared in
+   constant time, whatever happened before: the right credential is never refused;
+4. counts a wrong credential against the client address and answers 401, or 429 with
+   ``Retry-After`` once the address is over its budget of failed attempts.
+
+The failure limit is checked *after* the credential on purpose. Every local client
+connects from 127.0.0.1, so a limit that refused an address outright would let any local
+process lock every other local client out by sending ten wrong tokens a minute. What the
+limit does instead: a source that keeps guessing gets 429 for its wrong guesses, and the
+audit log records its first refused attempt per window rather than every one (a flood of
+guesses cannot flood the log). Guessing itself is made useless by the token's strength
+(256 random bits when generated, at least 16 characters when given), not by the limit.
 
 The dashboard route (``opt={"auth": "page"}``) also accepts ``?token=…`` once: it sets
 an HttpOnly, SameSite=Strict cookie and redirects to the same page without the token.
@@ -26,7 +34,8 @@ import logging
 import math
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -60,6 +69,7 @@ TOKEN_FILE_NAME: Final = "api-token"  # noqa: S105 - a file name, not a secret
 COOKIE_NAME: Final = "funnel_session"
 _COOKIE_CONTEXT: Final = b"funnel-dashboard-cookie-v1"
 _MIN_TOKEN_LENGTH: Final = 16
+_MAX_LIMITED_SOURCES: Final = 10_000
 
 Verdict = Literal["ok", "missing", "invalid"]
 
@@ -253,12 +263,23 @@ class SecurityMiddleware(ASGIMiddleware):
         policy: Which hosts and origins are accepted.
         login_page: The HTML shown by ``opt={"auth": "page"}`` routes to a visitor
             without credentials.
+        clock: A monotonic clock in seconds (the limiter's, for audit suppression).
     """
 
-    def __init__(self, auth: InboundAuth, policy: OriginPolicy, *, login_page: bytes) -> None:
+    def __init__(
+        self,
+        auth: InboundAuth,
+        policy: OriginPolicy,
+        *,
+        login_page: bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.auth = auth
         self.policy = policy
         self.login_page = login_page
+        self._clock = clock
+        # Per source: until when its refused attempts are not audited again.
+        self._limited_until: dict[str, float] = {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Check one connection and pass it on, or answer it."""
@@ -280,10 +301,6 @@ class SecurityMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         client = _client(scope)
-        wait = self.auth.limiter.check(client)
-        if wait > 0:
-            await self._limited(scope, send, path, client, wait)
-            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if mode == "page" and "token" in query:
             if self.auth.token_ok(query["token"][0]):
@@ -300,6 +317,7 @@ class SecurityMiddleware(ASGIMiddleware):
             if wait > 0:
                 await self._limited(scope, send, path, client, wait)
                 return
+            self._limited_until.pop(client, None)
         audit(
             "inbound.auth_failed",
             outcome="denied",
@@ -325,14 +343,21 @@ class SecurityMiddleware(ASGIMiddleware):
 
     async def _limited(self, scope: Scope, send: Send, path: str, client: str, wait: float) -> None:
         retry_after = max(1, math.ceil(wait))
-        audit(
-            "inbound.auth_failed",
-            outcome="limited",
-            reason="too many failed attempts",
-            path=path,
-            client=client,
-            retry_after=retry_after,
-        )
+        now = self._clock()
+        if self._limited_until.get(client, -math.inf) <= now:
+            # The first refusal of a burst is audited; the rest of the window is not, so
+            # that a guesser cannot flood the audit log (its rotation would drop history).
+            self._limited_until[client] = now + wait
+            while len(self._limited_until) > _MAX_LIMITED_SOURCES:
+                del self._limited_until[next(iter(self._limited_until))]
+            audit(
+                "inbound.auth_failed",
+                outcome="limited",
+                reason="too many failed attempts",
+                path=path,
+                client=client,
+                retry_after=retry_after,
+            )
         await _deny(
             scope,
             send,
