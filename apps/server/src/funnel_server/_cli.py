@@ -224,7 +224,9 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
     except ValueError as exc:
         print(f"funnel-server: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    handlers = configure_audit_log(home)
+    # The audit log's stderr copy: every event at DEBUG, else only failures.
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    audit_log = configure_audit_log(home, stream_level=logging.DEBUG if debug else logging.WARNING)
     try:
         sock: socket.socket | None
         try:
@@ -268,7 +270,7 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
             )
         return anyio.run(_until_signalled, _run, config, base_dir, settings, sock, args.stdio)
     finally:
-        remove_audit_handlers(handlers)
+        remove_audit_handlers(audit_log)
 
 
 def _funnel_options(port: int | None) -> dict[str, Any]:
