@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -298,3 +303,53 @@ async def test_core_tools_are_callable_over_rest_but_never_reach_a_hidden_tool(
     assert hidden.status_code == 200
     assert hidden.json()["result"]["isError"] is True
     assert "Unknown tool 'demo__new_uuid'" in hidden.json()["result"]["content"][0]["text"]
+
+
+@asynccontextmanager
+async def fifo_lines(path: Path) -> AsyncIterator[Callable[[], Any]]:
+    """A FIFO at ``path`` and a function that awaits its next line (no sleeping, no threads)."""
+    os.mkfifo(path)
+    # Read-write: opening never blocks, and the reader never sees end-of-file between
+    # the writer's opens.
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    buffer = b""
+
+    async def next_line() -> str:
+        nonlocal buffer
+        while b"\n" not in buffer:
+            await anyio.wait_readable(fd)
+            buffer += os.read(fd, 4096)
+        line, _, buffer = buffer.partition(b"\n")
+        return line.decode()
+
+    try:
+        yield next_line
+    finally:
+        os.close(fd)
+
+
+async def test_a_client_that_hangs_up_cancels_the_backend_call(
+    serve: Serve,
+    make_config: Callable[[dict[str, Any]], FunnelConfig],
+    servers_dir: Path,
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "report"
+    blocker = [str(servers_dir / "blocker.py"), str(report)]
+    config = make_config({"servers": {"b": {"command": sys.executable, "args": blocker}}})
+    body = json.dumps({"arguments": {}}).encode()
+    async with fifo_lines(report) as next_line, serve(config) as served:
+        with anyio.fail_after(10):
+            stream = await anyio.connect_tcp("127.0.0.1", served.port)
+            await stream.send(
+                b"POST /api/tools/b__block/call HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: Bearer {served.token}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            called = await next_line()
+            assert called.startswith("called "), called
+            await stream.aclose()  # the client hangs up before the answer
+            cancelled = await next_line()
+    assert cancelled == "cancelled " + called.removeprefix("called ")
