@@ -17,7 +17,6 @@ import math
 import time
 from base64 import b64encode
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Annotated, Any, Final, Literal, Protocol, TypeVar, cast
 
@@ -42,7 +41,9 @@ from funnel_auth import AuthError, IssuerMismatch, RateLimiter
 from funnel_proxy import BackendUnavailable, Funnel, ProxyError, ToolNotFound
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._mcp_http import McpEndpoint
-from funnel_server._security import InboundAuth, OriginPolicy, SecurityMiddleware
+from funnel_server._middleware import SecurityMiddleware
+from funnel_server._security import InboundAuth, OriginPolicy
+from funnel_server._settings import AppSettings
 from funnel_server._ws import WsConnection
 from funnel_transports import RequestTimeout, RpcError, TransportError, from_raw
 
@@ -63,37 +64,6 @@ logger = logging.getLogger("funnel_server")
 
 _HTML: Final = "text/html; charset=utf-8"
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class AppSettings:
-    """How the app is secured and bounded.
-
-    Attributes:
-        api_token: The inbound bearer token.
-        version: funnel-server's version (health, server info).
-        bind_host: The address the server listens on (Host checks).
-        allowed_hosts: Further ``Host`` names accepted.
-        allowed_origins: Further ``Origin`` values accepted.
-        failed_auth_attempts: Failed authentications allowed per client address…
-        failed_auth_window: …within this many seconds; then 429 until the window passes.
-        max_ws_executions: Tool executions one ``/ws`` connection may run at once.
-        mcp_max_sessions: Handshake-era ``/mcp`` sessions kept at most.
-        mcp_session_idle_timeout: Seconds an unused ``/mcp`` session is kept.
-        instructions: Instructions for models, sent by ``/mcp`` on initialize/discover.
-    """
-
-    api_token: str
-    version: str = "0"
-    bind_host: str = "127.0.0.1"
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    failed_auth_attempts: int = 10
-    failed_auth_window: float = 60.0
-    max_ws_executions: int = 8
-    mcp_max_sessions: int = 256
-    mcp_session_idle_timeout: float = 3600.0
-    instructions: str | None = field(default=None)
 
 
 # ---------------------------------------------------------------------- models
