@@ -11,8 +11,10 @@ request, and the ratio to the fastest variant of the same request.
 
 Variants: ``nodelay``: the listening socket as ``funnel_server._serve.bind`` makes it
 (IPPROTO_TCP + TCP_NODELAY) or as before the fix (``socket.socket()``, protocol 0);
-``http``: uvicorn's ``h11`` or ``httptools``; ``loop``: anyio's asyncio backend with the
-stdlib loop or with ``uvloop``. Variants whose package is not installed are skipped.
+``http``: uvicorn's ``h11`` or ``httptools`` (a dependency of funnel-server); ``loop``:
+anyio's asyncio backend with the stdlib loop or with ``uvloop``, which is a
+dependency where it installs (not Windows); ``FUNNEL_EVENT_LOOP`` does not apply here.
+Variants whose package is not installed are skipped.
 Nothing asserts a timing; this is a benchmark, not a test.
 """
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import socket
 
-from funnel_server._serve import bind
+import anyio
+import httpx
+import pytest
+from litestar import Litestar
+
+from funnel_server._serve import bind, running_server
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:
@@ -21,3 +26,20 @@ def test_accepted_connections_have_tcp_nodelay() -> None:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         listener.close()
+
+
+@pytest.mark.anyio
+async def test_the_server_parses_http_with_httptools() -> None:
+    # httptools is a dependency because it measured 1.3-1.6x faster per request here
+    # (tools/bench/http_stack.py); "auto" would silently fall back to h11 without it.
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    async with (
+        running_server(Litestar(route_handlers=[]), sock) as running,
+        httpx.AsyncClient() as http,
+    ):
+        with anyio.fail_after(10):
+            response = await http.get(f"http://127.0.0.1:{port}/nothing")
+        protocol = running.server.config.http_protocol_class
+    assert response.status_code == 404
+    assert getattr(protocol, "__name__", "") == "HttpToolsProtocol"
