@@ -99,12 +99,14 @@ class SecurityMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         client = _client(scope)
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if mode == "page" and "token" in query:
+        verdict: Verdict
+        query_string = scope.get("query_string", b"")
+        query = parse_qs(query_string.decode("latin-1")) if mode == "page" and query_string else {}
+        if "token" in query:
             if self.auth.token_ok(query["token"][0]):
                 await self._sign_in(scope, send, query)
                 return
-            verdict: Verdict = "invalid"
+            verdict = "invalid"
         else:
             verdict = self.auth.verdict(headers)
         if verdict == "ok":

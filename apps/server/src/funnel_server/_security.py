@@ -7,6 +7,7 @@ so ``funnel-server --stdio`` loads the token without loading Litestar.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -14,7 +15,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Final, Literal
@@ -104,9 +105,17 @@ def _split_host(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+@functools.lru_cache(maxsize=256)
+def _loopback_name(name: str) -> bool:
+    # Host headers repeat (a handful of names per server): judge each once.
+    return is_loopback_host(name)
+
+
 @dataclass(frozen=True, slots=True)
 class OriginPolicy:
     """Which ``Host`` and ``Origin`` values a request may carry.
+
+    Everything that does not depend on the request is computed once, here.
 
     Attributes:
         bind_host: The address the server listens on.
@@ -117,13 +126,22 @@ class OriginPolicy:
     bind_host: str = "127.0.0.1"
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    _loopback_bind: bool = field(init=False, repr=False, compare=False)
+    _checks_host: bool = field(init=False, repr=False, compare=False)
+    _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _origins: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def _checks_host(self) -> bool:
+    def __post_init__(self) -> None:
+        loopback_bind = is_loopback_host(self.bind_host)
         # On loopback, DNS rebinding is the threat: only loopback names reach us honestly.
         # On a public bind the token is mandatory and the Host is whatever name people use,
         # unless the operator lists the names.
-        return is_loopback_host(self.bind_host) or bool(self.allowed_hosts)
+        object.__setattr__(self, "_loopback_bind", loopback_bind)
+        object.__setattr__(self, "_checks_host", loopback_bind or bool(self.allowed_hosts))
+        names = {allowed.lower() for allowed in self.allowed_hosts} | {_split_host(self.bind_host)}
+        object.__setattr__(self, "_host_names", frozenset(names))
+        origins = {allowed.lower().rstrip("/") for allowed in self.allowed_origins}
+        object.__setattr__(self, "_origins", frozenset(origins))
 
     def host_ok(self, host: str | None) -> bool:
         """Whether a request's ``Host`` header is acceptable."""
@@ -132,30 +150,22 @@ class OriginPolicy:
         if not host:
             return False
         name = _split_host(host)
-        return (
-            is_loopback_host(name)
-            or name == _split_host(self.bind_host)
-            or name in {allowed.lower() for allowed in self.allowed_hosts}
-        )
+        return name in self._host_names or _loopback_name(name)
 
     def origin_ok(self, origin: str | None, host: str | None) -> bool:
         """Whether a request's ``Origin`` header (if any) is acceptable."""
         if origin is None:
             return True  # not a browser, or a same-origin GET navigation
         origin = origin.strip().lower().rstrip("/")
-        if origin in {allowed.lower().rstrip("/") for allowed in self.allowed_origins}:
+        if origin in self._origins:
             return True
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False  # "null", file://, extensions
-        if is_loopback_host(parts.hostname):
+        if _loopback_name(parts.hostname):
             return True
         # The dashboard itself, reached under a name the Host check accepted.
-        return (
-            not is_loopback_host(self.bind_host)
-            and host is not None
-            and parts.netloc == host.strip().lower()
-        )
+        return not self._loopback_bind and host is not None and parts.netloc == host.strip().lower()
 
 
 class InboundAuth:
