@@ -43,3 +43,23 @@ async def test_the_server_parses_http_with_httptools() -> None:
         protocol = running.server.config.http_protocol_class
     assert response.status_code == 404
     assert getattr(protocol, "__name__", "") == "HttpToolsProtocol"
+
+
+@pytest.mark.parametrize(("setting", "loop_module"), [("", "uvloop"), ("asyncio", "asyncio")])
+def test_the_command_runs_on_uvloop_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, setting: str, loop_module: str
+) -> None:
+    # Which asyncio loop class anyio runs is exactly what this checks.
+    import asyncio  # noqa: TID251
+
+    from funnel_server._cli import EVENT_LOOP_ENV, _event_loop
+
+    monkeypatch.setenv(EVENT_LOOP_ENV, setting)
+    seen: list[str] = []
+
+    async def main() -> int:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+        return 7
+
+    assert _event_loop(main) == 7
+    assert seen == [loop_module]
