@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -354,3 +356,15 @@ def test_header_dumps_in_debug_logs_are_masked() -> None:
         text = formatter.format(record)
         assert secret not in text and "[REDACTED]" in text
     assert scrub("nothing to hide") == "nothing to hide"
+
+
+def test_a_program_that_exits_without_closing_the_audit_log_loses_nothing(tmp_path: Path) -> None:
+    script = (
+        "import io, sys; from pathlib import Path\n"
+        "from funnel_server._audit import audit, configure_audit_log\n"
+        "configure_audit_log(Path(sys.argv[1]), stream=io.StringIO())\n"
+        "for n in range(300): audit('tool.call', outcome='success', n=n)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == list(range(300))

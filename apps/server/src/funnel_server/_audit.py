@@ -32,6 +32,7 @@ fast path), and a field named like a credential (``token``, ``code``,
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -466,6 +467,8 @@ def configure_audit_log(
         backups=backups,
         max_queue=max_queue,
     )
+    # A program that exits without remove_audit_handlers still writes what is queued.
+    atexit.register(log.close)
     _logger.addHandler(log.handler)
     _logger.setLevel(logging.INFO)
     # The audit log has its own handlers: the root logger's would print every event twice.
@@ -481,5 +484,6 @@ def remove_audit_handlers(log: AuditLog) -> None:
         _sink = None
     _logger.removeHandler(log.handler)
     log.close()
+    atexit.unregister(log.close)
     if not _logger.handlers:
         _logger.propagate = True
