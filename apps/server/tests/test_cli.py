@@ -17,6 +17,7 @@ import anyio
 import httpx
 import pytest
 from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.text import TextReceiveStream
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +80,54 @@ async def test_funnel_server_serves_the_app_and_stops_on_ctrl_c(tmp_path: Path) 
     assert len(lines_with_token) == 1, "only the sign-in line shows the token"
     audit = (tmp_path / "home" / "audit.log").read_text()
     assert token not in audit
+
+
+async def test_stdio_mode_starts_the_web_app_at_its_first_visitor(tmp_path: Path) -> None:
+    # --stdio loads Litestar and uvicorn only when someone connects to the web app; the
+    # socket listens from the start, so the first visitor is served, not refused.
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    async with await anyio.open_process(
+        [FUNNEL, "--stdio", "--port", "0", "--log-level", "WARNING"],
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            with anyio.fail_after(30):
+                async for line in lines_of(process):
+                    if match := SIGN_IN.search(line):
+                        break
+                assert match is not None
+                base, _, token = match.groups()
+                await process.stdin.send(json.dumps(init).encode() + b"\n")
+                stdout = BufferedByteReceiveStream(process.stdout)
+                answer = json.loads(await stdout.receive_until(b"\n", 1 << 20))
+                async with httpx.AsyncClient(base_url=base) as http:
+                    health = await http.get("/api/health")
+                    servers = await http.get(
+                        "/api/servers", headers={"Authorization": f"Bearer {token}"}
+                    )
+                await process.stdin.aclose()  # the desktop client quits
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert answer["id"] == 1 and "serverInfo" in answer["result"]
+    assert health.status_code == 200
+    assert [s["name"] for s in servers.json()["servers"]] == ["demo"]
+    assert code == 0
 
 
 @pytest.mark.parametrize("sigint", ["default", "ignored"])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import funnel_server
 from funnel_auth import RateLimiter
 from funnel_proxy import RateLimit, RateLimits
 from funnel_server._audit import (
+    AuditLog,
     JsonLinesFormatter,
     RedactingFormatter,
     audit,
@@ -220,7 +225,7 @@ def test_every_matching_limit_counts_a_call_and_a_refusal_counts_nowhere() -> No
 def test_audit_events_become_redacted_json_lines_in_a_private_file(tmp_path: Path) -> None:
     stream_path = tmp_path / "stderr.txt"
     with stream_path.open("w") as stream:
-        handlers = configure_audit_log(tmp_path / "home", stream=stream)
+        log = configure_audit_log(tmp_path / "home", stream=stream)
         try:
             audit(
                 "tool.call",
@@ -230,18 +235,107 @@ def test_audit_events_become_redacted_json_lines_in_a_private_file(tmp_path: Pat
                 duration_ms=1.5,
                 reason="Authorization: Bearer abc.def.ghi",
             )
+            audit("inbound.auth_failed", outcome="denied", client="127.0.0.1", token="s3cr3t-x")
             logging.getLogger("funnel.audit").info("token=supersecret leaked", extra={"event": "x"})
         finally:
-            remove_audit_handlers(handlers)
+            remove_audit_handlers(log)
     path = tmp_path / "home" / "audit.log"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0]["event"] == "tool.call"
+    assert [line["event"] for line in lines] == ["tool.call", "inbound.auth_failed", "x"]
     assert lines[0]["server"] == "demo" and lines[0]["duration_ms"] == 1.5
     assert lines[0]["level"] == "INFO" and lines[0]["outcome"] == "success"
+    assert lines[0]["logger"] == "funnel.audit" and lines[0]["time"].endswith("+00:00")
+    assert lines[0]["message"] == (
+        "tool.call outcome=success server=demo tool=demo__echo duration_ms=1.5 "
+        "reason=Authorization: [REDACTED]"
+    )
+    assert lines[1]["level"] == "WARNING"
     text = path.read_text() + stream_path.read_text()
-    assert "abc.def.ghi" not in text and "supersecret" not in text
-    assert "tool.call" in stream_path.read_text()
+    for secret in ("abc.def.ghi", "supersecret", "s3cr3t-x"):
+        assert secret not in text
+    human = stream_path.read_text()
+    assert "tool.call" not in human, "successes reach stderr only at DEBUG"
+    assert "WARNING funnel.audit: inbound.auth_failed outcome=denied" in human
+
+
+def test_every_event_reaches_stderr_at_debug(tmp_path: Path) -> None:
+    stream_path = tmp_path / "stderr.txt"
+    with stream_path.open("w") as stream:
+        log = configure_audit_log(tmp_path / "home", stream=stream, stream_level=logging.DEBUG)
+        try:
+            audit("tool.call", outcome="success", server="demo", tool="demo__echo")
+            assert log.flush()
+            assert "INFO funnel.audit: tool.call outcome=success server=demo" in (
+                stream_path.read_text()
+            )
+        finally:
+            remove_audit_handlers(log)
+
+
+def test_a_clean_stop_writes_every_queued_event(tmp_path: Path) -> None:
+    log = configure_audit_log(tmp_path / "home", stream=io.StringIO())
+    for n in range(5000):
+        audit("tool.call", outcome="success", server="demo", tool="demo__echo", n=n)
+    remove_audit_handlers(log)
+    lines = (tmp_path / "home" / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == list(range(5000))
+    assert log.dropped == 0
+
+
+def test_a_full_queue_drops_new_events_counts_them_and_says_so(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    log = AuditLog(tmp_path / "audit.log", stream=stream, max_queue=10, linger=0)
+    # Hold the writer up: the file's first write blocks until released.
+    release = threading.Event()
+    blocked = threading.Event()
+    real_append = log._append  # the seam a slow disk would be
+
+    def slow_append(data: bytes) -> None:
+        blocked.set()
+        release.wait(10)
+        real_append(data)
+
+    log._append = slow_append  # type: ignore[method-assign] # the seam above
+    try:
+        log.submit(logging.INFO, "tool.call", "success", {"n": -1})
+        assert blocked.wait(10), "the writer took the first event"
+        for n in range(25):
+            log.submit(logging.INFO, "tool.call", "success", {"n": n})
+        assert log.dropped == 15
+    finally:
+        release.set()
+        log.close()
+    entries = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [e["n"] for e in entries if e["event"] == "tool.call"] == list(range(-1, 10))
+    [dropped] = [e for e in entries if e["event"] == "audit.dropped"]
+    assert dropped["count"] == 15 and dropped["level"] == "WARNING"
+    assert "audit.dropped outcome=failure count=15" in stream.getvalue()
+
+
+def test_the_file_rotates_and_every_copy_stays_private(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log", stream=io.StringIO(), max_bytes=2000, backups=2)
+    try:
+        for n in range(40):
+            log.submit(logging.INFO, "tool.call", "success", {"server": "demo", "n": n})
+            assert log.flush()
+    finally:
+        log.close()
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["audit.log", "audit.log.1", "audit.log.2"]
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.stat().st_size <= 2000
+    last = [json.loads(line)["n"] for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert last[-1] == 39
+
+
+def test_without_an_audit_log_events_go_to_the_logger(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "funnel.audit")
+    audit("tool.call", outcome="success", server="demo", reason="password=hunter2")
+    [record] = [r for r in caplog.records if r.name == "funnel.audit"]
+    assert record.getMessage() == "tool.call outcome=success server=demo reason=password=[REDACTED]"
+    assert vars(record)["server"] == "demo"
 
 
 def test_the_json_formatter_keeps_extra_fields_only() -> None:
@@ -262,3 +356,15 @@ def test_header_dumps_in_debug_logs_are_masked() -> None:
         text = formatter.format(record)
         assert secret not in text and "[REDACTED]" in text
     assert scrub("nothing to hide") == "nothing to hide"
+
+
+def test_a_program_that_exits_without_closing_the_audit_log_loses_nothing(tmp_path: Path) -> None:
+    script = (
+        "import io, sys; from pathlib import Path\n"
+        "from funnel_server._audit import audit, configure_audit_log\n"
+        "configure_audit_log(Path(sys.argv[1]), stream=io.StringIO())\n"
+        "for n in range(300): audit('tool.call', outcome='success', n=n)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+    lines = (tmp_path / "audit.log").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == list(range(300))

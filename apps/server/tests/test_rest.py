@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -154,19 +159,51 @@ async def test_a_burst_of_bad_tokens_is_refused_with_429_and_retry_after(
             )
             statuses.append(response.status_code)
         limited = response
-        right = await http.get("/api/servers", headers=served.auth)
         health = await http.get("/api/health")
     assert statuses == [401, 401, 401, 429, 429]
     assert 1 <= int(limited.headers["retry-after"]) <= 60
-    assert right.status_code == 429, "while limited, no credential is even looked at"
     assert health.status_code == 200
     outcomes = [
         getattr(r, "outcome", None)
         for r in caplog.records
         if getattr(r, "event", "") == "inbound.auth_failed"
     ]
-    assert outcomes.count("denied") == 3 and "limited" in outcomes
+    assert outcomes == ["denied"] * 3 + ["limited"], "one audit event per refused burst"
     assert "guess-" not in caplog.text and served.token not in caplog.text
+
+
+async def test_ten_wrong_tokens_never_lock_out_the_right_one(serve: Serve) -> None:
+    # Every local client is 127.0.0.1: a limit that refused the address would let any
+    # local process lock out every other one. The credential is judged first.
+    ping = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    mcp_headers = {"Accept": "application/json, text/event-stream"}
+    async with serve() as served, httpx.AsyncClient(base_url=served.base) as http:
+        wrong = [
+            await http.get("/api/servers", headers={"Authorization": f"Bearer guess-{n}"})
+            for n in range(10)
+        ]
+        limited_api = await http.get("/api/servers", headers={"Authorization": "Bearer again"})
+        limited_mcp = await http.post(
+            "/mcp", json=ping, headers={**mcp_headers, "Authorization": "Bearer again"}
+        )
+        api = await http.get("/api/servers", headers=served.auth)
+        mcp = await http.post("/mcp", json=ping, headers={**mcp_headers, **served.auth})
+        cookie = (await http.get("/", params={"token": served.token})).headers["set-cookie"]
+        dashboard = await http.get("/", headers={"Cookie": cookie.split(";", 1)[0]})
+    assert [r.status_code for r in wrong] == [401] * 10
+    assert limited_api.status_code == 429 and limited_mcp.status_code == 429
+    assert api.status_code == 200, api.text
+    assert mcp.status_code == 200, mcp.text
+    assert dashboard.status_code == 200
 
 
 async def test_a_foreign_origin_or_host_is_refused(serve: Serve) -> None:
@@ -266,3 +303,53 @@ async def test_core_tools_are_callable_over_rest_but_never_reach_a_hidden_tool(
     assert hidden.status_code == 200
     assert hidden.json()["result"]["isError"] is True
     assert "Unknown tool 'demo__new_uuid'" in hidden.json()["result"]["content"][0]["text"]
+
+
+@asynccontextmanager
+async def fifo_lines(path: Path) -> AsyncIterator[Callable[[], Any]]:
+    """A FIFO at ``path`` and a function that awaits its next line (no sleeping, no threads)."""
+    os.mkfifo(path)
+    # Read-write: opening never blocks, and the reader never sees end-of-file between
+    # the writer's opens.
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    buffer = b""
+
+    async def next_line() -> str:
+        nonlocal buffer
+        while b"\n" not in buffer:
+            await anyio.wait_readable(fd)
+            buffer += os.read(fd, 4096)
+        line, _, buffer = buffer.partition(b"\n")
+        return line.decode()
+
+    try:
+        yield next_line
+    finally:
+        os.close(fd)
+
+
+async def test_a_client_that_hangs_up_cancels_the_backend_call(
+    serve: Serve,
+    make_config: Callable[[dict[str, Any]], FunnelConfig],
+    servers_dir: Path,
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "report"
+    blocker = [str(servers_dir / "blocker.py"), str(report)]
+    config = make_config({"servers": {"b": {"command": sys.executable, "args": blocker}}})
+    body = json.dumps({"arguments": {}}).encode()
+    async with fifo_lines(report) as next_line, serve(config) as served:
+        with anyio.fail_after(10):
+            stream = await anyio.connect_tcp("127.0.0.1", served.port)
+            await stream.send(
+                b"POST /api/tools/b__block/call HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: Bearer {served.token}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            called = await next_line()
+            assert called.startswith("called "), called
+            await stream.aclose()  # the client hangs up before the answer
+            cancelled = await next_line()
+    assert cancelled == "cancelled " + called.removeprefix("called ")

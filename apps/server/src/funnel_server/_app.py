@@ -16,10 +16,11 @@ import logging
 import math
 import time
 from base64 import b64encode
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import Annotated, Any, Final, Literal, Protocol, cast
+from typing import Annotated, Any, Final, Literal, Protocol, TypeVar, cast
 
+import anyio
 import msgspec
 from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.exceptions import (
@@ -40,7 +41,9 @@ from funnel_auth import AuthError, IssuerMismatch, RateLimiter
 from funnel_proxy import BackendUnavailable, Funnel, ProxyError, ToolNotFound
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._mcp_http import McpEndpoint
-from funnel_server._security import InboundAuth, OriginPolicy, SecurityMiddleware
+from funnel_server._middleware import SecurityMiddleware
+from funnel_server._security import InboundAuth, OriginPolicy
+from funnel_server._settings import AppSettings
 from funnel_server._ws import WsConnection
 from funnel_transports import RequestTimeout, RpcError, TransportError, from_raw
 
@@ -60,37 +63,7 @@ __all__ = [
 logger = logging.getLogger("funnel_server")
 
 _HTML: Final = "text/html; charset=utf-8"
-
-
-@dataclass(frozen=True, slots=True)
-class AppSettings:
-    """How the app is secured and bounded.
-
-    Attributes:
-        api_token: The inbound bearer token.
-        version: funnel-server's version (health, server info).
-        bind_host: The address the server listens on (Host checks).
-        allowed_hosts: Further ``Host`` names accepted.
-        allowed_origins: Further ``Origin`` values accepted.
-        failed_auth_attempts: Failed authentications allowed per client address…
-        failed_auth_window: …within this many seconds; then 429 until the window passes.
-        max_ws_executions: Tool executions one ``/ws`` connection may run at once.
-        mcp_max_sessions: Handshake-era ``/mcp`` sessions kept at most.
-        mcp_session_idle_timeout: Seconds an unused ``/mcp`` session is kept.
-        instructions: Instructions for models, sent by ``/mcp`` on initialize/discover.
-    """
-
-    api_token: str
-    version: str = "0"
-    bind_host: str = "127.0.0.1"
-    allowed_hosts: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    failed_auth_attempts: int = 10
-    failed_auth_window: float = 60.0
-    max_ws_executions: int = 8
-    mcp_max_sessions: int = 256
-    mcp_session_idle_timeout: float = 3600.0
-    instructions: str | None = field(default=None)
+_T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------- models
@@ -312,6 +285,45 @@ def _schema(definition: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {"type": "object"}
 
 
+class _ClientGone(HTTPException):
+    status_code = 499  # nginx's "client closed request": nobody reads it
+    detail = "The client closed the request"
+
+
+async def _unless_disconnected(
+    receive: Receive, call: Callable[..., Awaitable[_T]], *args: Any
+) -> _T:
+    """``await call(*args)``, cancelled if the HTTP client hangs up meanwhile.
+
+    The request body has been read, so the next ASGI message is ``http.disconnect``,
+    which uvicorn sends when the connection closes (or after the response).
+
+    Raises:
+        _ClientGone: The client hung up; the call was cancelled.
+    """
+    result: list[_T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            result.append(await call(*args))
+        except Exception as exc:  # noqa: BLE001 - re-raised below, outside the task group
+            failure.append(exc)
+        finally:
+            tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    if not result:
+        raise _ClientGone(detail=_ClientGone.detail)
+    return result[0]
+
+
 # ---------------------------------------------------------------------- the app
 
 
@@ -387,9 +399,15 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
 
     @post("/api/tools/{name:str}/call", status_code=200, tags=["tools"])
     async def call(
-        name: FromPath[str], data: Annotated[CallRequest, Body(title="Tool arguments")]
+        name: FromPath[str],
+        data: Annotated[CallRequest, Body(title="Tool arguments")],
+        request: Request[Any, Any, Any],
     ) -> CallResult:
-        """Call an exposed tool with ``{"arguments": {...}}``; the answer is its MCP result."""
+        """Call an exposed tool with ``{"arguments": {...}}``; the answer is its MCP result.
+
+        A client that hangs up before the answer cancels the call (the backend gets
+        ``notifications/cancelled``).
+        """
         call_origin.set("rest")
         try:
             entry = funnel.resolve_tool(name)
@@ -399,7 +417,9 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
             raise ServiceUnavailableException(detail=str(exc)) from None
         started = time.perf_counter()
         try:
-            raw = await funnel.call_tool(entry, data.arguments)
+            raw = await _unless_disconnected(
+                request.receive, funnel.call_tool, entry, data.arguments
+            )
         except ToolRateLimited as exc:
             raise TooManyRequestsException(
                 detail=exc.message, headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}

@@ -1,30 +1,57 @@
-"""The audit log: ``funnel.audit`` events as JSON lines in the funnel home, and on stderr.
+"""The audit log: ``funnel.audit`` events as JSON lines in the funnel home.
 
-Libraries (funnel-auth) and this app write audit events to the logger ``funnel.audit``
-with structured fields in ``extra``. :func:`configure_audit_log` gives that logger its
-own two handlers, independent of ``--log-level``: a size-rotated file of JSON lines
-(``audit.log`` in the funnel home, 0600) and stderr at INFO. Every string that reaches
-either passes through :func:`funnel_auth.redact`, a backstop behind the rule that no
-event carries a token, code, secret or ``Authorization`` header in the first place.
+Theory of operation. An audit event is paid for on every tool call, so the caller's
+side does as little as possible: :func:`audit` checks the level, and hands the event's
+fields (a dict it already has) to the :class:`AuditLog`'s bounded queue; nothing is
+formatted, redacted or written on the caller's thread. One writer thread takes whatever
+is queued, every ``linger`` seconds at most: it redacts each string field once (through
+:func:`funnel_auth._redact.redact_fast`, which skips the patterns for text that cannot
+hold a credential, so names like ``demo__echo`` cost one scan), builds the JSON line and
+the human-readable line once, and writes the batch with one system call to a
+size-rotated file (``audit.log`` in the funnel home, 0600, rotated copies 0600 too).
+
+- **Library events** (funnel-auth's OAuth events) arrive through the ``funnel.audit``
+  logger; the :class:`AuditLog`'s logging handler queues them the same way.
+- **stderr** gets a human-readable copy of every event when ``stream_level`` is DEBUG
+  (``--log-level DEBUG``), else only of failures (WARNING: refused, denied, limited).
+- **A full queue** (the disk cannot keep up with ``max_queue`` events): the new event is
+  dropped and counted; the writer then writes one ``audit.dropped`` event (WARNING, on
+  stderr too) saying how many were lost. :attr:`AuditLog.dropped` counts them all.
+- **Shutdown**: :meth:`AuditLog.close` (or :func:`remove_audit_handlers`) writes every
+  event queued before it and then stops the thread; nothing is lost on a clean stop.
+  :meth:`AuditLog.flush` waits until everything queued so far is on disk.
+- **Not configured** (an app embedding :func:`~funnel_server.create_app` without
+  :func:`configure_audit_log`): :func:`audit` writes to the ``funnel.audit`` logger
+  like any library, and that program's handlers decide.
+
+No event carries a token, code, secret or ``Authorization`` header in the first place;
+the redaction is the backstop: every string field passes through :func:`scrub` (its
+fast path), and a field named like a credential (``token``, ``code``,
+``client_secret``, …) is masked whole, whatever its value.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import atexit
+import collections
 import logging
-import logging.handlers
 import os
 import re
 import sys
+import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import msgspec
 
 from funnel_auth import AUDIT_LOGGER, redact
+from funnel_auth._redact import REDACTED, redact_fast
 
 __all__ = [
     "AUDIT_FILE_NAME",
+    "AuditLog",
     "JsonLinesFormatter",
     "RedactingFormatter",
     "audit",
@@ -41,10 +68,17 @@ _FAILURES: Final = frozenset({"failure", "denied", "limited"})
 _STANDARD: Final = frozenset(
     set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "", None, None))) | {"message", "asctime"}
 )
+_encoder: Final = msgspec.json.Encoder(enc_hook=str)
+
+# The sink :func:`audit` writes to, set by :func:`configure_audit_log`.
+_sink: AuditLog | None = None
 
 
 def audit(event: str, *, outcome: str, **fields: str | float | None) -> None:
     """Write one audit event of this app (WARNING for failures, else INFO).
+
+    Cheap on the caller's side: the event is queued for the writer thread, which redacts,
+    formats and writes it.
 
     Args:
         event: The event name, e.g. ``inbound.auth_failed`` or ``tool.call``.
@@ -53,13 +87,50 @@ def audit(event: str, *, outcome: str, **fields: str | float | None) -> None:
         **fields: Structured fields (``server``, ``tool``, ``duration_ms``, ``client``, …);
             ``None`` values are left out.
     """
+    level = logging.WARNING if outcome in _FAILURES else logging.INFO
+    sink = _sink
+    if sink is not None:
+        sink.submit(level, event, outcome, fields)
+        return
+    if not _logger.isEnabledFor(level):
+        return
+    extra = _fields(event, outcome, fields)
+    _logger.log(level, "%s", _message(event, extra), extra=extra)
+
+
+def _fields(event: str, outcome: str, fields: Mapping[str, object]) -> dict[str, object]:
     extra: dict[str, object] = {"event": event, "outcome": outcome}
     for name, value in fields.items():
         if value is not None:
-            extra[name] = redact(value) if isinstance(value, str) else value
-    level = logging.WARNING if outcome in _FAILURES else logging.INFO
-    details = " ".join(f"{key}={value}" for key, value in extra.items() if key != "event")
-    _logger.log(level, "%s %s", event, details, extra=extra)
+            extra[name] = _clean(name, value)
+    return extra
+
+
+def _clean(name: str, value: object) -> object:
+    if _is_secret_name(name):
+        return REDACTED
+    return scrub_fast(value) if isinstance(value, str) else value
+
+
+# Field names for which "name=value" is itself something scrub() masks (a field called
+# "token", say): their values are masked whole. Names come from code, so the cache stays
+# small; it is bounded all the same.
+_secret_names: dict[str, bool] = {}
+
+
+def _is_secret_name(name: str) -> bool:
+    secret = _secret_names.get(name)
+    if secret is None:
+        if len(_secret_names) > 256:
+            _secret_names.clear()
+        probe = f"{name}=probe"
+        secret = _secret_names[name] = scrub(probe) != probe
+    return secret
+
+
+def _message(event: str, extra: Mapping[str, object]) -> str:
+    """``event k=v …`` from fields that are redacted already."""
+    return " ".join([event, *(f"{key}={value}" for key, value in extra.items() if key != "event")])
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -67,19 +138,47 @@ class JsonLinesFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line (without the newline)."""
-        entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": scrub(record.getMessage()),
-        }
-        for key, value in vars(record).items():
-            if key in _STANDARD or key.startswith("_") or key in entry:
-                continue
-            entry[key] = scrub(value) if isinstance(value, str) else value
-        return msgspec.json.encode(entry, enc_hook=str).decode()
+        return _json_line(
+            record.created,
+            record.levelname,
+            record.name,
+            scrub_fast(record.getMessage()),
+            _record_extra(record),
+        ).decode()
+
+
+def _record_extra(record: logging.LogRecord) -> dict[str, object]:
+    extra: dict[str, object] = {}
+    for key, value in vars(record).items():
+        if key in _STANDARD or key.startswith("_") or key in _RESERVED:
+            continue
+        extra[key] = _clean(key, value)
+    return extra
+
+
+_RESERVED: Final = frozenset({"time", "level", "logger", "message"})
+
+
+def _timestamp(created: float) -> str:
+    # ISO 8601 in UTC with milliseconds, as datetime.isoformat(timespec="milliseconds").
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}+00:00"
+
+
+def _json_line(
+    created: float, level: str, logger: str, message: str, extra: Mapping[str, object]
+) -> bytes:
+    entry: dict[str, Any] = {
+        "time": _timestamp(created),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    for key, value in extra.items():
+        if key not in entry:
+            entry[key] = value
+    return _encoder.encode(entry)
 
 
 _COOKIE = re.compile(r"(?i)(funnel_session=)[^;\s]+")
@@ -90,6 +189,13 @@ def scrub(text: str) -> str:
     return _COOKIE.sub(r"\1[REDACTED]", redact(text))
 
 
+def scrub_fast(text: str) -> str:
+    """:func:`scrub`, skipping the patterns for text that cannot hold a credential."""
+    cleaned = redact_fast(text)
+    # The cookie pattern needs an "=" too.
+    return _COOKIE.sub(r"\1[REDACTED]", cleaned) if "=" in cleaned else cleaned
+
+
 class RedactingFormatter(logging.Formatter):
     """A formatter whose output passes through :func:`scrub` (header dumps at DEBUG, say)."""
 
@@ -98,51 +204,286 @@ class RedactingFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
+# ---------------------------------------------------------------------- the writer
+
+# What the queue holds: (created, level, event, outcome, fields) from audit(), or
+# (created, level, None, message, extra) from a logging record, or a flush marker.
+_Item = tuple[float, int, str | None, str, Mapping[str, object]]
+
+
+class _Flush:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Handler(logging.Handler):
+    """Queues the records of ``funnel.audit`` (library events) for the writer."""
+
+    def __init__(self, log: AuditLog) -> None:
+        super().__init__(logging.INFO)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is that record's problem
+            self.handleError(record)
+            return
+        extra = {
+            key: value
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_") and key not in _RESERVED
+        }
+        self._log.submit_record(record.created, record.levelno, message, extra)
+
+
+class AuditLog:
+    """The audit log's writer: a bounded queue, one thread, a rotating file, stderr.
+
+    Args:
+        path: The JSON-lines file (created 0600; rotated to ``path.1`` …).
+        stream: Where the human-readable copy goes.
+        stream_level: The lowest level copied to ``stream`` (DEBUG: every event).
+        max_bytes: Size at which the file rotates.
+        backups: Rotated files kept.
+        max_queue: Events waiting at most; more are dropped and counted.
+        linger: Seconds the writer waits for more events before writing a batch.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        stream: TextIO,
+        stream_level: int = logging.WARNING,
+        max_bytes: int = 5 * 1024 * 1024,
+        backups: int = 5,
+        max_queue: int = 10_000,
+        linger: float = 0.02,
+    ) -> None:
+        self.path = path
+        self._stream = stream
+        self._stream_level = stream_level
+        self._max_bytes = max_bytes
+        self._backups = backups
+        self._max_queue = max_queue
+        self._linger = linger
+        self._queue: collections.deque[_Item | _Flush] = collections.deque()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._closed = False
+        self._dropped = 0
+        self._reported = 0
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+        self.handler: logging.Handler = _Handler(self)
+        self._thread = threading.Thread(target=self._run, name="funnel-audit", daemon=True)
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full (each also reported in the log)."""
+        return self._dropped
+
+    # -- the callers' side: no formatting, no I/O
+
+    def submit(self, level: int, event: str, outcome: str, fields: Mapping[str, object]) -> None:
+        """Queue one event of :func:`audit` (``fields`` must not change afterwards)."""
+        self._put((time.time(), level, event, outcome, fields))
+
+    def submit_record(
+        self, created: float, level: int, message: str, extra: Mapping[str, object]
+    ) -> None:
+        """Queue one logging record's message and ``extra`` fields."""
+        self._put((created, level, None, message, extra))
+
+    def _put(self, item: _Item) -> None:
+        if self._closed or len(self._queue) >= self._max_queue:
+            self._dropped += 1
+        else:
+            self._queue.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event queued before this call is written.
+
+        Returns:
+            Whether that happened within ``timeout`` seconds.
+        """
+        marker = _Flush()
+        self._queue.append(marker)
+        self._hurry.set()
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then stop the writer and close the file."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        self._hurry.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            os.close(self._fd)
+
+    # -- the writer thread
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            # Let a burst gather: one write for many calls (a flush or close hurries it).
+            self._hurry.wait(self._linger)
+            self._wake.clear()
+            self._hurry.clear()
+            self._drain()
+            if self._closed and not self._queue:
+                return
+
+    def _drain(self) -> None:
+        lines: list[bytes] = []
+        human: list[str] = []
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _Flush):
+                self._write(lines, human)
+                lines, human = [], []
+                item.done.set()
+                continue
+            try:
+                self._format(item, lines, human)
+            except Exception:  # noqa: BLE001 - one unformattable event must not stop the log
+                sys.stderr.write("funnel-server: an audit event could not be formatted\n")
+        dropped = self._dropped
+        if dropped > self._reported:
+            count = dropped - self._reported
+            self._reported = dropped
+            fields = {"count": count, "queue": self._max_queue}
+            message = (
+                f"audit.dropped outcome=failure count={count}: the audit writer fell behind "
+                f"(queue of {self._max_queue} full)"
+            )
+            self._format((time.time(), logging.WARNING, None, message, {
+                "event": "audit.dropped", "outcome": "failure", **fields
+            }), lines, human)  # fmt: skip
+        self._write(lines, human)
+
+    def _format(self, item: _Item, lines: list[bytes], human: list[str]) -> None:
+        created, level, event, text, fields = item
+        if event is not None:  # from audit(): text is the outcome
+            extra = _fields(event, text, fields)
+            message = _message(event, extra)
+        else:  # from a logging record
+            message = scrub_fast(text)
+            extra = {key: _clean(key, value) for key, value in fields.items()}
+        level_name = logging.getLevelName(level)
+        lines.append(_json_line(created, level_name, AUDIT_LOGGER, message, extra) + b"\n")
+        if level >= self._stream_level:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            millis = int((created - int(created)) * 1000)
+            human.append(f"{stamp},{millis:03d} {level_name} {AUDIT_LOGGER}: {message}\n")
+
+    def _write(self, lines: list[bytes], human: list[str]) -> None:
+        try:
+            batch: list[bytes] = []
+            size = self._size
+            for line in lines:
+                if size and size + len(line) > self._max_bytes:
+                    self._append(b"".join(batch))
+                    batch = []
+                    self._rotate()
+                    size = 0
+                batch.append(line)
+                size += len(line)
+            if batch:
+                self._append(b"".join(batch))
+        except OSError as exc:
+            sys.stderr.write(f"funnel-server: cannot write the audit log {self.path}: {exc}\n")
+        if human:
+            try:
+                self._stream.write("".join(human))
+                self._stream.flush()
+            except (OSError, ValueError):  # a closed stderr: the file has the events
+                pass
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for index in range(self._backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        if self._backups > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._fd = self._open()
+        self._size = 0
+
+
 def configure_audit_log(
     home: Path,
     *,
     stream: TextIO | None = None,
+    stream_level: int = logging.WARNING,
     max_bytes: int = 5 * 1024 * 1024,
     backups: int = 5,
-) -> list[logging.Handler]:
-    """Send ``funnel.audit`` to a rotating JSON-lines file in ``home`` and to stderr at INFO.
+    max_queue: int = 10_000,
+) -> AuditLog:
+    """Send ``funnel.audit`` to a rotating JSON-lines file in ``home`` (and stderr).
 
     Args:
         home: The funnel home; created 0700 when missing.
         stream: Where the human-readable copy goes (default: stderr).
+        stream_level: The lowest level copied there: DEBUG for every event, WARNING
+            (the default) for failures only.
         max_bytes: Size at which the file rotates.
         backups: Rotated files kept (``audit.log.1`` …).
+        max_queue: Events waiting for the writer at most (more are dropped and counted).
 
     Returns:
-        The handlers installed (remove them with :func:`remove_audit_handlers`).
+        The audit log (stop it with :func:`remove_audit_handlers` or ``close()``).
     """
+    global _sink  # noqa: PLW0603 - one audit log per process, like logging's own handlers
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = home / AUDIT_FILE_NAME
-    # Create it private before the handler opens it for appending.
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    file_handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+    log = AuditLog(
+        home / AUDIT_FILE_NAME,
+        stream=stream or sys.stderr,
+        stream_level=stream_level,
+        max_bytes=max_bytes,
+        backups=backups,
+        max_queue=max_queue,
     )
-    file_handler.setFormatter(JsonLinesFormatter())
-    file_handler.setLevel(logging.INFO)
-    stderr_handler = logging.StreamHandler(stream or sys.stderr)
-    stderr_handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    stderr_handler.setLevel(logging.INFO)
-    handlers: list[logging.Handler] = [file_handler, stderr_handler]
-    for handler in handlers:
-        _logger.addHandler(handler)
+    # A program that exits without remove_audit_handlers still writes what is queued.
+    atexit.register(log.close)
+    _logger.addHandler(log.handler)
     _logger.setLevel(logging.INFO)
     # The audit log has its own handlers: the root logger's would print every event twice.
     _logger.propagate = False
-    return handlers
+    _sink = log
+    return log
 
 
-def remove_audit_handlers(handlers: list[logging.Handler]) -> None:
-    """Undo :func:`configure_audit_log` (close and detach its handlers)."""
-    for handler in handlers:
-        _logger.removeHandler(handler)
-        handler.close()
+def remove_audit_handlers(log: AuditLog) -> None:
+    """Undo :func:`configure_audit_log`: write what is queued, stop the writer, detach."""
+    global _sink  # noqa: PLW0603 - see configure_audit_log
+    if _sink is log:
+        _sink = None
+    _logger.removeHandler(log.handler)
+    log.close()
+    atexit.unregister(log.close)
     if not _logger.handlers:
         _logger.propagate = True

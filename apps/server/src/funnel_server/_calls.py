@@ -86,6 +86,8 @@ class ToolCallLimits:
             0.0 when the call may go ahead (it was counted in every matching bucket),
             else the seconds until it would be allowed (nothing counted).
         """
+        if not self._buckets:
+            return 0.0
         matching = [
             (pattern, limiter) for pattern, match, limiter in self._buckets if match.matches(tool)
         ]

@@ -18,6 +18,9 @@ built-in backend runs.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -25,7 +28,6 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -38,11 +40,11 @@ from funnel_auth import AuthError
 from funnel_proxy import Funnel, FunnelConfig, ProxyError, ServerConfig, StdioTransport, serve_stdio
 from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
-from funnel_server._app import AppSettings, create_app, oauth_hooks
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
 from funnel_server._calls import ServerFunnel
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
 from funnel_server._serve import bind, display_host, running_server
+from funnel_server._settings import AppSettings
 from funnel_tokenstore import funnel_home
 
 __all__ = ["demo_config", "main"]
@@ -57,7 +59,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3456
 
 
+@functools.cache
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("funnel-server")
     except PackageNotFoundError:  # a source tree without metadata
@@ -182,12 +187,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("config: %s", source)
     try:
         if args.command == "check":
-            return anyio.run(_until_signalled, _check, config, base_dir, sys.stdout)
+            return _event_loop(_until_signalled, _check, config, base_dir, sys.stdout)
         if args.command == "tools":
-            return anyio.run(_until_signalled, _tools, config, base_dir, sys.stdout)
+            return _event_loop(_until_signalled, _tools, config, base_dir, sys.stdout)
         return _serve(args, config, base_dir)
     except KeyboardInterrupt:  # a signal that arrived before the event loop started
         return EXIT_OK
+
+
+EVENT_LOOP_ENV = "FUNNEL_EVENT_LOOP"
+
+
+def _event_loop(main: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``anyio.run`` on asyncio, with uvloop's loop where it is installed.
+
+    uvloop measured 5-12 % less time per HTTP request here (``tools/bench/http_stack.py``).
+    ``FUNNEL_EVENT_LOOP=asyncio`` keeps the standard loop.
+    """
+    use_uvloop = os.environ.get(EVENT_LOOP_ENV, "").strip().lower() != "asyncio"
+    if use_uvloop and importlib.util.find_spec("uvloop") is None:
+        use_uvloop = False
+    return anyio.run(main, *args, backend_options={"use_uvloop": use_uvloop})
 
 
 async def _until_signalled(main: Callable[..., Awaitable[int]], *args: Any) -> int:
@@ -225,7 +245,9 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
     except ValueError as exc:
         print(f"funnel-server: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    handlers = configure_audit_log(home)
+    # The audit log's stderr copy: every event at DEBUG, else only failures.
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    audit_log = configure_audit_log(home, stream_level=logging.DEBUG if debug else logging.WARNING)
     try:
         sock: socket.socket | None
         try:
@@ -257,7 +279,7 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
         if args.command == "login":
             if sock is None:  # pragma: no cover - login never runs with --stdio
                 return EXIT_USAGE
-            return anyio.run(
+            return _event_loop(
                 _until_signalled,
                 _login,
                 config,
@@ -267,9 +289,9 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
                 args.server,
                 args.timeout,
             )
-        return anyio.run(_until_signalled, _run, config, base_dir, settings, sock, args.stdio)
+        return _event_loop(_until_signalled, _run, config, base_dir, settings, sock, args.stdio)
     finally:
-        remove_audit_handlers(handlers)
+        remove_audit_handlers(audit_log)
 
 
 def _startup_wait() -> float:
@@ -316,24 +338,48 @@ async def _run(
         if sock is None:
             await serve_stdio(funnel, version=_version())
             return EXIT_OK
-        app = create_app(funnel, settings)
         base = _base_url(settings, sock)
-        async with running_server(app, sock) as running, anyio.create_task_group() as tg:
-            print(
-                f"funnel-server {_version()}: dashboard {_sign_in_url(base, settings.api_token)}\n"
-                f"  MCP endpoint {base}/mcp (Authorization: Bearer <the token in that link>)",
-                file=sys.stderr,
-                flush=True,
-            )
-            if stdio:
+        banner = (
+            f"funnel-server {_version()}: dashboard {_sign_in_url(base, settings.api_token)}\n"
+            f"  MCP endpoint {base}/mcp (Authorization: Bearer <the token in that link>)"
+        )
+        if stdio:
+            # The socket listens already (connections queue in its backlog); the web app
+            # and its imports are paid only when the first connection arrives.
+            print(banner, file=sys.stderr, flush=True)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_web_app_on_first_connection, funnel, settings, sock)
                 tg.start_soon(_announce_authorization, funnel, base, settings.api_token)
                 await serve_stdio(funnel, version=_version())
                 tg.cancel_scope.cancel()
-            else:
-                _overview(funnel, sys.stderr)
-                await running.stopped.wait()
-                tg.cancel_scope.cancel()
+            return EXIT_OK
+        from funnel_server._app import create_app
+
+        async with running_server(create_app(funnel, settings), sock) as running:
+            print(banner, file=sys.stderr, flush=True)
+            _overview(funnel, sys.stderr)
+            await running.stopped.wait()
     return EXIT_OK
+
+
+async def _web_app_on_first_connection(
+    funnel: Funnel, settings: AppSettings, sock: socket.socket
+) -> None:
+    """Start the web app on ``sock`` once a client connects to it (``--stdio`` mode).
+
+    A desktop client's funnel may never see a browser: Litestar, uvicorn and the app
+    (about 10 MiB and a third of a second) are loaded for the first OAuth callback or
+    dashboard visit, which waits that long once. Until then the socket's backlog holds
+    the connection.
+    """
+    try:
+        await anyio.wait_readable(sock)
+        app_module = await anyio.to_thread.run_sync(importlib.import_module, "funnel_server._app")
+        app = app_module.create_app(funnel, settings)
+        async with running_server(app, sock) as running:
+            await running.stopped.wait()
+    finally:
+        sock.close()
 
 
 async def _announce_authorization(funnel: Funnel, base: str, token: str) -> None:
@@ -380,6 +426,8 @@ async def _login(  # noqa: PLR0917 - called positionally by anyio.run
     only = msgspec.structs.replace(config, servers=(chosen[0],))
     options = _funnel_options(sock.getsockname()[1])
     async with ServerFunnel(only, base_dir=base_dir, **options) as funnel:
+        from funnel_server._app import create_app, oauth_hooks
+
         hooks = oauth_hooks(funnel)
         if hooks is None:
             print("funnel-server: this build cannot run authorization flows", file=sys.stderr)

@@ -1,45 +1,27 @@
-"""Inbound security: the API token, the dashboard cookie, Host/Origin checks, failed-auth limits.
+"""Inbound security, the pure parts: the API token, the dashboard cookie, Host/Origin policy.
 
-Theory of operation: one ASGI middleware (:class:`SecurityMiddleware`) sits in front of
-every route. In order, it
-
-1. refuses a ``Host`` that is not this server's (DNS rebinding) and an ``Origin`` that
-   is neither loopback nor configured (cross-site requests and WebSocket hijacking): 403;
-2. lets through the routes marked open (``opt={"auth": "open"}``: health and the OAuth
-   callback);
-3. answers 429 with ``Retry-After`` while the client address is over its budget of
-   failed attempts, before looking at any credential;
-4. accepts ``Authorization: Bearer <token>`` or the dashboard cookie, compared in
-   constant time; a wrong credential counts against the address and gets 401.
-
-The dashboard route (``opt={"auth": "page"}``) also accepts ``?token=…`` once: it sets
-an HttpOnly, SameSite=Strict cookie and redirects to the same page without the token.
-The cookie holds an HMAC of the token, not the token itself.
+:class:`funnel_server._middleware.SecurityMiddleware` applies them to every request (its
+module documentation is the theory of operation). These parts import no web framework,
+so ``funnel-server --stdio`` loads the token without loading Litestar.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
 import logging
-import math
 import os
 import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Final, Literal
-from urllib.parse import parse_qs, quote, urlsplit
-
-import msgspec
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from urllib.parse import urlsplit
 
 from funnel_auth import RateLimiter
-from funnel_server._audit import audit
 
 __all__ = [
     "API_TOKEN_ENV",
@@ -47,7 +29,6 @@ __all__ = [
     "TOKEN_FILE_NAME",
     "InboundAuth",
     "OriginPolicy",
-    "SecurityMiddleware",
     "is_loopback_host",
     "load_api_token",
     "safe_next_path",
@@ -124,9 +105,17 @@ def _split_host(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+@functools.lru_cache(maxsize=256)
+def _loopback_name(name: str) -> bool:
+    # Host headers repeat (a handful of names per server): judge each once.
+    return is_loopback_host(name)
+
+
 @dataclass(frozen=True, slots=True)
 class OriginPolicy:
     """Which ``Host`` and ``Origin`` values a request may carry.
+
+    Everything that does not depend on the request is computed once, here.
 
     Attributes:
         bind_host: The address the server listens on.
@@ -137,13 +126,22 @@ class OriginPolicy:
     bind_host: str = "127.0.0.1"
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    _loopback_bind: bool = field(init=False, repr=False, compare=False)
+    _checks_host: bool = field(init=False, repr=False, compare=False)
+    _host_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    _origins: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def _checks_host(self) -> bool:
+    def __post_init__(self) -> None:
+        loopback_bind = is_loopback_host(self.bind_host)
         # On loopback, DNS rebinding is the threat: only loopback names reach us honestly.
         # On a public bind the token is mandatory and the Host is whatever name people use,
         # unless the operator lists the names.
-        return is_loopback_host(self.bind_host) or bool(self.allowed_hosts)
+        object.__setattr__(self, "_loopback_bind", loopback_bind)
+        object.__setattr__(self, "_checks_host", loopback_bind or bool(self.allowed_hosts))
+        names = {allowed.lower() for allowed in self.allowed_hosts} | {_split_host(self.bind_host)}
+        object.__setattr__(self, "_host_names", frozenset(names))
+        origins = {allowed.lower().rstrip("/") for allowed in self.allowed_origins}
+        object.__setattr__(self, "_origins", frozenset(origins))
 
     def host_ok(self, host: str | None) -> bool:
         """Whether a request's ``Host`` header is acceptable."""
@@ -152,30 +150,22 @@ class OriginPolicy:
         if not host:
             return False
         name = _split_host(host)
-        return (
-            is_loopback_host(name)
-            or name == _split_host(self.bind_host)
-            or name in {allowed.lower() for allowed in self.allowed_hosts}
-        )
+        return name in self._host_names or _loopback_name(name)
 
     def origin_ok(self, origin: str | None, host: str | None) -> bool:
         """Whether a request's ``Origin`` header (if any) is acceptable."""
         if origin is None:
             return True  # not a browser, or a same-origin GET navigation
         origin = origin.strip().lower().rstrip("/")
-        if origin in {allowed.lower().rstrip("/") for allowed in self.allowed_origins}:
+        if origin in self._origins:
             return True
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return False  # "null", file://, extensions
-        if is_loopback_host(parts.hostname):
+        if _loopback_name(parts.hostname):
             return True
         # The dashboard itself, reached under a name the Host check accepted.
-        return (
-            not is_loopback_host(self.bind_host)
-            and host is not None
-            and parts.netloc == host.strip().lower()
-        )
+        return not self._loopback_bind and host is not None and parts.netloc == host.strip().lower()
 
 
 class InboundAuth:
@@ -236,172 +226,3 @@ def safe_next_path(value: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return value
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1")
-        for name, value in scope.get("headers", ())
-    }
-
-
-class SecurityMiddleware(ASGIMiddleware):
-    """Host/Origin checks, inbound auth and failed-auth limits for every route.
-
-    Args:
-        auth: The credential checker.
-        policy: Which hosts and origins are accepted.
-        login_page: The HTML shown by ``opt={"auth": "page"}`` routes to a visitor
-            without credentials.
-    """
-
-    def __init__(self, auth: InboundAuth, policy: OriginPolicy, *, login_page: bytes) -> None:
-        self.auth = auth
-        self.policy = policy
-        self.login_page = login_page
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        """Check one connection and pass it on, or answer it."""
-        headers = _headers(scope)
-        path = str(scope.get("path", ""))
-        host = headers.get("host")
-        if not self.policy.host_ok(host) or not self.policy.origin_ok(headers.get("origin"), host):
-            audit(
-                "inbound.refused",
-                outcome="denied",
-                reason="host or origin not allowed",
-                path=path,
-                client=_client(scope),
-            )
-            await _deny(scope, send, 403, "Forbidden: this Host or Origin is not allowed")
-            return
-        mode = scope["route_handler"].opt.get("auth", "api")
-        if mode == "open":
-            await next_app(scope, receive, send)
-            return
-        client = _client(scope)
-        wait = self.auth.limiter.check(client)
-        if wait > 0:
-            await self._limited(scope, send, path, client, wait)
-            return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if mode == "page" and "token" in query:
-            if self.auth.token_ok(query["token"][0]):
-                await self._sign_in(scope, send, query)
-                return
-            verdict: Verdict = "invalid"
-        else:
-            verdict = self.auth.verdict(headers)
-        if verdict == "ok":
-            await next_app(scope, receive, send)
-            return
-        if verdict == "invalid":
-            wait = self.auth.limiter.acquire(client)
-            if wait > 0:
-                await self._limited(scope, send, path, client, wait)
-                return
-        audit(
-            "inbound.auth_failed",
-            outcome="denied",
-            reason=f"{verdict} credentials",
-            path=path,
-            client=client,
-        )
-        if mode == "page" and scope["type"] == ScopeType.HTTP:
-            await _respond(
-                send,
-                401,
-                self.login_page,
-                [(b"content-type", b"text/html; charset=utf-8"), *_PAGE_HEADERS],
-            )
-            return
-        await _deny(
-            scope,
-            send,
-            401,
-            "Unauthorized: send Authorization: Bearer <token>",
-            extra=[(b"www-authenticate", b'Bearer realm="funnel"')],
-        )
-
-    async def _limited(self, scope: Scope, send: Send, path: str, client: str, wait: float) -> None:
-        retry_after = max(1, math.ceil(wait))
-        audit(
-            "inbound.auth_failed",
-            outcome="limited",
-            reason="too many failed attempts",
-            path=path,
-            client=client,
-            retry_after=retry_after,
-        )
-        await _deny(
-            scope,
-            send,
-            429,
-            "Too many failed authentication attempts",
-            extra=[(b"retry-after", str(retry_after).encode())],
-        )
-
-    async def _sign_in(self, scope: Scope, send: Send, query: dict[str, list[str]]) -> None:
-        target = safe_next_path(query.get("next", [None])[0])
-        secure = scope.get("scheme") == "https"
-        await _respond(
-            send,
-            303,
-            b"",
-            [
-                (b"location", quote(target, safe="/?&=%-._~").encode()),
-                (b"set-cookie", self.auth.set_cookie_header(secure=secure).encode()),
-                *_PAGE_HEADERS,
-            ],
-        )
-
-
-_PAGE_HEADERS: Final = [
-    (b"cache-control", b"no-store"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-content-type-options", b"nosniff"),
-]
-
-
-def _client(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _deny(
-    scope: Scope,
-    send: Send,
-    status: int,
-    detail: str,
-    *,
-    extra: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    body = msgspec.json.encode({"status_code": status, "detail": detail})
-    headers = [(b"content-type", b"application/json"), *extra]
-    if scope["type"] == ScopeType.WEBSOCKET:
-        if "websocket.http.response" in (scope.get("extensions") or {}):
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode())],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
-        else:
-            await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
-        return
-    await _respond(send, status, body, headers)

@@ -2,20 +2,25 @@
 
 Binding first (port 0 allowed) tells the caller the real port before the funnel starts,
 which the OAuth redirect URI needs, and lets tests connect without waiting: a listening
-socket queues connections until uvicorn accepts them.
+socket queues connections until uvicorn accepts them. uvicorn itself is imported only
+when a server starts (``funnel-server --stdio`` may never need it).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
-import uvicorn
-from litestar import Litestar
+
+if TYPE_CHECKING:
+    import uvicorn
+    from litestar import Litestar
 
 __all__ = ["RunningServer", "bind", "display_host", "running_server"]
 
@@ -27,13 +32,21 @@ _WS_MAX_SIZE = 4 * 1024 * 1024
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host``:``port`` (``port`` 0 picks a free one).
 
+    Accepted connections have ``TCP_NODELAY`` set: responses go out at once.
+
     Raises:
         OSError: The address is in use or cannot be bound.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on an accepted connection
+    # only when the socket says it is TCP, and accepted sockets inherit the listener's
+    # protocol. Without it every small response waits ~40 ms (Nagle + delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Linux hands the listener's TCP_NODELAY on to accepted connections too, whatever
+        # event loop accepts them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host.strip("[]"), port))
         sock.listen(128)
     except OSError:
@@ -52,18 +65,24 @@ def display_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signals to its owner.
+@functools.cache
+def _quiet_server() -> type[uvicorn.Server]:
+    import uvicorn
 
-    uvicorn normally takes SIGINT/SIGTERM for itself and re-raises them after shutting
-    down, which would kill the process before the funnel has stopped its backends.
-    funnel-server handles both signals in its event loop instead (see ``_cli``) and
-    stops this server through ``should_exit``.
-    """
+    class _QuietServer(uvicorn.Server):
+        """A uvicorn server that leaves signals to its owner.
 
-    @contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+        uvicorn normally takes SIGINT/SIGTERM for itself and re-raises them after shutting
+        down, which would kill the process before the funnel has stopped its backends.
+        funnel-server handles both signals in its event loop instead (see ``_cli``) and
+        stops this server through ``should_exit``.
+        """
+
+        @contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return _QuietServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +101,31 @@ class RunningServer:
 
 
 @asynccontextmanager
-async def running_server(app: Litestar, sock: socket.socket) -> AsyncIterator[RunningServer]:
+async def running_server(
+    app: Litestar, sock: socket.socket, *, http: str = "auto"
+) -> AsyncIterator[RunningServer]:
     """Serve ``app`` on ``sock`` for the duration of the block, then shut it down (bounded).
 
     Args:
         app: The app.
         sock: A bound, listening socket (see :func:`bind`); closed on exit.
+        http: uvicorn's HTTP/1.1 implementation: ``auto`` (``httptools`` when it is
+            installed, else ``h11``), ``httptools`` or ``h11``.
     """
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=http,
         ws="websockets-sansio",
         ws_max_size=_WS_MAX_SIZE,
         timeout_graceful_shutdown=2,
         server_header=False,
     )
-    server = _QuietServer(config)
+    server = _quiet_server()(config)
     running = RunningServer(server=server, port=sock.getsockname()[1], stopped=anyio.Event())
     # uvicorn must stop through should_exit, never by having its task cancelled from
     # outside (a signal, an error elsewhere): cancelled mid-lifespan it leaves tracebacks

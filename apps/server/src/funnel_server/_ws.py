@@ -8,10 +8,24 @@ arguments}``, ``cancel {id}``. Server → client: ``server.status``, ``tools.cha
 ``tool.progress``, ``tool.result``, ``tool.error`` (only to the socket that asked),
 ``error`` for a message that cannot be accepted; the socket stays open.
 
-Theory of operation: one task reads and dispatches, one forwards funnel events, and each
-``execute`` runs in its own task (at most ``max_executions`` at once per socket), in a
-task group owned by the connection, so closing the socket cancels everything it
-started. Writes go through one lock, so frames never interleave.
+Theory of operation: one task reads and dispatches, one forwards funnel events, one
+writes, and each ``execute`` runs in its own task (at most ``max_executions`` at once per
+socket), in a task group owned by the connection, so closing the socket cancels
+everything it started. Everything to send goes through one bounded outbox (``max_queued``
+messages) that only the writer task empties, so frames never interleave and a client
+that reads slowly holds a bounded amount of memory, never more:
+
+- events and progress (``server.status``, ``tools.changed``, ``auth.required``,
+  ``tool.progress``) that find the outbox full are dropped and counted; once the client
+  has caught up it gets ``events.dropped {count}`` and, for the kinds it subscribed to,
+  a fresh snapshot (``server.status`` of every backend, ``auth.required``, and
+  ``tools.changed``), so its view is current again;
+- answers to the client itself (``tool.executing``, ``tool.result``, ``tool.error``,
+  ``error``) are never dropped: a client that lets ``max_queued`` of those pile up is
+  disconnected (close code 1008, "too slow").
+
+Forwarding funnel events never waits for the socket, so the funnel's own subscriber
+stream is drained as fast as events come.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ __all__ = [
     "Cancel",
     "ClientMessage",
     "ErrorMessage",
+    "EventsDropped",
     "Execute",
     "ServerMessage",
     "ServerStatus",
@@ -156,6 +171,15 @@ class ErrorMessage(_Out, tag="error"):
     message: str
 
 
+class EventsDropped(_Out, tag="events.dropped"):
+    """The client read too slowly: this many events or progress messages were dropped.
+
+    A fresh snapshot of the subscribed kinds follows.
+    """
+
+    count: int
+
+
 ServerMessage = (
     ServerStatus
     | ToolsChanged
@@ -165,6 +189,7 @@ ServerMessage = (
     | ToolResult
     | ToolError
     | ErrorMessage
+    | EventsDropped
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
@@ -181,6 +206,10 @@ def status_message(state: BackendState) -> ServerStatus:
     )
 
 
+class _TooSlow(Exception):
+    """The client let too many answers pile up unread."""
+
+
 class WsConnection:
     """One accepted ``/ws`` connection.
 
@@ -188,53 +217,115 @@ class WsConnection:
         socket: The accepted WebSocket.
         funnel: The funnel whose events and tools it serves.
         max_executions: Executions this socket may run at once.
+        max_queued: Messages waiting for a slow client at most (see the module docs).
     """
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], funnel: Funnel, *, max_executions: int = 8
+        self,
+        socket: WebSocket[Any, Any, Any],
+        funnel: Funnel,
+        *,
+        max_executions: int = 8,
+        max_queued: int = 256,
     ) -> None:
         self._socket = socket
         self._funnel = funnel
         self._max_executions = max_executions
+        self._max_queued = max_queued
         self._subscribed: set[str] = set()
         self._running: dict[ExecutionId, anyio.CancelScope] = {}
-        self._lock = anyio.Lock()
+        self._outbox, self._outgoing = anyio.create_memory_object_stream[ServerMessage](max_queued)
+        self._dropped = 0
+        self._too_slow = False
+
+    @property
+    def dropped(self) -> int:
+        """Events and progress messages dropped and not yet reported to the client."""
+        return self._dropped
 
     async def run(self) -> None:
-        """Serve the connection until the client closes it."""
+        """Serve the connection until the client closes it (or reads too slowly)."""
         call_origin.set("ws")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._forward_events)
+        try:
+            async with self._outbox, self._outgoing, anyio.create_task_group() as tg:
+                tg.start_soon(self._write_out)
+                tg.start_soon(self._forward_events)
+                try:
+                    while True:
+                        event = await self._socket.receive()
+                        if event["type"] == "websocket.disconnect":
+                            break
+                        text = event.get("text")
+                        data = text if isinstance(text, str) else event.get("bytes")
+                        self._dispatch(data if isinstance(data, str | bytes) else b"", tg)
+                except WebSocketDisconnect:
+                    pass
+                finally:
+                    tg.cancel_scope.cancel()
+        except* _TooSlow:
+            self._too_slow = True
+        if self._too_slow:
+            logger.warning("/ws client disconnected: %d answers waited unread", self._max_queued)
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                await self._socket.close(code=1008, reason="too slow: read your messages")
+
+    # -- the outbox
+
+    def _offer(self, message: ServerMessage) -> None:
+        """Queue an event or progress message, or drop it when the client is behind."""
+        try:
+            self._outbox.send_nowait(message)
+        except anyio.WouldBlock:
+            self._dropped += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the connection is ending
+
+    def _answer(self, message: ServerMessage) -> None:
+        """Queue an answer to the client; one it cannot take ends the connection.
+
+        Raises:
+            _TooSlow: ``max_queued`` messages are waiting already.
+        """
+        try:
+            self._outbox.send_nowait(message)
+        except anyio.WouldBlock:
+            raise _TooSlow from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the connection is ending
+
+    async def _write_out(self) -> None:
+        while True:
             try:
-                while True:
-                    event = await self._socket.receive()
-                    if event["type"] == "websocket.disconnect":
-                        break
-                    text = event.get("text")
-                    data = text if isinstance(text, str) else event.get("bytes")
-                    await self._dispatch(data if isinstance(data, str | bytes) else b"", tg)
-            except WebSocketDisconnect:
-                pass
-            finally:
-                tg.cancel_scope.cancel()
+                message = self._outgoing.receive_nowait()
+            except anyio.WouldBlock:
+                if self._dropped:
+                    # Caught up after dropping: say so, then make the view current.
+                    count, self._dropped = self._dropped, 0
+                    await self._write(EventsDropped(count=count))
+                    for fresh in self._snapshot(self._subscribed, changed=True):
+                        await self._write(fresh)
+                    continue
+                message = await self._outgoing.receive()
+            await self._write(message)
 
-    async def _send(self, message: ServerMessage) -> None:
+    async def _write(self, message: ServerMessage) -> None:
         data = _encoder.encode(message).decode()
-        async with self._lock:
-            # A closing socket: the reader ends the connection.
-            with contextlib.suppress(WebSocketDisconnect, OSError):
-                await self._socket.send_text(data)
+        # A closing socket: the reader ends the connection.
+        with contextlib.suppress(WebSocketDisconnect, OSError):
+            await self._socket.send_text(data)
 
-    async def _dispatch(self, data: str | bytes, tg: anyio.abc.TaskGroup) -> None:
+    # -- reading
+
+    def _dispatch(self, data: str | bytes, tg: anyio.abc.TaskGroup) -> None:
         try:
             message = _decoder.decode(data)
         except msgspec.DecodeError as exc:
-            await self._send(ErrorMessage(message=f"invalid message: {exc}"))
+            self._answer(ErrorMessage(message=f"invalid message: {exc}"))
             return
         if isinstance(message, Subscribe | Unsubscribe):
             unknown = [kind for kind in message.events if kind not in (*EVENT_KINDS, "*")]
             if unknown:
-                await self._send(
+                self._answer(
                     ErrorMessage(
                         message=f"unknown event kinds {unknown}; known: {[*EVENT_KINDS, '*']}"
                     )
@@ -246,14 +337,13 @@ class WsConnection:
                 return
             added = kinds - self._subscribed
             self._subscribed |= kinds
-            await self._snapshot(added)
+            for snapshot in self._snapshot(added):
+                self._offer(snapshot)
         elif isinstance(message, Execute):
             if message.id in self._running:
-                await self._send(
-                    ErrorMessage(message=f"execution {message.id!r} is already running")
-                )
+                self._answer(ErrorMessage(message=f"execution {message.id!r} is already running"))
             elif len(self._running) >= self._max_executions:
-                await self._send(
+                self._answer(
                     ToolError(
                         id=message.id,
                         error=f"too many executions at once on this connection (at most {self._max_executions})",
@@ -266,35 +356,40 @@ class WsConnection:
         else:
             running = self._running.get(message.id)
             if running is None:
-                await self._send(ErrorMessage(message=f"no running execution {message.id!r}"))
+                self._answer(ErrorMessage(message=f"no running execution {message.id!r}"))
             else:
                 running.cancel()
 
-    async def _snapshot(self, kinds: set[str]) -> None:
+    def _snapshot(self, kinds: set[str], *, changed: bool = False) -> list[ServerMessage]:
+        """The current state of ``kinds`` (with ``tools.changed`` when ``changed``)."""
+        messages: list[ServerMessage] = []
         for state in self._funnel.states():
             if "server.status" in kinds:
-                await self._send(status_message(state))
+                messages.append(status_message(state))
             if "auth.required" in kinds and state.status == "auth_required" and state.authorize_url:
-                await self._send(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+                messages.append(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+        if changed and "tools.changed" in kinds:
+            messages.append(ToolsChanged(lists=["prompts", "resources", "tools"]))
+        return messages
 
     async def _forward_events(self) -> None:
         async with self._funnel.events() as events:
             async for event in events:
-                await self._on_event(event)
+                self._on_event(event)
 
-    async def _on_event(self, event: FunnelEvent) -> None:
+    def _on_event(self, event: FunnelEvent) -> None:
         state = event.state
         if event.kind == "status" and state is not None:
             if "server.status" in self._subscribed:
-                await self._send(status_message(state))
+                self._offer(status_message(state))
             if (
                 "auth.required" in self._subscribed
                 and state.status == "auth_required"
                 and state.authorize_url
             ):
-                await self._send(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+                self._offer(AuthRequired(server=state.name, authorize_url=state.authorize_url))
         elif event.kind == "list_changed" and "tools.changed" in self._subscribed:
-            await self._send(ToolsChanged(lists=sorted(event.lists)))
+            self._offer(ToolsChanged(lists=sorted(event.lists)))
 
     async def _execute(self, message: Execute, scope: anyio.CancelScope) -> None:
         execution = message.id
@@ -304,37 +399,37 @@ class WsConnection:
                 try:
                     entry = self._funnel.resolve_tool(message.tool)
                 except ToolNotFound:
-                    await self._send(
+                    self._answer(
                         ToolError(
                             id=execution, error=f"Tool not found: {message.tool}", code=-32602
                         )
                     )
                     return
                 except BackendUnavailable as exc:
-                    await self._send(ToolError(id=execution, error=str(exc), code=-32000))
+                    self._answer(ToolError(id=execution, error=str(exc), code=-32000))
                     return
-                await self._send(ToolExecuting(id=execution, tool=entry.name))
+                self._answer(ToolExecuting(id=execution, tool=entry.name))
 
                 async def progress(update: dict[str, Any]) -> None:
-                    await self._send(_progress(execution, update))
+                    self._offer(_progress(execution, update))
 
                 try:
                     result = await self._funnel.call_tool(
                         entry, message.arguments, on_progress=progress
                     )
                 except ToolRateLimited as exc:
-                    await self._send(ToolError(id=execution, error=exc.message, code=exc.code))
+                    self._answer(ToolError(id=execution, error=exc.message, code=exc.code))
                     return
                 except RpcError as exc:
-                    await self._send(ToolError(id=execution, error=exc.message, code=exc.code))
+                    self._answer(ToolError(id=execution, error=exc.message, code=exc.code))
                     return
                 except (BackendUnavailable, TransportError) as exc:
-                    await self._send(ToolError(id=execution, error=str(exc), code=-32000))
+                    self._answer(ToolError(id=execution, error=str(exc), code=-32000))
                     return
                 duration = round((time.perf_counter() - started) * 1000, 1)
-                await self._send(ToolResult(id=execution, result=result, duration_ms=duration))
+                self._answer(ToolResult(id=execution, result=result, duration_ms=duration))
             if scope.cancelled_caught:
-                await self._send(ToolError(id=execution, error="cancelled", code=-32800))
+                self._answer(ToolError(id=execution, error="cancelled", code=-32800))
         finally:
             self._running.pop(execution, None)
 

@@ -4,7 +4,7 @@ Events go to the logger ``funnel.audit`` with structured fields in ``extra`` (``
 ``server``, ``issuer``, ``outcome``, and per event ``reason``, ``grant_type``,
 ``retry_after``, ``scope``). A handler can turn them into JSON lines. They never carry a
 token, code, verifier, state value, secret or ``Authorization`` header: every string
-field passes through :func:`~funnel_auth.redact`.
+field passes through :func:`~funnel_auth.redact` (its fast path, ``redact_fast``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from funnel_auth._redact import redact
+from funnel_auth._redact import redact_fast
 
 __all__ = ["AUDIT_EVENTS", "AUDIT_LOGGER", "audit"]
 
@@ -60,7 +60,7 @@ def audit(
         "issuer": issuer,
     }
     for name, value in fields.items():
-        extra[name] = redact(value) if isinstance(value, str) else value
+        extra[name] = redact_fast(value) if isinstance(value, str) else value
     level = logging.WARNING if outcome in _FAILURES else logging.INFO
     reason = extra.get("reason")
     _logger.log(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["REDACTED", "redact"]
+__all__ = ["REDACTED", "redact", "redact_fast"]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -65,3 +65,28 @@ def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+# Every pattern above needs one of these to match: a scheme or header name, "=", ":", a
+# quote, or a JWT's "eyJ". Text without any of them comes out of ``redact`` unchanged.
+# Whoever adds a pattern that can match without one adds its trigger here (the tests
+# compare both functions over secret-bearing and arbitrary text).
+_TRIGGER: Final = re.compile(r"(?i:bearer|basic|dpop|authorization)|[=:\"']|eyJ")
+
+
+def redact_fast(text: str) -> str:
+    """:func:`redact`, at the cost of one scan for text that cannot hold a credential.
+
+    Audit fields are mostly names (``demo__echo``, ``success``, ``stdio``): they skip the
+    patterns after a single search for anything a pattern needs. The result is always
+    the same as :func:`redact`'s.
+
+    Args:
+        text: Any text that might carry a credential.
+
+    Returns:
+        The text with each credential replaced by ``[REDACTED]``.
+    """
+    if _TRIGGER.search(text) is None:
+        return text
+    return redact(text)
