@@ -41,6 +41,7 @@ from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_server._app import AppSettings, create_app, oauth_hooks
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
 from funnel_server._calls import ServerFunnel
+from funnel_server._live_config import watching_config
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
 from funnel_server._serve import bind, display_host, running_server
 from funnel_tokenstore import funnel_home
@@ -266,7 +267,9 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
                 args.server,
                 args.timeout,
             )
-        return anyio.run(_until_signalled, _run, config, base_dir, settings, sock, args.stdio)
+        return anyio.run(
+            _until_signalled, _run, config, base_dir, settings, sock, args.stdio, args.config
+        )
     finally:
         remove_audit_handlers(handlers)
 
@@ -287,18 +290,22 @@ def _sign_in_url(base: str, token: str, next_path: str | None = None) -> str:
     return f"{url}&next={quote(next_path, safe='/')}" if next_path else url
 
 
-async def _run(
+async def _run(  # noqa: PLR0917 - called positionally by anyio.run
     config: FunnelConfig,
     base_dir: Path,
     settings: AppSettings,
     sock: socket.socket | None,
     stdio: bool,
+    config_path: str | None = None,
 ) -> int:
     port = sock.getsockname()[1] if sock is not None else None
     # Serving starts at once: a slow backend never holds up initialize or the web app;
     # the first list waits for it briefly, and it is announced with list_changed later.
     options = {"ready_timeout": 0.0, **_funnel_options(port)}
-    async with ServerFunnel(config, base_dir=base_dir, **options) as funnel:
+    async with (
+        ServerFunnel(config, base_dir=base_dir, **options) as funnel,
+        watching_config(funnel, config_path),
+    ):
         if sock is None:
             await serve_stdio(funnel, version=_version())
             return EXIT_OK
