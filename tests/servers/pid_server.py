@@ -31,4 +31,5 @@ for _name in sys.argv[1:]:
     _add(_name)
 
 if __name__ == "__main__":
+    print(f"pid-peer {os.getpid()} ready", file=sys.stderr, flush=True)
     server.run("stdio")

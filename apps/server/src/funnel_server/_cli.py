@@ -24,7 +24,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,6 +43,7 @@ from funnel_server._app import AppSettings, create_app, oauth_hooks
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
 from funnel_server._calls import ServerFunnel
 from funnel_server._live_config import watching_config
+from funnel_server._logs import LogBuffer
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
 from funnel_server._serve import bind, display_host, running_server
 from funnel_tokenstore import funnel_home
@@ -303,13 +305,15 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
     # the first list waits for it briefly, and it is announced with list_changed later.
     options = {"ready_timeout": 0.0, **_funnel_options(port)}
     async with (
+        # Capturing before the backends start: the dashboard's log view has their first lines.
+        _captured_logs(settings.log_capacity) as logs,
         ServerFunnel(config, base_dir=base_dir, **options) as funnel,
         watching_config(funnel, config_path),
     ):
         if sock is None:
             await serve_stdio(funnel, version=_version())
             return EXIT_OK
-        app = create_app(funnel, settings)
+        app = create_app(funnel, settings, logs=logs)
         base = _base_url(settings, sock)
         async with running_server(app, sock) as running, anyio.create_task_group() as tg:
             print(
@@ -327,6 +331,12 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
                 await running.stopped.wait()
                 tg.cancel_scope.cancel()
     return EXIT_OK
+
+
+@asynccontextmanager
+async def _captured_logs(capacity: int) -> AsyncIterator[LogBuffer]:
+    with LogBuffer(capacity) as logs:
+        yield logs
 
 
 async def _announce_authorization(funnel: Funnel, base: str, token: str) -> None:

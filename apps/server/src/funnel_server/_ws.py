@@ -3,12 +3,14 @@
 Messages are JSON objects tagged by ``type`` (msgspec tagged unions below).
 
 Client → server: ``subscribe {events}``, ``unsubscribe {events}``, ``execute {id, tool,
-arguments}``, ``cancel {id}``. Server → client: ``server.status``, ``tools.changed``,
-``auth.required`` (only to subscribers of that kind), ``tool.executing``,
+arguments}``, ``cancel {id}``. Server → client: ``server.status``, ``servers.changed``
+(with ``server.status``), ``tools.changed``, ``auth.required``, ``log`` (only to
+subscribers of that kind), ``tool.executing``,
 ``tool.progress``, ``tool.result``, ``tool.error`` (only to the socket that asked),
 ``error`` for a message that cannot be accepted; the socket stays open.
 
-Theory of operation: one task reads and dispatches, one forwards funnel events, and each
+Theory of operation: one task reads and dispatches, one forwards funnel events, one
+forwards new log entries (when the app keeps a :class:`~funnel_server._logs.LogBuffer`), and each
 ``execute`` runs in its own task (at most ``max_executions`` at once per socket), in a
 task group owned by the connection, so closing the socket cancels everything it
 started. Writes go through one lock, so frames never interleave.
@@ -30,6 +32,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from funnel_proxy import BackendState, BackendUnavailable, Funnel, FunnelEvent, ToolNotFound
 from funnel_server._calls import ToolRateLimited, call_origin
+from funnel_server._logs import LogBuffer, LogEntry
 from funnel_transports import RpcError, TransportError
 
 __all__ = [
@@ -39,8 +42,10 @@ __all__ = [
     "ClientMessage",
     "ErrorMessage",
     "Execute",
+    "LogMessage",
     "ServerMessage",
     "ServerStatus",
+    "ServersChanged",
     "Subscribe",
     "ToolError",
     "ToolExecuting",
@@ -53,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger("funnel_server.ws")
 
-EVENT_KINDS: Final = ("server.status", "tools.changed", "auth.required")
+EVENT_KINDS: Final = ("server.status", "tools.changed", "auth.required", "log")
 """What ``subscribe`` accepts (and ``*`` for all of them)."""
 
 ExecutionId = str | int
@@ -64,7 +69,7 @@ class _In(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
 
 
 class Subscribe(_In, tag="subscribe"):
-    """Start receiving these event kinds (``server.status``, ``tools.changed``, ``auth.required``, ``*``)."""
+    """Start receiving these event kinds (``server.status``, ``tools.changed``, ``auth.required``, ``log``, ``*``)."""
 
     events: list[str]
 
@@ -103,6 +108,27 @@ class ServerStatus(_Out, tag="server.status"):
     status: str
     error: str | UnsetType = UNSET
     tool_count: int = 0
+
+
+class ServersChanged(_Out, tag="servers.changed"):
+    """Servers were added, removed, restarted or disabled; fetch ``/api/servers`` again."""
+
+
+class LogMessage(_Out, tag="log"):
+    """A new log entry: a backend's stderr line, an audit event, or a funnel log line.
+
+    Subscribing to ``log`` first sends the kept entries not sent yet (at most the last
+    200), then each new one.
+    """
+
+    seq: int
+    time: float
+    level: str
+    source: str
+    message: str
+    server: str | UnsetType = UNSET
+    event: str | UnsetType = UNSET
+    outcome: str | UnsetType = UNSET
 
 
 class ToolsChanged(_Out, tag="tools.changed"):
@@ -158,6 +184,8 @@ class ErrorMessage(_Out, tag="error"):
 
 ServerMessage = (
     ServerStatus
+    | ServersChanged
+    | LogMessage
     | ToolsChanged
     | AuthRequired
     | ToolExecuting
@@ -169,6 +197,23 @@ ServerMessage = (
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
 _encoder: Final = msgspec.json.Encoder()
+
+
+def log_message(entry: LogEntry) -> LogMessage:
+    """The ``log`` message for a log entry."""
+    return LogMessage(
+        seq=entry.seq,
+        time=entry.time,
+        level=entry.level,
+        source=entry.source,
+        server=entry.server if entry.server is not None else UNSET,
+        message=entry.message,
+        event=entry.event if entry.event is not None else UNSET,
+        outcome=entry.outcome if entry.outcome is not None else UNSET,
+    )
+
+
+_LOG_SNAPSHOT: Final = 200
 
 
 def status_message(state: BackendState) -> ServerStatus:
@@ -188,23 +233,33 @@ class WsConnection:
         socket: The accepted WebSocket.
         funnel: The funnel whose events and tools it serves.
         max_executions: Executions this socket may run at once.
+        logs: The app's log buffer (``log`` events); ``None``: no log events.
     """
 
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], funnel: Funnel, *, max_executions: int = 8
+        self,
+        socket: WebSocket[Any, Any, Any],
+        funnel: Funnel,
+        *,
+        max_executions: int = 8,
+        logs: LogBuffer | None = None,
     ) -> None:
         self._socket = socket
         self._funnel = funnel
+        self._logs = logs
         self._max_executions = max_executions
         self._subscribed: set[str] = set()
         self._running: dict[ExecutionId, anyio.CancelScope] = {}
         self._lock = anyio.Lock()
+        self._log_sent = 0
 
     async def run(self) -> None:
         """Serve the connection until the client closes it."""
         call_origin.set("ws")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._forward_events)
+            if self._logs is not None:
+                tg.start_soon(self._forward_logs, self._logs)
             try:
                 while True:
                     event = await self._socket.receive()
@@ -271,11 +326,25 @@ class WsConnection:
                 running.cancel()
 
     async def _snapshot(self, kinds: set[str]) -> None:
+        if "log" in kinds and self._logs is not None:
+            backlog = self._logs.entries(after=self._log_sent, limit=_LOG_SNAPSHOT)
+            if backlog:
+                self._log_sent = backlog[-1].seq
+            for entry in backlog:
+                await self._send(log_message(entry))
         for state in self._funnel.states():
             if "server.status" in kinds:
                 await self._send(status_message(state))
             if "auth.required" in kinds and state.status == "auth_required" and state.authorize_url:
                 await self._send(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+
+    async def _forward_logs(self, logs: LogBuffer) -> None:
+        with logs.subscribe() as entries:
+            async for entry in entries:
+                # An entry already sent in a subscription's backlog is not sent again.
+                if "log" in self._subscribed and entry.seq > self._log_sent:
+                    self._log_sent = entry.seq
+                    await self._send(log_message(entry))
 
     async def _forward_events(self) -> None:
         async with self._funnel.events() as events:
@@ -293,6 +362,8 @@ class WsConnection:
                 and state.authorize_url
             ):
                 await self._send(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+        elif event.kind == "servers_changed" and "server.status" in self._subscribed:
+            await self._send(ServersChanged())
         elif event.kind == "list_changed" and "tools.changed" in self._subscribed:
             await self._send(ToolsChanged(lists=sorted(event.lists)))
 
