@@ -132,7 +132,8 @@ class ServerInfo(msgspec.Struct, frozen=True, rename="camel"):
         protocol_version: The negotiated MCP version.
         tool_count: Tools the backend lists.
         auth_required: Whether a person must authorize it.
-        authorize_url: Where to start that (a path on this server).
+        authorize_url: Where to start that (a path on this server); only while
+            ``auth_required``.
     """
 
     name: str
@@ -332,7 +333,8 @@ def _server_info(funnel: Funnel) -> list[ServerInfo]:
             protocol_version=state.protocol_version,
             tool_count=len(state.tools),
             auth_required=state.status == "auth_required",
-            authorize_url=state.authorize_url,
+            # The backend remembers the URL; it is an action only while a login is needed.
+            authorize_url=state.authorize_url if state.status == "auth_required" else None,
         )
         for state in funnel.states()
     ]
@@ -597,7 +599,7 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
             headers={
                 "content-security-policy": (
                     "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' data:; "
                     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
                 ),
                 "cache-control": "no-store",
