@@ -75,7 +75,12 @@ async def serving(
     """
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    options: dict[str, Any] = {"ready_timeout": 20.0, **(funnel_options or {})}
+    # As funnel-server does: OAuth logins come back to this server's own callback.
+    options: dict[str, Any] = {
+        "ready_timeout": 20.0,
+        "redirect_uri": f"http://localhost:{port}/api/oauth/callback",
+        **(funnel_options or {}),
+    }
     try:
         # The log view's buffer is capturing before the backends start (their first lines).
         with LogBuffer() as logs:
