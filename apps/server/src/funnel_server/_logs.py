@@ -99,7 +99,10 @@ def _describe(record: logging.LogRecord) -> tuple[LogSource, str | None, str]:
     if server is None:
         return "funnel", None, record.getMessage()
     assert isinstance(args, tuple)  # noqa: S101 - narrowed by the test above
-    text = str(record.msg)[len("[%s] ") :] % args[1:]
+    try:
+        text = str(record.msg)[len("[%s] ") :] % args[1:]
+    except (TypeError, ValueError):  # arguments that do not fit the format: keep it whole
+        return "funnel", server, record.getMessage()
     if record.funcName == _STDERR_FUNCTION and record.name.startswith("funnel_transports"):
         return "stderr", server, text
     return "funnel", server, text
