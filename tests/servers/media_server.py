@@ -1,4 +1,5 @@
-"""A stdio MCP test server (official SDK) whose tools answer with an image and with audio.
+"""A stdio MCP test server (official SDK) whose tools answer with an image and with audio,
+and one (``options``) whose arguments are of every JSON schema kind a form has a field for.
 
 The image is a 48x48 PNG drawn here (a purple square on a transparent ground), the audio
 a quarter second of a 440 Hz tone as 8 kHz mono WAV: real, decodable media, so a browser
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import struct
 import wave
 import zlib
+from typing import Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import AudioContent, ImageContent, TextContent
@@ -75,6 +78,27 @@ def tone() -> list[AudioContent]:
     return [
         AudioContent(type="audio", data=base64.b64encode(wav()).decode(), mime_type="audio/wav")
     ]
+
+
+@server.tool()
+def options(  # noqa: PLR0917 - a tool's parameters are its arguments
+    color: Literal["red", "green", "blue"],
+    count: int,
+    loud: bool = False,
+    ratio: float = 0.5,
+    tags: list[str] | None = None,
+    note: str = "",
+) -> str:
+    """Answer the arguments it got, as JSON with sorted keys."""
+    given = {
+        "color": color,
+        "count": count,
+        "loud": loud,
+        "ratio": ratio,
+        "tags": tags,
+        "note": note,
+    }
+    return json.dumps(given, sort_keys=True)
 
 
 if __name__ == "__main__":

@@ -268,6 +268,41 @@ async def test_the_arguments_form_follows_the_schema_and_json_stays_editable(
         await expect(b).to_have_value("2")
 
 
+async def test_the_form_has_a_field_of_the_right_kind_for_every_argument(
+    serve: Serve, peers: FunnelConfig
+) -> None:
+    async with serve(peers) as served, dashboard(served) as (page, expect):
+        await page.locator("#tool-search").fill("media__options")
+        await page.locator('.tool[data-name="media__options"]').click()
+        form = page.locator("#form")
+        await expect(form.locator("select[name=color] option")).to_have_text(
+            ["red", "green", "blue"]
+        )
+        await expect(form.locator("input[name=loud]")).to_have_attribute("type", "checkbox")
+        await expect(form.locator("input[name=ratio]")).to_have_value("0.5")  # its default
+        await expect(form.locator("input[name=ratio]")).to_have_attribute("step", "any")
+        await expect(form.locator("textarea[name=tags]")).to_have_attribute(
+            "placeholder", "JSON array"
+        )
+        await form.locator("select[name=color]").select_option(label="green")
+        await form.locator("input[name=count]").fill("3")
+        await form.locator("input[name=loud]").check()
+        await form.locator("textarea[name=tags]").fill('["x", "y"]')
+        await form.locator("input[name=note]").fill("hi")
+        await page.locator("#execute").click()
+        await expect(page.locator("#result-meta")).to_contain_text("ms")
+        answer = json.loads(await page.locator("#result .part-text").text_content() or "")
+        assert answer == {
+            "color": "green",
+            "count": 3,
+            "loud": True,
+            "note": "hi",
+            "ratio": 0.5,
+            "tags": ["x", "y"],
+        }
+        await page.screenshot(path=str(screenshot_path("dashboard-form-kinds")), full_page=True)
+
+
 async def test_image_and_audio_results_are_rendered_as_media(
     serve: Serve, peers: FunnelConfig
 ) -> None:

@@ -202,3 +202,27 @@ async def test_a_server_is_disabled_and_enabled_over_rest(
         "server.disabled",
         "server.enabled",
     ]
+
+
+@pytest.mark.anyio
+async def test_ws_status_subscribers_hear_servers_changed_when_one_is_disabled(
+    serve: Serve, two_peers: FunnelConfig
+) -> None:
+    async with (
+        serve(two_peers) as served,
+        connect(served.ws_url, additional_headers=served.auth, open_timeout=5) as ws,
+        httpx.AsyncClient(base_url=served.base, headers=served.auth) as http,
+    ):
+        await ws.send(json.dumps({"type": "subscribe", "events": ["server.status"]}))
+        await http.post("/api/servers/b/disable")
+        seen: list[dict[str, Any]] = []
+        with anyio.fail_after(10):
+            while not seen or seen[-1] != {
+                "type": "server.status",
+                "server": "b",
+                "status": "disabled",
+                "toolCount": 0,
+            }:
+                seen.append(json.loads(await ws.recv()))
+    assert {"type": "servers.changed"} in seen
+    assert not any(message["type"] == "log" for message in seen), "log was not subscribed"
