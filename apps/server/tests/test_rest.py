@@ -35,6 +35,9 @@ async def test_health_is_open_and_says_the_version(serve: Serve) -> None:
     [
         ("GET", "/api/servers"),
         ("POST", "/api/servers/demo/reconnect"),
+        ("POST", "/api/servers/demo/disable"),
+        ("POST", "/api/servers/demo/enable"),
+        ("GET", "/api/logs"),
         ("GET", "/api/tools"),
         ("POST", "/api/tools/demo__echo/call"),
         ("GET", "/api/oauth/authorize/demo"),
@@ -78,7 +81,11 @@ async def test_tools_shows_exposed_and_hidden_tools_and_why(
     assert tools["demo__echo"]["inputSchema"]["required"] == ["message"]
     assert tools["demo__word_count"]["exposed"] is False
     assert tools["demo__word_count"]["reason"] == "allowlist"
-    assert "demo__new_uuid" not in tools, "hideTools removes a tool from the surface"
+    # hideTools removes a tool from the surface; the API still lists it, and why.
+    assert (tools["demo__new_uuid"]["exposed"], tools["demo__new_uuid"]["reason"]) == (
+        False,
+        "hidden",
+    )
     assert tools["sdk__slow"]["server"] == "sdk" and tools["sdk__slow"]["original"] == "slow"
 
 

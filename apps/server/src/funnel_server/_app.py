@@ -33,13 +33,22 @@ from litestar.exceptions import (
 from litestar.handlers import asgi
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, Parameter
 from litestar.response import Redirect
 from litestar.types import Receive, Scope, Send
 
 from funnel_auth import AuthError, IssuerMismatch, RateLimiter
-from funnel_proxy import BackendUnavailable, Funnel, ProxyError, ToolNotFound
+from funnel_proxy import (
+    BackendUnavailable,
+    Funnel,
+    ProxyError,
+    Reason,
+    ToolNotFound,
+    namespaced_name,
+)
+from funnel_server._audit import audit
 from funnel_server._calls import ToolRateLimited, call_origin
+from funnel_server._logs import LogBuffer, LogEntry
 from funnel_server._mcp_http import McpEndpoint
 from funnel_server._middleware import SecurityMiddleware
 from funnel_server._security import InboundAuth, OriginPolicy
@@ -52,7 +61,9 @@ __all__ = [
     "CallRequest",
     "CallResult",
     "Health",
+    "LogList",
     "ReconnectAccepted",
+    "ServerChanged",
     "ServerInfo",
     "ServerList",
     "ToolInfo",
@@ -92,7 +103,8 @@ class ServerInfo(msgspec.Struct, frozen=True, rename="camel"):
         protocol_version: The negotiated MCP version.
         tool_count: Tools the backend lists.
         auth_required: Whether a person must authorize it.
-        authorize_url: Where to start that (a path on this server).
+        authorize_url: Where to start that (a path on this server); only while
+            ``auth_required``.
     """
 
     name: str
@@ -122,6 +134,27 @@ class ReconnectAccepted(msgspec.Struct, frozen=True):
     status: str
 
 
+class ServerChanged(msgspec.Struct, frozen=True):
+    """A server was disabled or enabled."""
+
+    server: str
+    status: str
+
+
+class LogList(msgspec.Struct, frozen=True, rename="camel"):
+    """Recent log entries, oldest first.
+
+    Attributes:
+        entries: The entries asked for.
+        last_seq: The newest entry's ``seq`` (ask ``after`` it next time).
+        capacity: How many entries the server keeps.
+    """
+
+    entries: list[LogEntry]
+    last_seq: int
+    capacity: int
+
+
 class ToolInfo(msgspec.Struct, frozen=True, rename="camel"):
     """One registered tool.
 
@@ -132,7 +165,9 @@ class ToolInfo(msgspec.Struct, frozen=True, rename="camel"):
         description: The backend's description.
         input_schema: The JSON schema of its arguments.
         exposed: Whether MCP clients see it in ``tools/list``.
-        reason: Why (``default``, ``allowlist``, ``always``, ``enabled``, ``core``).
+        reason: Why (``default``, ``allowlist``, ``always``, ``enabled``, ``core``, or
+            ``hidden``: ``hideTools`` matches it, so MCP clients cannot see, search or
+            call it at all).
     """
 
     name: str
@@ -269,10 +304,50 @@ def _server_info(funnel: Funnel) -> list[ServerInfo]:
             protocol_version=state.protocol_version,
             tool_count=len(state.tools),
             auth_required=state.status == "auth_required",
-            authorize_url=state.authorize_url,
+            # The backend remembers the URL; it is an action only while a login is needed.
+            authorize_url=state.authorize_url if state.status == "auth_required" else None,
         )
         for state in funnel.states()
     ]
+
+
+def _tool_infos(funnel: Funnel) -> list[ToolInfo]:
+    """Registered tools (the surface), then the connected backends' hidden ones."""
+    surface = funnel.surface
+    infos = [
+        ToolInfo(
+            name=entry.name,
+            server=entry.server,
+            original=entry.original,
+            description=_description(entry.definition),
+            input_schema=_schema(entry.definition),
+            exposed=entry.exposed,
+            reason=str(entry.reason),
+        )
+        for entry in surface.tools
+    ]
+    registered = {(entry.server, entry.original) for entry in surface.tools}
+    for state in funnel.states():
+        if state.status != "connected":
+            continue
+        for tool in state.tools:
+            original = tool.get("name")
+            if not isinstance(original, str) or (state.name, original) in registered:
+                continue
+            name = namespaced_name(state.name, original)
+            if funnel.policy.decide(name).reason is Reason.HIDDEN:
+                infos.append(
+                    ToolInfo(
+                        name=name,
+                        server=state.name,
+                        original=original,
+                        description=_description(tool),
+                        input_schema=_schema(tool),
+                        exposed=False,
+                        reason=str(Reason.HIDDEN),
+                    )
+                )
+    return infos
 
 
 def _description(definition: Any) -> str | None:
@@ -327,12 +402,17 @@ async def _unless_disconnected(
 # ---------------------------------------------------------------------- the app
 
 
-def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0915 - one closure per route keeps the funnel out of global state
+def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of global state
+    funnel: Funnel, settings: AppSettings, *, logs: LogBuffer | None = None
+) -> Litestar:
     """Build the web app over a running funnel.
 
     Args:
         funnel: The funnel (entered) to serve.
         settings: Token, host checks and bounds.
+        logs: The log view's buffer, installed by the caller before the funnel started
+            (so it has the backends' first stderr lines). Default: a buffer of
+            ``settings.log_capacity`` entries that the app installs while it runs.
 
     Returns:
         The Litestar application (an ASGI app).
@@ -356,6 +436,8 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
         session_idle_timeout=settings.mcp_session_idle_timeout,
     )
     dashboard = _dashboard()
+    own_logs = logs is None
+    logs = LogBuffer(settings.log_capacity) if logs is None else logs
 
     @get("/api/health", opt={"auth": "open"}, tags=["status"], sync_to_thread=False)
     def health() -> Health:
@@ -379,23 +461,53 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
         state = next(state for state in funnel.states() if state.name == name)
         return ReconnectAccepted(server=name, status=state.status)
 
+    async def set_disabled(name: str, *, disabled: bool) -> ServerChanged:
+        try:
+            state = await funnel.set_disabled(name, disabled)
+        except KeyError:
+            raise NotFoundException(detail=f"No server named {name!r}") from None
+        except ProxyError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
+        audit(
+            "server.disabled" if disabled else "server.enabled",
+            outcome="success",
+            server=name,
+            client="rest",
+        )
+        return ServerChanged(server=name, status=state.status)
+
+    @post("/api/servers/{name:str}/disable", status_code=200, tags=["servers"])
+    async def disable(name: FromPath[str]) -> ServerChanged:
+        """Stop a backend and keep it stopped (until enabled; not written to the config file)."""
+        return await set_disabled(name, disabled=True)
+
+    @post("/api/servers/{name:str}/enable", status_code=200, tags=["servers"])
+    async def enable(name: FromPath[str]) -> ServerChanged:
+        """Start a backend disabled at run time again (409 if the config file disables it)."""
+        return await set_disabled(name, disabled=False)
+
+    @get("/api/logs", tags=["status"], sync_to_thread=False)
+    def logs_route(
+        server: Annotated[
+            str | None, Parameter(description="only entries about this backend")
+        ] = None,
+        source: Annotated[
+            Literal["stderr", "audit", "funnel"] | None, Parameter(description="only this source")
+        ] = None,
+        after: Annotated[int, Parameter(ge=0, description="only entries with a larger seq")] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=5000, description="at most this many")] = 500,
+    ) -> LogList:
+        """Recent log lines: backends' stderr, audit events and funnel's own log (newest last)."""
+        return LogList(
+            entries=logs.entries(server=server, source=source, after=after, limit=limit),
+            last_seq=logs.last_seq,
+            capacity=logs.capacity,
+        )
+
     @get("/api/tools", tags=["tools"], sync_to_thread=False)
     def tools() -> ToolList:
-        """The tool surface: every registered tool, exposed or not, and why."""
-        return ToolList(
-            tools=[
-                ToolInfo(
-                    name=entry.name,
-                    server=entry.server,
-                    original=entry.original,
-                    description=_description(entry.definition),
-                    input_schema=_schema(entry.definition),
-                    exposed=entry.exposed,
-                    reason=str(entry.reason),
-                )
-                for entry in funnel.surface.tools
-            ]
-        )
+        """The tool surface: every registered tool, exposed or not, and why; then hidden ones."""
+        return ToolList(tools=_tool_infos(funnel))
 
     @post("/api/tools/{name:str}/call", status_code=200, tags=["tools"])
     async def call(
@@ -505,7 +617,7 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
             headers={
                 "content-security-policy": (
                     "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' data:; "
                     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
                 ),
                 "cache-control": "no-store",
@@ -519,7 +631,9 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
     async def ws(socket: WebSocket[Any, Any, Any]) -> None:
         """Live events and tool execution (see the README for the protocol)."""
         await socket.accept()
-        await WsConnection(socket, funnel, max_executions=settings.max_ws_executions).run()
+        await WsConnection(
+            socket, funnel, max_executions=settings.max_ws_executions, logs=logs
+        ).run()
 
     @asgi("/mcp", copy_scope=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
@@ -531,6 +645,9 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
             health,
             servers,
             reconnect,
+            disable,
+            enable,
+            logs_route,
             tools,
             call,
             authorize,
@@ -547,10 +664,12 @@ def create_app(funnel: Funnel, settings: AppSettings) -> Litestar:  # noqa: PLR0
             path="/schema",
             render_plugins=[JsonRenderPlugin()],
         ),
-        on_shutdown=[endpoint.close_all],
+        on_startup=[logs.install] if own_logs else [],
+        on_shutdown=[endpoint.close_all, logs.uninstall] if own_logs else [endpoint.close_all],
         debug=False,
         # The app configures logging itself; Litestar's dictConfig would disable existing loggers.
         logging_config=None,
     )
     app.state.mcp_endpoint = endpoint
+    app.state.logs = logs
     return app

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from funnel_auth import RateLimiter
-from funnel_proxy import Funnel, FunnelConfig, PatternSet, RateLimits, ToolEntry
+from funnel_proxy import Funnel, FunnelConfig, PatternSet, RateLimits, ReloadReport, ToolEntry
 from funnel_server._audit import audit
 from funnel_transports import RpcError
 
@@ -64,9 +64,13 @@ class ToolCallLimits:
     Args:
         limits: The config's ``rateLimits``.
         clock: A monotonic clock in seconds.
+
+    Attributes:
+        config: The ``rateLimits`` these limits were built from.
     """
 
     def __init__(self, limits: RateLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = limits
         self._buckets = [
             (
                 pattern,
@@ -116,7 +120,15 @@ class ServerFunnel(Funnel):
         **options: Any,
     ) -> None:
         super().__init__(config, **options)
+        self._clock = clock
         self.limits = ToolCallLimits(config.rate_limits, clock=clock)
+
+    async def apply_config(self, config: FunnelConfig) -> ReloadReport:
+        """:meth:`Funnel.apply_config`, and the new config's ``rateLimits`` (counts start afresh)."""
+        report = await super().apply_config(config)
+        if config.rate_limits != self.limits.config:
+            self.limits = ToolCallLimits(config.rate_limits, clock=self._clock)
+        return report
 
     def admit(self, entry: ToolEntry) -> dict[str, str | float | None]:
         """Refuse a call that a configured limit does not allow (audited either way).

@@ -27,7 +27,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -42,6 +43,8 @@ from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
 from funnel_server._calls import ServerFunnel
+from funnel_server._live_config import watching_config
+from funnel_server._logs import LogBuffer
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
 from funnel_server._serve import bind, display_host, running_server
 from funnel_server._settings import AppSettings
@@ -289,7 +292,9 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
                 args.server,
                 args.timeout,
             )
-        return _event_loop(_until_signalled, _run, config, base_dir, settings, sock, args.stdio)
+        return _event_loop(
+            _until_signalled, _run, config, base_dir, settings, sock, args.stdio, args.config
+        )
     finally:
         remove_audit_handlers(audit_log)
 
@@ -323,18 +328,24 @@ def _sign_in_url(base: str, token: str, next_path: str | None = None) -> str:
     return f"{url}&next={quote(next_path, safe='/')}" if next_path else url
 
 
-async def _run(
+async def _run(  # noqa: PLR0917 - called positionally by anyio.run
     config: FunnelConfig,
     base_dir: Path,
     settings: AppSettings,
     sock: socket.socket | None,
     stdio: bool,
+    config_path: str | None = None,
 ) -> int:
     port = sock.getsockname()[1] if sock is not None else None
     # Serving starts at once: a slow backend never holds up initialize or the web app;
     # the first list waits for it briefly, and it is announced with list_changed later.
     options = {"ready_timeout": 0.0, "startup_wait": _startup_wait(), **_funnel_options(port)}
-    async with ServerFunnel(config, base_dir=base_dir, **options) as funnel:
+    async with (
+        # Capturing before the backends start: the dashboard's log view has their first lines.
+        _captured_logs(settings.log_capacity) as logs,
+        ServerFunnel(config, base_dir=base_dir, **options) as funnel,
+        watching_config(funnel, config_path),
+    ):
         if sock is None:
             await serve_stdio(funnel, version=_version())
             return EXIT_OK
@@ -348,14 +359,14 @@ async def _run(
             # and its imports are paid only when the first connection arrives.
             print(banner, file=sys.stderr, flush=True)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_web_app_on_first_connection, funnel, settings, sock)
+                tg.start_soon(_web_app_on_first_connection, funnel, settings, sock, logs)
                 tg.start_soon(_announce_authorization, funnel, base, settings.api_token)
                 await serve_stdio(funnel, version=_version())
                 tg.cancel_scope.cancel()
             return EXIT_OK
         from funnel_server._app import create_app
 
-        async with running_server(create_app(funnel, settings), sock) as running:
+        async with running_server(create_app(funnel, settings, logs=logs), sock) as running:
             print(banner, file=sys.stderr, flush=True)
             _overview(funnel, sys.stderr)
             await running.stopped.wait()
@@ -363,7 +374,7 @@ async def _run(
 
 
 async def _web_app_on_first_connection(
-    funnel: Funnel, settings: AppSettings, sock: socket.socket
+    funnel: Funnel, settings: AppSettings, sock: socket.socket, logs: LogBuffer
 ) -> None:
     """Start the web app on ``sock`` once a client connects to it (``--stdio`` mode).
 
@@ -375,11 +386,17 @@ async def _web_app_on_first_connection(
     try:
         await anyio.wait_readable(sock)
         app_module = await anyio.to_thread.run_sync(importlib.import_module, "funnel_server._app")
-        app = app_module.create_app(funnel, settings)
+        app = app_module.create_app(funnel, settings, logs=logs)
         async with running_server(app, sock) as running:
             await running.stopped.wait()
     finally:
         sock.close()
+
+
+@asynccontextmanager
+async def _captured_logs(capacity: int) -> AsyncIterator[LogBuffer]:
+    with LogBuffer(capacity) as logs:
+        yield logs
 
 
 async def _announce_authorization(funnel: Funnel, base: str, token: str) -> None:

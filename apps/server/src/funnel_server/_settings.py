@@ -23,6 +23,7 @@ class AppSettings:
         mcp_max_sessions: Handshake-era ``/mcp`` sessions kept at most.
         mcp_session_idle_timeout: Seconds an unused ``/mcp`` session is kept.
         instructions: Instructions for models, sent by ``/mcp`` on initialize/discover.
+        log_capacity: Log entries the dashboard's log view keeps in memory.
     """
 
     api_token: str
@@ -36,3 +37,4 @@ class AppSettings:
     mcp_max_sessions: int = 256
     mcp_session_idle_timeout: float = 3600.0
     instructions: str | None = field(default=None)
+    log_capacity: int = 2000

@@ -3,20 +3,22 @@
 Messages are JSON objects tagged by ``type`` (msgspec tagged unions below).
 
 Client → server: ``subscribe {events}``, ``unsubscribe {events}``, ``execute {id, tool,
-arguments}``, ``cancel {id}``. Server → client: ``server.status``, ``tools.changed``,
-``auth.required`` (only to subscribers of that kind), ``tool.executing``,
+arguments}``, ``cancel {id}``. Server → client: ``server.status``, ``servers.changed``
+(with ``server.status``), ``tools.changed``, ``auth.required``, ``log`` (only to
+subscribers of that kind), ``tool.executing``,
 ``tool.progress``, ``tool.result``, ``tool.error`` (only to the socket that asked),
 ``error`` for a message that cannot be accepted; the socket stays open.
 
 Theory of operation: one task reads and dispatches, one forwards funnel events, one
-writes, and each ``execute`` runs in its own task (at most ``max_executions`` at once per
+forwards new log entries (when the app keeps a :class:`~funnel_server._logs.LogBuffer`),
+one writes, and each ``execute`` runs in its own task (at most ``max_executions`` at once per
 socket), in a task group owned by the connection, so closing the socket cancels
 everything it started. Everything to send goes through one bounded outbox (``max_queued``
 messages) that only the writer task empties, so frames never interleave and a client
 that reads slowly holds a bounded amount of memory, never more:
 
-- events and progress (``server.status``, ``tools.changed``, ``auth.required``,
-  ``tool.progress``) that find the outbox full are dropped and counted; once the client
+- events and progress (``server.status``, ``servers.changed``, ``tools.changed``,
+  ``auth.required``, ``log``, ``tool.progress``) that find the outbox full are dropped and counted; once the client
   has caught up it gets ``events.dropped {count}`` and, for the kinds it subscribed to,
   a fresh snapshot (``server.status`` of every backend, ``auth.required``, and
   ``tools.changed``), so its view is current again;
@@ -44,6 +46,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from funnel_proxy import BackendState, BackendUnavailable, Funnel, FunnelEvent, ToolNotFound
 from funnel_server._calls import ToolRateLimited, call_origin
+from funnel_server._logs import LogBuffer, LogEntry
 from funnel_transports import RpcError, TransportError
 
 __all__ = [
@@ -54,8 +57,10 @@ __all__ = [
     "ErrorMessage",
     "EventsDropped",
     "Execute",
+    "LogMessage",
     "ServerMessage",
     "ServerStatus",
+    "ServersChanged",
     "Subscribe",
     "ToolError",
     "ToolExecuting",
@@ -68,7 +73,7 @@ __all__ = [
 
 logger = logging.getLogger("funnel_server.ws")
 
-EVENT_KINDS: Final = ("server.status", "tools.changed", "auth.required")
+EVENT_KINDS: Final = ("server.status", "tools.changed", "auth.required", "log")
 """What ``subscribe`` accepts (and ``*`` for all of them)."""
 
 ExecutionId = str | int
@@ -79,7 +84,7 @@ class _In(msgspec.Struct, tag_field="type", forbid_unknown_fields=True):
 
 
 class Subscribe(_In, tag="subscribe"):
-    """Start receiving these event kinds (``server.status``, ``tools.changed``, ``auth.required``, ``*``)."""
+    """Start receiving these event kinds (``server.status``, ``tools.changed``, ``auth.required``, ``log``, ``*``)."""
 
     events: list[str]
 
@@ -118,6 +123,27 @@ class ServerStatus(_Out, tag="server.status"):
     status: str
     error: str | UnsetType = UNSET
     tool_count: int = 0
+
+
+class ServersChanged(_Out, tag="servers.changed"):
+    """Servers were added, removed, restarted or disabled; fetch ``/api/servers`` again."""
+
+
+class LogMessage(_Out, tag="log"):
+    """A new log entry: a backend's stderr line, an audit event, or a funnel log line.
+
+    Subscribing to ``log`` first sends the kept entries not sent yet (at most the last
+    200), then each new one.
+    """
+
+    seq: int
+    time: float
+    level: str
+    source: str
+    message: str
+    server: str | UnsetType = UNSET
+    event: str | UnsetType = UNSET
+    outcome: str | UnsetType = UNSET
 
 
 class ToolsChanged(_Out, tag="tools.changed"):
@@ -182,6 +208,8 @@ class EventsDropped(_Out, tag="events.dropped"):
 
 ServerMessage = (
     ServerStatus
+    | ServersChanged
+    | LogMessage
     | ToolsChanged
     | AuthRequired
     | ToolExecuting
@@ -194,6 +222,23 @@ ServerMessage = (
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
 _encoder: Final = msgspec.json.Encoder()
+
+
+def log_message(entry: LogEntry) -> LogMessage:
+    """The ``log`` message for a log entry."""
+    return LogMessage(
+        seq=entry.seq,
+        time=entry.time,
+        level=entry.level,
+        source=entry.source,
+        server=entry.server if entry.server is not None else UNSET,
+        message=entry.message,
+        event=entry.event if entry.event is not None else UNSET,
+        outcome=entry.outcome if entry.outcome is not None else UNSET,
+    )
+
+
+_LOG_SNAPSHOT: Final = 200
 
 
 def status_message(state: BackendState) -> ServerStatus:
@@ -218,6 +263,7 @@ class WsConnection:
         funnel: The funnel whose events and tools it serves.
         max_executions: Executions this socket may run at once.
         max_queued: Messages waiting for a slow client at most (see the module docs).
+        logs: The app's log buffer (``log`` events); ``None``: no log events.
     """
 
     def __init__(
@@ -227,9 +273,11 @@ class WsConnection:
         *,
         max_executions: int = 8,
         max_queued: int = 256,
+        logs: LogBuffer | None = None,
     ) -> None:
         self._socket = socket
         self._funnel = funnel
+        self._logs = logs
         self._max_executions = max_executions
         self._max_queued = max_queued
         self._subscribed: set[str] = set()
@@ -237,6 +285,7 @@ class WsConnection:
         self._outbox, self._outgoing = anyio.create_memory_object_stream[ServerMessage](max_queued)
         self._dropped = 0
         self._too_slow = False
+        self._log_sent = 0
 
     @property
     def dropped(self) -> int:
@@ -250,6 +299,8 @@ class WsConnection:
             async with self._outbox, self._outgoing, anyio.create_task_group() as tg:
                 tg.start_soon(self._write_out)
                 tg.start_soon(self._forward_events)
+                if self._logs is not None:
+                    tg.start_soon(self._forward_logs, self._logs)
                 try:
                     while True:
                         event = await self._socket.receive()
@@ -363,6 +414,11 @@ class WsConnection:
     def _snapshot(self, kinds: set[str], *, changed: bool = False) -> list[ServerMessage]:
         """The current state of ``kinds`` (with ``tools.changed`` when ``changed``)."""
         messages: list[ServerMessage] = []
+        if "log" in kinds and self._logs is not None:
+            backlog = self._logs.entries(after=self._log_sent, limit=_LOG_SNAPSHOT)
+            if backlog:
+                self._log_sent = backlog[-1].seq
+            messages.extend(log_message(entry) for entry in backlog)
         for state in self._funnel.states():
             if "server.status" in kinds:
                 messages.append(status_message(state))
@@ -371,6 +427,14 @@ class WsConnection:
         if changed and "tools.changed" in kinds:
             messages.append(ToolsChanged(lists=["prompts", "resources", "tools"]))
         return messages
+
+    async def _forward_logs(self, logs: LogBuffer) -> None:
+        with logs.subscribe() as entries:
+            async for entry in entries:
+                # An entry already sent in a subscription's backlog is not sent again.
+                if "log" in self._subscribed and entry.seq > self._log_sent:
+                    self._log_sent = entry.seq
+                    self._offer(log_message(entry))
 
     async def _forward_events(self) -> None:
         async with self._funnel.events() as events:
@@ -388,6 +452,8 @@ class WsConnection:
                 and state.authorize_url
             ):
                 self._offer(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+        elif event.kind == "servers_changed" and "server.status" in self._subscribed:
+            self._offer(ServersChanged())
         elif event.kind == "list_changed" and "tools.changed" in self._subscribed:
             self._offer(ToolsChanged(lists=sorted(event.lists)))
 

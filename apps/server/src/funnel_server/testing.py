@@ -20,6 +20,7 @@ from funnel_proxy import FunnelConfig
 from funnel_server._app import AppSettings, create_app
 from funnel_server._calls import ServerFunnel
 from funnel_server._cli import demo_config
+from funnel_server._logs import LogBuffer
 from funnel_server._serve import bind, running_server
 
 __all__ = ["Served", "serving"]
@@ -74,11 +75,18 @@ async def serving(
     """
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    options: dict[str, Any] = {"ready_timeout": 20.0, **(funnel_options or {})}
+    # As funnel-server does: OAuth logins come back to this server's own callback.
+    options: dict[str, Any] = {
+        "ready_timeout": 20.0,
+        "redirect_uri": f"http://localhost:{port}/api/oauth/callback",
+        **(funnel_options or {}),
+    }
     try:
-        async with funnel_class(config or demo_config(), **options) as funnel:
-            app = create_app(funnel, AppSettings(api_token=api_token, **settings))
-            async with running_server(app, sock):
-                yield Served(f"http://127.0.0.1:{port}", port, api_token, funnel, app)
+        # The log view's buffer is capturing before the backends start (their first lines).
+        with LogBuffer() as logs:
+            async with funnel_class(config or demo_config(), **options) as funnel:
+                app = create_app(funnel, AppSettings(api_token=api_token, **settings), logs=logs)
+                async with running_server(app, sock):
+                    yield Served(f"http://127.0.0.1:{port}", port, api_token, funnel, app)
     finally:
         sock.close()

@@ -46,6 +46,7 @@ from funnel_proxy._names import (
     suggest_server_name,
 )
 from funnel_proxy._patterns import PatternSet
+from funnel_proxy._reload import ReloadReport, diff_configs
 from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, words
 from funnel_proxy._secrets import (
     DotenvProvider,
@@ -87,6 +88,7 @@ __all__ = [
     "RateLimits",
     "Reason",
     "ReconnectPolicy",
+    "ReloadReport",
     "SearchEntry",
     "SearchHit",
     "SearchIndex",
@@ -104,6 +106,7 @@ __all__ = [
     "WebSocketTransport",
     "__version__",
     "build_server_env",
+    "diff_configs",
     "is_valid_tool_name",
     "load_config",
     "namespaced_name",

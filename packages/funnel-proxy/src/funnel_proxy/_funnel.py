@@ -41,6 +41,7 @@ from typing import Any, Literal, Self
 
 import anyio
 import anyio.abc
+import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from msgspec import Raw
 
@@ -56,6 +57,7 @@ from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig, ServerConfig
 from funnel_proxy._mrtr import ParkedCall, ParkedCalls
 from funnel_proxy._names import NameTable, namespaced_name
+from funnel_proxy._reload import ReloadReport, diff_configs
 from funnel_proxy._routing import Client, choose, needed_capability
 from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
@@ -81,6 +83,8 @@ __all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
 logger = logging.getLogger("funnel_proxy")
 
 _COALESCE_SECONDS = 0.05
+_STOP_SECONDS = 15.0
+"""Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
 METHOD_NOT_FOUND = -32601
 
 
@@ -110,13 +114,15 @@ class FunnelEvent:
     """Something subscribers may want to hear about.
 
     Attributes:
-        kind: ``status`` (a backend's status changed) or ``list_changed``.
+        kind: ``status`` (a backend's status changed), ``list_changed``, or
+            ``servers_changed`` (servers were added, removed or restarted by
+            :meth:`Funnel.apply_config` or :meth:`Funnel.set_disabled`).
         state: The backend's new state (``status`` events).
         lists: Which lists changed (``list_changed`` events): ``tools``, ``prompts``,
             ``resources``.
     """
 
-    kind: Literal["status", "list_changed"]
+    kind: Literal["status", "list_changed", "servers_changed"]
     state: BackendState | None = None
     lists: frozenset[str] = frozenset()
 
@@ -201,6 +207,21 @@ def _differences(before: Surface, after: Surface) -> set[str]:
     return kinds
 
 
+@dataclass(slots=True)
+class _Run:
+    """One backend's supervisor task: its own cancel scope, and when it has finished."""
+
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+def _uses_oauth(config: FunnelConfig) -> bool:
+    return any(
+        isinstance(server.auth, OAuth2ClientCredentials | OAuth2AuthorizationCode)
+        for server in config.servers
+    )
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -257,6 +278,8 @@ class Funnel:
         self.core = CoreTools(self)
         self._enabled: set[str] = set()
         self._backends: dict[str, Backend] = {}
+        self._runs: dict[str, _Run] = {}
+        self._runtime_disabled: set[str] = set()
         self._surface = Surface()
         self._tools_raw: tuple[Surface, Raw] | None = None
         self._dirty: set[str] = set()
@@ -294,7 +317,7 @@ class Funnel:
             for server in self.config.servers:
                 self._backends[server.name] = self._make_backend(server)
             for backend in self._backends.values():
-                host.tg.start_soon(backend.run, name=f"backend {backend.name}")
+                self._start(backend)
             host.tg.start_soon(self._coalesce)
             self._check_settled()
             try:
@@ -308,6 +331,8 @@ class Funnel:
         self._subscribers.clear()
 
     def _make_backend(self, server: ServerConfig) -> Backend:
+        if server.name in self._runtime_disabled:
+            server = msgspec.structs.replace(server, disabled=True)
         return Backend(
             server,
             self.config,
@@ -322,6 +347,117 @@ class Funnel:
             server_requests=self._route_server_request,
             notifications=self._on_backend_notification,
         )
+
+    def _start(self, backend: Backend) -> None:
+        """Run ``backend``'s supervisor in its own cancel scope (so it can stop alone)."""
+        if self._task_group is None or backend.name in self._runtime_disabled:
+            # A run-time disabled backend is not run: its state stays ``disabled``.
+            return
+        run = _Run()
+        self._runs[backend.name] = run
+        self._task_group.start_soon(self._supervise, backend, run, name=f"backend {backend.name}")
+
+    @staticmethod
+    async def _supervise(backend: Backend, run: _Run) -> None:
+        try:
+            with run.scope:
+                await backend.run()
+        finally:
+            run.done.set()
+
+    async def _stop(self, name: str) -> None:
+        """Cancel one backend's supervisor and wait (bounded) until its transport is closed."""
+        run = self._runs.pop(name, None)
+        if run is None:
+            return
+        run.scope.cancel()
+        with anyio.move_on_after(_STOP_SECONDS, shield=True):
+            await run.done.wait()
+
+    # ------------------------------------------------------------------ reconfiguration
+
+    async def apply_config(self, config: FunnelConfig) -> ReloadReport:
+        """Switch to a new configuration, touching only what changed.
+
+        Servers that are new start, servers that are gone stop, servers whose connection
+        settings changed restart; the others keep their connection (and process). New
+        tool filters apply at once. Clients hear one ``list_changed`` for what they now
+        see differently (when the restarted backends have listed again, for those).
+        What counts as a change: :func:`funnel_proxy.diff_configs`.
+
+        Args:
+            config: The new configuration (already validated).
+
+        Returns:
+            What was started, stopped, restarted and left alone.
+
+        Raises:
+            ProxyError: The funnel is not running.
+        """
+        if self._task_group is None:
+            raise ProxyError("the funnel is not running")
+        report = diff_configs(self.config, config)
+        if self._token_store is None and _uses_oauth(config):
+            self._token_store = await anyio.to_thread.run_sync(open_token_store)
+        for name in (*report.removed, *report.restarted):
+            await self._stop(name)
+        self.config = config
+        self.policy = VisibilityPolicy(config)
+        kept = self._backends
+        self._backends = {}
+        for server in config.servers:
+            backend = kept.get(server.name)
+            if backend is None or server.name not in report.unchanged:
+                backend = self._make_backend(server)
+                self._start(backend)
+            self._backends[server.name] = backend
+        self._runtime_disabled &= set(self._backends)
+        if report.added or report.removed or report.restarted:
+            self._publish(FunnelEvent(kind="servers_changed"))
+        self._refresh()
+        self._check_settled()
+        return report
+
+    async def set_disabled(self, server: str, disabled: bool) -> BackendState:
+        """Disable a backend at run time (stop it), or enable it again (start it).
+
+        A run-time disable lasts until enabled again (config reloads keep it); it is not
+        written to the config file. A server disabled *in the file* is enabled by editing
+        the file.
+
+        Returns:
+            The backend's state afterwards (``disabled``, or ``connecting``).
+
+        Raises:
+            KeyError: There is no backend of that name.
+            ProxyError: Enabling a server the config file disables, or the funnel is not running.
+        """
+        config = self.config.server(server)
+        if config is None:
+            raise KeyError(server)
+        if self._task_group is None:
+            raise ProxyError("the funnel is not running")
+        if not disabled and config.disabled:
+            raise ProxyError(
+                f'server {server!r} is disabled in the config file; set "disabled": false there'
+            )
+        if disabled == (server in self._runtime_disabled):
+            return self._backends[server].state
+        if disabled:
+            self._runtime_disabled.add(server)
+        else:
+            self._runtime_disabled.discard(server)
+        await self._stop(server)
+        backend = self._make_backend(config)
+        self._backends[server] = backend
+        self._start(backend)
+        self._publish(FunnelEvent(kind="servers_changed"))
+        self._publish(FunnelEvent(kind="status", state=backend.state))
+        self._refresh()
+        self._check_settled()
+        return backend.state
+
+    # ------------------------------------------------------------------ shutdown
 
     def aclose_now(self) -> None:
         """Start disconnecting every backend, from any task; the ``async with`` block ends it."""
