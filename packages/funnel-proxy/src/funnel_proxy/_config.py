@@ -938,6 +938,14 @@ class _Parser:
                 values[key] = self.interpolate_tree(item, item_path, lookup, keep_missing=disabled)
 
         transport = self.transport(values, path, raw.document)
+        if isinstance(transport, StdioTransport) and not disabled:
+            # The env templates are resolved again when the process starts (secrets may
+            # change between restarts), but a variable missing now is a config mistake
+            # to report here, with its file and path, not when the backend starts.
+            t_env = entry.get("transport", {}).get("env", {}) if "transport" in entry else {}
+            for key, template in transport.env.items():
+                env_path = _join(_join(path, "transport") if key in t_env else path, "env")
+                interpolate(template, lookup, path=_join(env_path, key), file=self.file)
         auth = None
         if values.get("auth") is not None:
             if isinstance(transport, StdioTransport):
