@@ -17,6 +17,10 @@ The same steps the release workflow runs before it publishes (``.github/workflow
 5. For ``funnel-server``: start the installed ``funnel-server --stdio`` and list its tools
    with the official MCP SDK client (``tools/release/stdio_smoke.py``).
 
+With ``--siblings-from-index`` only the package itself is built and the funnel packages
+it requires must come from PyPI, at versions in its ranges: what the release workflow
+checks before publishing, and what a user's ``pip install`` will meet.
+
 Usage: ``python3 tools/release/check.py funnel-auth [--wheels DIR] [--reuse]``
 (``make release-check PACKAGE=funnel-auth``). Exit code 0 when every step passed.
 """
@@ -92,9 +96,9 @@ def run(
         sys.exit(result.returncode)
 
 
-def build(name: str, wheels: Path, *, reuse: bool) -> None:
-    """Build ``name`` (and the members it needs) into ``wheels``."""
-    for member in workspace_deps(name):
+def build(name: str, wheels: Path, *, reuse: bool, alone: bool) -> None:
+    """Build ``name`` (and, unless ``alone``, the members it needs) into ``wheels``."""
+    for member in [name] if alone else workspace_deps(name):
         if reuse and wheel_path(wheels, member).is_file():
             continue
         run("uv", "build", "--package", member, "--no-sources", "--out-dir", wheels, "-q")
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wheels: Path = args.wheels.resolve()
     wheels.mkdir(parents=True, exist_ok=True)
-    build(args.package, wheels, reuse=args.reuse)
+    build(args.package, wheels, reuse=args.reuse, alone=args.siblings_from_index)
     work = Path(tempfile.mkdtemp(prefix=f"release-check-{args.package}-"))
     try:
         venv = work / "venv"
