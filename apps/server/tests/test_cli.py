@@ -415,7 +415,8 @@ async def test_check_tells_how_to_log_in_and_the_serve_log_shows_the_url(tmp_pat
     out = checked.stdout.decode()
     assert checked.returncode == 1, (out, checked.stderr.decode())
     assert re.search(r"^linear\s+auth_required", out, re.MULTILINE), out
-    fix = out.split("to fix:", 1)[1]
+    assert "to fix" not in out, "stdout is the table only"
+    fix = checked.stderr.decode().split("to fix:", 1)[1]
     assert 'run "funnel-server login linear"' in fix
     assert "http://localhost:3456/api/oauth/authorize/linear" in fix
     assert "demo:" not in fix, "a connected backend needs no fix"

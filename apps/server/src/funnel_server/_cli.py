@@ -183,9 +183,10 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate the config, try every backend, tell how to fix each problem",
         description=_wrap(
-            "Validate the config, start every backend once, and print a status table with, "
-            "for each backend that is not connected, what to do about it (for a backend that "
-            "needs a login: the funnel-server login command and the URL)."
+            "Validate the config, start every backend once, print a status table (stdout, one "
+            "line per backend) and, for each backend that is not connected, what to do about "
+            "it (stderr; for a backend that needs a login: the funnel-server login command "
+            "and the URL)."
         ),
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -681,7 +682,9 @@ async def _check(config: FunnelConfig, base_dir: Path, out: TextIO, source: str)
         )
     failed = [state for state in states if state.status not in ("connected", "disabled")]
     if failed:
-        print("\nto fix:", file=out)
+        # Advice goes to stderr: stdout stays the table, one line per backend, for scripts.
+        print("to fix:", file=sys.stderr)
         for state in failed:
-            print(f"  {state.name}: {_fix(state, config.server(state.name), source)}", file=out)
+            fix = _fix(state, config.server(state.name), source)
+            print(f"  {state.name}: {fix}", file=sys.stderr, flush=True)
     return EXIT_BACKEND_FAILED if failed else EXIT_OK
