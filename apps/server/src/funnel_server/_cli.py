@@ -5,14 +5,20 @@ OAuth callback, dashboard) on uvicorn, on 127.0.0.1:3456 by default, and prints 
 dashboard's sign-in link on stderr. ``funnel-server --stdio`` serves the funnel to one
 MCP client on stdin/stdout (nothing but MCP ever reaches stdout) and keeps the web app
 listening for OAuth callbacks and the dashboard. ``funnel-server login SERVER`` runs the
-authorization code flow for one backend. ``funnel-server tools`` prints the tool surface
-and its size in tokens, ``funnel-server check`` tries every backend and prints a status
-table.
+authorization code flow for one ``oauth2-code`` backend. ``funnel-server tools`` prints
+exactly what a client's ``tools/list`` gets (core tools included) and its size in
+tokens; ``funnel-server check`` tries every backend, prints a status table on stdout and
+how to fix each failed backend on stderr.
+
+Serving HTTP, funnel-server watches a stdin that is not a terminal: when a desktop client
+forgot ``--stdio`` and writes MCP to it, a message says so and funnel-server exits 2
+instead of leaving the client waiting.
 
 Exit codes: 0 success; 1 a backend failed (``check``) or a login did not finish;
-2 bad arguments or config (including a non-loopback ``--host`` without
-``FUNNEL_API_TOKEN``). With no config file anywhere, an embedded demo config with a
-built-in backend runs.
+2 bad arguments or config, with a message naming the file, the JSON path and the fix
+(also a non-loopback ``--host`` without ``FUNNEL_API_TOKEN``, and ``login`` of a server
+without OAuth). With no config file anywhere, an embedded demo config with a built-in
+backend runs.
 """
 
 from __future__ import annotations
@@ -532,15 +538,11 @@ async def _login(  # noqa: PLR0917 - called positionally by anyio.run
     server_name: str,
     timeout: float,
 ) -> int:
-    chosen = [server for server in config.servers if server.name == server_name]
-    if not chosen:
-        names = ", ".join(server.name for server in config.servers) or "none"
-        print(
-            f"funnel-server: no server named {server_name!r} (configured: {names})", file=sys.stderr
-        )
+    chosen = config.server(server_name)  # main() checked it exists and uses oauth2-code
+    if chosen is None:  # pragma: no cover
         sock.close()
         return EXIT_USAGE
-    only = msgspec.structs.replace(config, servers=(chosen[0],))
+    only = msgspec.structs.replace(config, servers=(chosen,))
     options = _funnel_options(sock.getsockname()[1])
     async with ServerFunnel(only, base_dir=base_dir, **options) as funnel:
         hooks = oauth_hooks(funnel)
