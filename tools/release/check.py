@@ -183,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse", action="store_true", help="keep wheels already built for the current versions"
     )
     parser.add_argument(
+        "--siblings-from-index",
+        action="store_true",
+        help="build only PACKAGE; the funnel packages it needs come from PyPI (release workflow)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the virtual environment (its path is printed)"
     )
     args = parser.parse_args(argv)
