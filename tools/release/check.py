@@ -28,12 +28,15 @@ Usage: ``python3 tools/release/check.py funnel-auth [--wheels DIR] [--reuse]``
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,11 +127,15 @@ def install(name: str, wheels: Path, venv: Path) -> Path:
     run("uv", "venv", "-q", "--python", python, venv, cwd=venv.parent)
     py = venv_python(venv)
     pyproject = MEMBERS[name] / "pyproject.toml"
+    # uv caches a wheel from --find-links by name and version: without a refresh it
+    # would install the copy of funnel-proxy 0.2.0 it saw last, not the one just built.
+    refresh = [arg for member in MEMBERS for arg in ("--refresh-package", member)]
     run(
-        "uv", "pip", "install", "-q", "--python", py, "--find-links", wheels,
+        "uv", "pip", "install", "-q", "--python", py, "--find-links", wheels, *refresh,
         wheel_path(wheels, name), "--group", f"{pyproject}:test",
         cwd=venv.parent,
     )  # fmt: skip
+    same_as_built(py, wheels)
     module = name.replace("-", "_")
     expected = version(name)
     probe = (
@@ -140,6 +147,38 @@ def install(name: str, wheels: Path, venv: Path) -> Path:
     )
     run(py, "-c", probe, cwd=venv.parent)
     return py
+
+
+def same_as_built(py: Path, wheels: Path) -> None:
+    """Every funnel package in the venv that has a wheel in ``wheels`` is that wheel's copy."""
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    for member in MEMBERS:
+        wheel = wheel_path(wheels, member)
+        if not wheel.is_file() or not list(
+            Path(site).glob(f"{member.replace('-', '_')}-*.dist-info")
+        ):
+            continue
+        with zipfile.ZipFile(wheel) as archive:
+            record_name = next(n for n in archive.namelist() if n.endswith(".dist-info/RECORD"))
+            record = archive.read(record_name).decode()
+        for line in record.splitlines():
+            path, digest, _ = line.rsplit(",", 2)
+            if not path.endswith(".py") or not digest.startswith("sha256="):
+                continue
+            data = (Path(site) / path).read_bytes()
+            actual = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            if actual != digest.removeprefix("sha256="):
+                print(
+                    f"release-check: {path} in the venv is not the one in {wheel.name}",
+                    file=sys.stderr,
+                )
+                sys.exit(1)
+    print(f"release-check: the installed funnel packages are the wheels of {wheels}")
 
 
 def test(name: str, py: Path, venv: Path) -> None:
