@@ -656,3 +656,22 @@ def test_backoff_policies_convert_to_seconds() -> None:
         max_attempts=2, initial_delay_ms=100, max_delay_ms=200, backoff_multiplier=3, jitter=0
     )
     assert list(policy.backoff().delays()) == [0.1, 0.2]
+
+
+def test_an_error_after_the_merge_names_the_file_and_path_it_was_written_in(
+    home: Path, project: Path
+) -> None:
+    # The user file's server lands after the project's in the merged list; msgspec's
+    # "$.servers[1].disabled" must still point into the user file as written.
+    user = home / ".mcp-funnel.json"
+    write(user, {"servers": [{"name": "u", "command": "x", "disabled": "yes"}]})
+    write(project / ".mcp-funnel.json", {"servers": {"p": {"command": "y"}}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project, environ=env_for(home))
+    assert str(caught.value) == f"{user}: $.servers[0].disabled: expected a boolean, got a string"
+    # And a toolset merged by name from the user file keeps the user file's name.
+    write(user, {"servers": {"u": {"command": "x"}}, "toolsets": {"mine": ["u__ a"]}})
+    write(project / ".mcp-funnel.json", {"toolsets": {"theirs": ["p__*"]}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project, environ=env_for(home))
+    assert str(caught.value).startswith(f"{user}: $.toolsets.mine[0]: invalid pattern")

@@ -252,6 +252,8 @@ class _Builder:
         self.warnings: list[str] = []
         # Path in the converted tree ($.servers[0].transport.url) → where it was written.
         self.origins: dict[str, Origin] = {}
+        # Toolsets merge by name across files: each remembers its own file.
+        self.toolset_origins: dict[str, Origin] = {}
 
     # -- errors ------------------------------------------------------------------------
 
@@ -407,7 +409,6 @@ class _Builder:
         values: dict[str, Any] = {}
         origins: dict[str, Origin] = {}
         defaults: tuple[Layer | None, list[Origin]] = (None, [])
-        self.toolset_origins: dict[str, Origin] = {}
         for layer in layers:
             for key, value in layer.values.items():
                 previous = values.get(key)
@@ -425,7 +426,6 @@ class _Builder:
                 origins[key] = layer.origins[key]
             if "defaultSecretProviders" in layer.values:
                 defaults = (layer, layer.provider_origins)
-        self.default_providers = defaults
         return values, origins, defaults
 
     def merge_servers(self, layers: list[Layer]) -> tuple[dict[str, ServerTree], list[str]]:
