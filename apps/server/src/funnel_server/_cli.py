@@ -450,7 +450,14 @@ async def _run(
                 await serve_stdio(funnel, version=_version())
                 tg.cancel_scope.cancel()
             else:
-                _overview(funnel, sys.stderr)
+
+                async def overview() -> None:
+                    # Serving does not wait for the backends; the overview does, briefly,
+                    # so that its counts are what a client's tools/list gets.
+                    await funnel.wait_ready(10.0)
+                    _overview(funnel, sys.stderr)
+
+                tg.start_soon(overview)
                 mcp_on_stdin = anyio.Event()
                 tg.start_soon(_watch_stdin_for_mcp, mcp_on_stdin)
                 async with anyio.create_task_group() as either:
