@@ -114,7 +114,6 @@ def test_extended_transports_with_defaults_and_units() -> None:
                         "type": "streamable-http",
                         "url": "http://h",
                         "reconnect": {"maxAttempts": 7},
-                        "sessionId": "abc",
                     }
                 },
             }
@@ -124,18 +123,13 @@ def test_extended_transports_with_defaults_and_units() -> None:
     assert h == StreamableHttpTransport(url="https://h/mcp", timeout=30.0, reconnect=None)
     assert isinstance(s, SseTransport)
     assert s.timeout == 5.0  # milliseconds in the file, seconds in the model
-    assert s.reconnect == ReconnectPolicy(
-        max_attempts=3, initial_delay_ms=1000, max_delay_ms=30000, backoff_multiplier=2
-    )
     assert isinstance(w, WebSocketTransport)
     assert w.url == "wss://h/ws"  # https → wss
-    assert w.reconnect.max_attempts == 5
-    assert w.reconnect.max_delay_ms == 16000
     assert isinstance(r, StreamableHttpTransport)
     assert r.reconnect == ReconnectPolicy(
         max_attempts=7, initial_delay_ms=1000, max_delay_ms=30000, backoff_multiplier=1.5
     )
-    assert r.session_id == "abc"
+    assert r.reconnect.backoff().max_attempts == 7  # what the transport's GET stream uses
 
 
 def test_claude_desktop_file_loads() -> None:
@@ -662,3 +656,22 @@ def test_backoff_policies_convert_to_seconds() -> None:
         max_attempts=2, initial_delay_ms=100, max_delay_ms=200, backoff_multiplier=3, jitter=0
     )
     assert list(policy.backoff().delays()) == [0.1, 0.2]
+
+
+def test_an_error_after_the_merge_names_the_file_and_path_it_was_written_in(
+    home: Path, project: Path
+) -> None:
+    # The user file's server lands after the project's in the merged list; msgspec's
+    # "$.servers[1].disabled" must still point into the user file as written.
+    user = home / ".mcp-funnel.json"
+    write(user, {"servers": [{"name": "u", "command": "x", "disabled": "yes"}]})
+    write(project / ".mcp-funnel.json", {"servers": {"p": {"command": "y"}}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project, environ=env_for(home))
+    assert str(caught.value) == f"{user}: $.servers[0].disabled: expected a boolean, got a string"
+    # And a toolset merged by name from the user file keeps the user file's name.
+    write(user, {"servers": {"u": {"command": "x"}}, "toolsets": {"mine": ["u__ a"]}})
+    write(project / ".mcp-funnel.json", {"toolsets": {"theirs": ["p__*"]}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(cwd=project, environ=env_for(home))
+    assert str(caught.value).startswith(f"{user}: $.toolsets.mine[0]: invalid pattern")

@@ -62,7 +62,7 @@ CASES: list[tuple[str, Any, str]] = [
     ),
     (
         "unknown reconnect key",
-        srv(transport={"type": "sse", "url": "http://a", "reconnect": {"maxRetries": 1}}),
+        srv(transport={"type": "http", "url": "http://a", "reconnect": {"maxRetries": 1}}),
         f'{F}: $.servers.x.transport.reconnect.maxRetries: unknown key "maxRetries" (expected one of: backoffMultiplier, initialDelayMs, jitter, maxAttempts, maxDelayMs)',
     ),
     (
@@ -415,19 +415,65 @@ CASES: list[tuple[str, Any, str]] = [
     ),
     (
         "transport reconnect below the type's default initial delay",
-        srv(transport={"type": "sse", "url": "http://a", "reconnect": {"maxDelayMs": 10}}),
+        srv(transport={"type": "http", "url": "http://a", "reconnect": {"maxDelayMs": 10}}),
         f"{F}: $.servers.x.transport.reconnect.maxDelayMs: maxDelayMs (10) must be >= initialDelayMs (1000)",
     ),
     (
         "transport reconnect multiplier",
         srv(
             transport={
-                "type": "websocket",
-                "url": "ws://a",
+                "type": "streamable-http",
+                "url": "http://a",
                 "reconnect": {"backoffMultiplier": 0.5},
             }
         ),
         f"{F}: $.servers.x.transport.reconnect.backoffMultiplier: expected a number > 1",
+    ),
+    # --- keys that would do nothing are refused ----------------------------------------
+    (
+        "sse reconnect",
+        srv(transport={"type": "sse", "url": "http://a", "reconnect": {"maxAttempts": 1}}),
+        f'{F}: $.servers.x.transport.reconnect: "reconnect" is not supported for a "sse" transport (remove it: funnel reconnects the whole backend as the top-level "autoReconnect" says)',
+    ),
+    (
+        "websocket reconnect",
+        srv(transport={"type": "ws", "url": "ws://a", "reconnect": {}}),
+        f'{F}: $.servers.x.transport.reconnect: "reconnect" is not supported for a "websocket" transport (remove it: funnel reconnects the whole backend as the top-level "autoReconnect" says)',
+    ),
+    (
+        "session id",
+        srv(transport={"type": "streamable-http", "url": "http://a", "sessionId": "abc"}),
+        f'{F}: $.servers.x.transport.sessionId: "sessionId" is not supported (remove it: funnel starts its own session on every connection and resumes it by itself)',
+    ),
+    # --- msgspec's paths mapped back to what the user wrote ---------------------------
+    (
+        "an args item of a legacy server",
+        srv(command="x", args=["a", 2]),
+        f"{F}: $.servers.x.args[1]: expected a string, got an integer",
+    ),
+    (
+        "an auth field in a server of an array",
+        {
+            "servers": [
+                {"name": "a", "url": "http://a", "auth": {"type": "oauth2-client", "clientId": "c"}}
+            ]
+        },
+        f'{F}: $.servers[0].auth: missing required key "clientSecret"',
+    ),
+    (
+        "a missing variable in a server's env",
+        srv(command="x", env={"TOKEN": "${NOT_SET_ANYWHERE}"}),
+        f'{F}: $.servers.x.env.TOKEN: environment variable "NOT_SET_ANYWHERE" is not set (set it, or give a default: ${{NOT_SET_ANYWHERE:default}})',
+    ),
+    (
+        "a missing variable in a transport's env",
+        srv(transport={"type": "stdio", "command": "x", "env": {"T": "${NOT_SET_ANYWHERE}"}}),
+        f'{F}: $.servers.x.transport.env.T: environment variable "NOT_SET_ANYWHERE" is not set (set it, or give a default: ${{NOT_SET_ANYWHERE:default}})',
+    ),
+    (
+        "a wrong autoReconnect value",
+        {"autoReconnect": {"maxAttempts": "3"}},
+        f"{F}: $.autoReconnect.maxAttempts: expected an integer, got a string",
     ),
 ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 if "httpx" not in sys.modules:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from funnel_server._cli import main
     from funnel_server._settings import AppSettings
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("funnel-server")  # one source: pyproject.toml
 
 __all__ = [
     "AppSettings",

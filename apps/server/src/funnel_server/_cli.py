@@ -5,14 +5,20 @@ OAuth callback, dashboard) on uvicorn, on 127.0.0.1:3456 by default, and prints 
 dashboard's sign-in link on stderr. ``funnel-server --stdio`` serves the funnel to one
 MCP client on stdin/stdout (nothing but MCP ever reaches stdout) and keeps the web app
 listening for OAuth callbacks and the dashboard. ``funnel-server login SERVER`` runs the
-authorization code flow for one backend. ``funnel-server tools`` prints the tool surface
-and its size in tokens, ``funnel-server check`` tries every backend and prints a status
-table.
+authorization code flow for one ``oauth2-code`` backend. ``funnel-server tools`` prints
+exactly what a client's ``tools/list`` gets (core tools included) and its size in
+tokens; ``funnel-server check`` tries every backend, prints a status table on stdout and
+how to fix each failed backend on stderr.
+
+Serving HTTP, funnel-server watches a stdin that is not a terminal: when a desktop client
+forgot ``--stdio`` and writes MCP to it, a message says so and funnel-server exits 2
+instead of leaving the client waiting.
 
 Exit codes: 0 success; 1 a backend failed (``check``) or a login did not finish;
-2 bad arguments or config (including a non-loopback ``--host`` without
-``FUNNEL_API_TOKEN``). With no config file anywhere, an embedded demo config with a
-built-in backend runs.
+2 bad arguments or config, with a message naming the file, the JSON path and the fix
+(also a non-loopback ``--host`` without ``FUNNEL_API_TOKEN``, and ``login`` of a server
+without OAuth). With no config file anywhere, an embedded demo config with a built-in
+backend runs.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -37,8 +46,16 @@ import anyio
 import anyio.abc
 import msgspec
 
-from funnel_auth import AuthError
-from funnel_proxy import Funnel, FunnelConfig, ProxyError, ServerConfig, StdioTransport, serve_stdio
+from funnel_auth import AuthError, OAuth2AuthorizationCode
+from funnel_proxy import (
+    BackendState,
+    Funnel,
+    FunnelConfig,
+    ProxyError,
+    ServerConfig,
+    StdioTransport,
+    serve_stdio,
+)
 from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
@@ -64,8 +81,6 @@ DEFAULT_PORT = 3456
 
 @functools.cache
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("funnel-server")
     except PackageNotFoundError:  # a source tree without metadata
@@ -81,10 +96,35 @@ def demo_config() -> FunnelConfig:
     )
 
 
+_EXIT_CODES = """exit codes:
+  0  success
+  1  a backend failed (check), a login did not finish in time
+  2  bad arguments or config: the message names the file, the JSON path and the fix"""
+
+_MAIN_EPILOG = f"""commands:
+  (none)          serve the web app (dashboard, REST API, /ws, MCP at /mcp)
+  --stdio         serve MCP on stdin/stdout for a desktop client (Claude, Cursor, ...)
+  tools           print the tools a client's tools/list gets, and their size in tokens
+  check           validate the config, try every backend, tell how to fix each problem
+  login SERVER    authorize an OAuth backend (prints the URL to open)
+
+Run "funnel-server COMMAND --help" for each command. With no config file, a built-in
+demo backend runs. Config: --config PATH, else ./.mcp-funnel.json, merged over
+~/.mcp-funnel/.mcp-funnel.json (MCP_FUNNEL_HOME moves that folder).
+
+{_EXIT_CODES}"""
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="funnel-server",
         description="funnel: many MCP servers behind one filtered, namespaced tool surface.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", metavar="PATH", help="the config file (default: ./.mcp-funnel.json)"
@@ -103,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=DEFAULT_PORT,
-        help=f"port of the web app (default {DEFAULT_PORT})",
+        help=f"port of the web app (default {DEFAULT_PORT}; 0 picks a free one)",
     )
     parser.add_argument(
         "--allow-host",
@@ -122,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("FUNNEL_LOG_LEVEL", "INFO"),
-        help="log level on stderr",
+        help="log level on stderr: DEBUG, INFO, WARNING, ERROR (default INFO, or $FUNNEL_LOG_LEVEL)",
     )
 
     parser.add_argument("--version", action="version", version=f"funnel-server {_version()}")
@@ -130,25 +170,63 @@ def _parser() -> argparse.ArgumentParser:
     # the commands accept the ones that matter to them, defaulting to the main parser's.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the config file (default: ./.mcp-funnel.json)",
     )
-    common.add_argument("--log-level", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--port", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command")
+    common.add_argument(
+        "--log-level", default=argparse.SUPPRESS, help="log level on stderr (default INFO)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(
-        "tools", parents=[common], help="print the exposed tool surface and its size in tokens"
+        "tools",
+        parents=[common],
+        help="print the tools a client's tools/list gets, and their size in tokens",
+        description=_wrap(
+            "Start every backend, then print the tool surface exactly as an MCP client's "
+            "tools/list gets it (the core tools included), each tool marked + (listed) or - "
+            "(registered but not listed: hidden, or not in exposeTools), and an estimate of "
+            "the tokens that list costs in the model's context (about 4 bytes of JSON per token)."
+        ),
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub.add_parser(
         "check",
         parents=[common],
-        help="validate the config, try every backend, print a status table",
+        help="validate the config, try every backend, tell how to fix each problem",
+        description=_wrap(
+            "Validate the config, start every backend once, print a status table (stdout, one "
+            "line per backend) and, for each backend that is not connected, what to do about "
+            "it (stderr; for a backend that needs a login: the funnel-server login command "
+            "and the URL)."
+        ),
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     login = sub.add_parser(
-        "login", parents=[common], help="authorize one backend (OAuth authorization code flow)"
+        "login",
+        parents=[common],
+        help="authorize one OAuth backend (prints the URL to open)",
+        description=_wrap(
+            'Authorize a backend whose "auth" is {"type": "oauth2-code"}: print the '
+            "authorization URL (open it in a browser), serve the OAuth callback on the web "
+            "app's port, wait for it, and store the tokens (OS keychain, else a 0600 file). "
+            "Later runs refresh them by themselves."
+        ),
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     login.add_argument("server", help="the backend's name in the config")
     login.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the browser (default 300)"
+    )
+    login.add_argument(
+        "--port",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"port for the OAuth callback (default {DEFAULT_PORT})",
     )
     return parser
 
@@ -190,12 +268,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("config: %s", source)
     try:
         if args.command == "check":
-            return _event_loop(_until_signalled, _check, config, base_dir, sys.stdout)
+            return _event_loop(_until_signalled, _check, config, base_dir, sys.stdout, source)
         if args.command == "tools":
             return _event_loop(_until_signalled, _tools, config, base_dir, sys.stdout)
+        if args.command == "login":
+            refused = _login_refusal(config, args.server, source)
+            if refused is not None:
+                print(f"funnel-server: {refused}", file=sys.stderr)
+                return EXIT_USAGE
         return _serve(args, config, base_dir)
     except KeyboardInterrupt:  # a signal that arrived before the event loop started
         return EXIT_OK
+    except (ConfigError, ExceptionGroup) as exc:
+        # A config problem found only when a backend starts (a dotenv file edited since
+        # loading, say) is still a config problem: a message and exit 2, no traceback.
+        found = _config_error(exc)
+        if found is None:
+            raise
+        print(f"funnel-server: {found}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _config_error(exc: BaseException) -> ConfigError | None:
+    """The :class:`ConfigError` in ``exc`` (itself or inside exception groups), if any."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _config_error(inner)
+            if found is not None:
+                return found
+    cause = exc.__cause__ or exc.__context__
+    return _config_error(cause) if cause is not None and cause is not exc else None
+
+
+def _auth_type(server: ServerConfig) -> str:
+    """The ``auth.type`` of a server as the config file spells it (``none`` when absent)."""
+    auth = server.auth
+    if auth is None:
+        return "none"
+    tag = type(auth).__struct_config__.tag
+    return str(tag) if isinstance(tag, str) else type(auth).__name__
+
+
+def _login_refusal(config: FunnelConfig, name: str, source: str) -> str | None:
+    """Why ``funnel-server login NAME`` cannot work for this config, or ``None``."""
+    chosen = config.server(name)
+    if chosen is None:
+        names = ", ".join(server.name for server in config.servers) or "none"
+        return f"no server named {name!r} (configured: {names})"
+    if isinstance(chosen.auth, OAuth2AuthorizationCode):
+        return None
+    if isinstance(chosen.transport, StdioTransport):
+        return (
+            f"{name} is a stdio server: it has no login; it gets credentials through its "
+            '"env" or "secretProviders" in ' + source
+        )
+    return (
+        f"{name} does not use OAuth authorization code (its auth type is "
+        f'"{_auth_type(chosen)}"), so there is nothing to log in to; to log in, set '
+        f'"auth": {{"type": "oauth2-code"}} on servers.{name} in {source}'
+    )
 
 
 EVENT_LOOP_ENV = "FUNNEL_EVENT_LOOP"
@@ -366,10 +499,37 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
             return EXIT_OK
         from funnel_server._app import create_app
 
-        async with running_server(create_app(funnel, settings, logs=logs), sock) as running:
+        async with (
+            running_server(create_app(funnel, settings, logs=logs), sock) as running,
+            anyio.create_task_group() as tg,
+        ):
             print(banner, file=sys.stderr, flush=True)
-            _overview(funnel, sys.stderr)
-            await running.stopped.wait()
+
+            async def overview() -> None:
+                # Serving does not wait for the backends; the overview does, briefly,
+                # so that its counts are what a client's tools/list gets.
+                await funnel.wait_ready(10.0)
+                _overview(funnel, sys.stderr)
+
+            tg.start_soon(overview)
+            mcp_on_stdin = anyio.Event()
+            tg.start_soon(_watch_stdin_for_mcp, mcp_on_stdin)
+            async with anyio.create_task_group() as either:
+
+                async def stopped() -> None:
+                    await running.stopped.wait()
+                    either.cancel_scope.cancel()
+
+                async def misused() -> None:
+                    await mcp_on_stdin.wait()
+                    either.cancel_scope.cancel()
+
+                either.start_soon(stopped)
+                either.start_soon(misused)
+            tg.cancel_scope.cancel()
+            if mcp_on_stdin.is_set():
+                print(_STDIN_MCP_MESSAGE, file=sys.stderr, flush=True)
+                return EXIT_USAGE
     return EXIT_OK
 
 
@@ -397,6 +557,39 @@ async def _web_app_on_first_connection(
 async def _captured_logs(capacity: int) -> AsyncIterator[LogBuffer]:
     with LogBuffer(capacity) as logs:
         yield logs
+
+
+_STDIN_MCP_MESSAGE = (
+    "funnel-server: MCP messages are arriving on stdin, but funnel-server serves MCP over "
+    'HTTP (at /mcp) unless started with --stdio. Add "--stdio" to the args in the '
+    'client\'s config, e.g. "args": ["funnel-server", "--stdio"]. funnel-server stops now, '
+    "so the client reports an error instead of waiting for an answer."
+)
+
+
+async def _watch_stdin_for_mcp(found: anyio.Event) -> None:
+    """Set ``found`` when stdin is not a terminal and its first bytes are JSON-RPC.
+
+    A desktop client that runs ``funnel-server`` without ``--stdio`` (the TypeScript
+    mcp-funnel serves stdio by default) writes ``initialize`` to stdin and waits for an
+    answer on stdout that never comes. Detecting that turns a silent hang into a message.
+    stdin that is a terminal, ``/dev/null``, closed, or carries anything else is left alone.
+    """
+    try:
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
+        if fd < 0 or os.isatty(fd):
+            return
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            await anyio.wait_readable(fd)
+        elif not stat.S_ISREG(mode):
+            return
+        first = os.read(fd, 4096)
+    except (OSError, ValueError):
+        return
+    text = first.lstrip()
+    if text.startswith((b"{", b"[")) and b'"jsonrpc"' in text:
+        found.set()
 
 
 async def _announce_authorization(funnel: Funnel, base: str, token: str) -> None:
@@ -432,15 +625,11 @@ async def _login(  # noqa: PLR0917 - called positionally by anyio.run
     server_name: str,
     timeout: float,
 ) -> int:
-    chosen = [server for server in config.servers if server.name == server_name]
-    if not chosen:
-        names = ", ".join(server.name for server in config.servers) or "none"
-        print(
-            f"funnel-server: no server named {server_name!r} (configured: {names})", file=sys.stderr
-        )
+    chosen = config.server(server_name)  # main() checked it exists and uses oauth2-code
+    if chosen is None:  # pragma: no cover
         sock.close()
         return EXIT_USAGE
-    only = msgspec.structs.replace(config, servers=(chosen[0],))
+    only = msgspec.structs.replace(config, servers=(chosen,))
     options = _funnel_options(sock.getsockname()[1])
     async with ServerFunnel(only, base_dir=base_dir, **options) as funnel:
         from funnel_server._app import create_app, oauth_hooks
@@ -491,16 +680,25 @@ def _estimate_tokens(payload: object) -> int:
     return len(msgspec.json.encode(payload)) // 4
 
 
-def _overview(funnel: Funnel, out: TextIO) -> None:
-    surface = funnel.surface
-    exposed = surface.exposed_tools
+def _listed(funnel: Funnel) -> tuple[list[dict[str, Any]], int]:
+    """What a client's ``tools/list`` gets (core tools included) and its token estimate."""
+    tools = funnel.list_tools()
+    return tools, _estimate_tokens({"tools": tools})
+
+
+def _states(funnel: Funnel, out: TextIO) -> None:
     for state in funnel.states():
         detail = f" ({state.error})" if state.error and state.status != "connected" else ""
         print(f"{state.name}: {state.status}, {len(state.tools)} tools{detail}", file=out)
+
+
+def _overview(funnel: Funnel, out: TextIO) -> None:
+    _states(funnel, out)
+    tools, tokens = _listed(funnel)
     print(
-        f"{len(exposed)} tools exposed, about {_estimate_tokens(exposed)} tokens of tools/list.\n"
-        "Add servers in ./.mcp-funnel.json (see the README); desktop clients can run\n"
-        '  {"mcpServers": {"funnel": {"command": "uvx", "args": ["funnel-server", "--stdio"]}}}',
+        f"{len(tools)} tools listed to clients, about {tokens} tokens of tools/list.\n"
+        "Add servers in ./.mcp-funnel.json (see the README); `funnel-server tools` shows "
+        "the list, `funnel-server check` what to fix.",
         file=out,
         flush=True,
     )
@@ -508,26 +706,62 @@ def _overview(funnel: Funnel, out: TextIO) -> None:
 
 async def _tools(config: FunnelConfig, base_dir: Path, out: TextIO) -> int:
     async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
-        surface = funnel.surface
-        exposed = surface.exposed_tools
-        for state in funnel.states():
-            detail = f" ({state.error})" if state.error and state.status != "connected" else ""
-            print(f"{state.name}: {state.status}, {len(state.tools)} tools{detail}", file=out)
+        _states(funnel, out)
+        tools, tokens = _listed(funnel)
+        listed = {str(tool.get("name")) for tool in tools}
+        rows: list[tuple[str, str, str]] = [
+            ("+", str(tool.get("name")), str(tool.get("description") or ""))
+            for tool in tools
+            if str(tool.get("name")) not in {entry.name for entry in funnel.surface.tools}
+        ]
+        rows += [
+            (
+                "+" if entry.name in listed else "-",
+                entry.name,
+                str(entry.definition.get("description") or ""),
+            )
+            for entry in funnel.surface.tools
+        ]
         print(file=out)
-        for entry in surface.tools:
-            mark = "+" if entry.exposed else "-"
-            description = str(entry.definition.get("description") or "").split("\n", 1)[0]
-            print(f"  {mark} {entry.name:<40} {description[:70]}", file=out)
-        hidden = len(surface.tools) - len(exposed)
+        for mark, name, description in rows:
+            print(f"  {mark} {name:<40} {description.split(chr(10), 1)[0][:70]}", file=out)
+        unlisted = sum(1 for mark, _, _ in rows if mark == "-")
+        offered = sum(len(state.tools) for state in funnel.states())
+        hidden = max(offered - len(funnel.surface.tools), 0)
         print(
-            f"\n{len(exposed)} tools exposed ({hidden} registered but not exposed), "
-            f"about {_estimate_tokens(exposed)} tokens of tools/list",
+            f"\n{len(tools)} tools exposed to clients ({unlisted} registered but not listed, "
+            f"{hidden} hidden by hideTools), about {tokens} tokens of tools/list",
             file=out,
         )
     return EXIT_OK
 
 
-async def _check(config: FunnelConfig, base_dir: Path, out: TextIO) -> int:
+def _fix(state: BackendState, server: ServerConfig | None, source: str) -> str:
+    """What to do about a backend that is not connected (one line for people)."""
+    name = state.name
+    if state.status == "auth_required":
+        return (
+            f'run "funnel-server login {name}", or with funnel-server running open '
+            f"http://localhost:{DEFAULT_PORT}/api/oauth/authorize/{quote(name, safe='')} "
+            "(sign in to the dashboard with the link it prints first)"
+        )
+    if server is None:
+        return ""
+    transport = server.transport
+    where = f"servers.{name} in {source}"
+    if isinstance(transport, StdioTransport):
+        shown = " ".join([transport.command, *transport.args])
+        return (
+            f'check "command"/"args" of {where}: run `{shown}` yourself to see why it fails '
+            "(its stderr is in the log above)"
+        )
+    error = (state.error or "").lower()
+    if "401" in error or "403" in error or "unauthor" in error or "forbidden" in error:
+        return f'the server refused the credentials: check "auth" (or "headers") of {where}'
+    return f'check that {transport.url} is reachable and is an MCP endpoint ("url" of {where})'
+
+
+async def _check(config: FunnelConfig, base_dir: Path, out: TextIO, source: str) -> int:
     async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
         states = funnel.states()
     width = max((len(state.name) for state in states), default=4)
@@ -538,4 +772,10 @@ async def _check(config: FunnelConfig, base_dir: Path, out: TextIO) -> int:
             file=out,
         )
     failed = [state for state in states if state.status not in ("connected", "disabled")]
+    if failed:
+        # Advice goes to stderr: stdout stays the table, one line per backend, for scripts.
+        print("to fix:", file=sys.stderr)
+        for state in failed:
+            fix = _fix(state, config.server(state.name), source)
+            print(f"  {state.name}: {fix}", file=sys.stderr, flush=True)
     return EXIT_BACKEND_FAILED if failed else EXIT_OK

@@ -5,6 +5,8 @@ discover authorization servers from the MCP server's 401 challenge, register, re
 step up, and raise :class:`AuthorizationRequired` with a URL when a person must approve.
 """
 
+from importlib import metadata as _metadata
+
 from funnel_auth._audit import AUDIT_EVENTS, AUDIT_LOGGER
 from funnel_auth._challenge import BearerChallenge, Challenge, find_bearer, parse_www_authenticate
 from funnel_auth._config import (
@@ -56,7 +58,7 @@ from funnel_auth._ratelimit import RateLimiter
 from funnel_auth._redact import redact
 from funnel_auth._urls import DEFAULT_REDIRECT_URI, as_metadata_urls, canonical_resource, prm_urls
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("funnel-auth")  # one source: pyproject.toml
 
 __all__ = [
     "AUDIT_EVENTS",

@@ -1,5 +1,7 @@
 """funnel-proxy: many MCP servers behind one filtered, namespaced tool surface."""
 
+from importlib import metadata as _metadata
+
 from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._config import (
     CONFIG_FILE_NAME,
@@ -59,7 +61,7 @@ from funnel_proxy._secrets import (
 from funnel_proxy._stdio_server import serve_stdio
 from funnel_proxy._visibility import Reason, Visibility, VisibilityPolicy
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("funnel-proxy")  # one source: pyproject.toml
 
 __all__ = [
     "CONFIG_FILE_NAME",

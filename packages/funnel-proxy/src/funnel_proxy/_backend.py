@@ -449,8 +449,13 @@ class Backend:
                 authorize_url=f"/api/oauth/authorize/{self.name}",
                 changed=frozenset(LISTS),
             )
+            # Worded so that credential redaction leaves it alone ("authorization: ..."
+            # reads as a header to it).
             logger.warning(
-                "[%s] needs authorization: open /api/oauth/authorize/%s", self.name, self.name
+                "[%s] needs a login: open /api/oauth/authorize/%s, or run funnel-server login %s",
+                self.name,
+                self.name,
+                self.name,
             )
             return connected
         except AuthError as exc:

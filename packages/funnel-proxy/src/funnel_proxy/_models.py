@@ -140,11 +140,9 @@ class StreamableHttpTransport(_HttpTransport, frozen=True, tag="streamable-http"
         headers: Extra request headers (``repr`` masks the values).
         timeout: Per-request timeout in seconds.
         reconnect: Retry policy for the transport's own GET stream; ``None`` = none.
-        session_id: Resume this ``Mcp-Session-Id`` instead of starting a session.
     """
 
     reconnect: ReconnectPolicy | None = None
-    session_id: str | None = None
 
 
 class SseTransport(_HttpTransport, frozen=True, tag="sse", tag_field="type"):
@@ -154,12 +152,10 @@ class SseTransport(_HttpTransport, frozen=True, tag="sse", tag_field="type"):
         url: The SSE endpoint (http or https).
         headers: Extra request headers (``repr`` masks the values).
         timeout: Per-request timeout in seconds.
-        reconnect: Retry policy for the event stream.
-    """
 
-    reconnect: ReconnectPolicy = ReconnectPolicy(
-        max_attempts=3, initial_delay_ms=1000, max_delay_ms=30000, backoff_multiplier=2
-    )
+    A dropped event stream is a dropped backend: funnel reconnects it as
+    :attr:`FunnelConfig.auto_reconnect` says (the file's ``reconnect`` is refused here).
+    """
 
 
 class WebSocketTransport(_HttpTransport, frozen=True, tag="websocket", tag_field="type"):
@@ -169,12 +165,10 @@ class WebSocketTransport(_HttpTransport, frozen=True, tag="websocket", tag_field
         url: ``ws://`` or ``wss://`` (the loader rewrites http → ws, https → wss).
         headers: Extra handshake headers (``repr`` masks the values).
         timeout: Handshake and per-request timeout in seconds.
-        reconnect: Retry policy for the socket.
-    """
 
-    reconnect: ReconnectPolicy = ReconnectPolicy(
-        max_attempts=5, initial_delay_ms=1000, max_delay_ms=16000, backoff_multiplier=2
-    )
+    A dropped socket is a dropped backend: funnel reconnects it as
+    :attr:`FunnelConfig.auto_reconnect` says (the file's ``reconnect`` is refused here).
+    """
 
 
 Transport: TypeAlias = StdioTransport | StreamableHttpTransport | SseTransport | WebSocketTransport

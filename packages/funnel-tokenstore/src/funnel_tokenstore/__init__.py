@@ -4,6 +4,8 @@ Every store implements :class:`TokenStore`; :func:`open_token_store` picks one.
 :mod:`funnel_tokenstore.testing` holds the contract suite every store passes.
 """
 
+from importlib import metadata as _metadata
+
 from funnel_tokenstore._errors import (
     InvalidKey,
     TokenStoreConfigError,
@@ -19,7 +21,7 @@ from funnel_tokenstore._memory import MemoryTokenStore
 from funnel_tokenstore._open import TokenStoreKind, open_token_store
 from funnel_tokenstore._protocol import TokenStore
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("funnel-tokenstore")  # one source: pyproject.toml
 
 __all__ = [
     "FileTokenStore",

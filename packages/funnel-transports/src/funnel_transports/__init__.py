@@ -5,6 +5,8 @@ streamable HTTP, legacy SSE, WebSocket) behind one :class:`Transport` protocol, 
 :class:`ClientSession` that speaks both MCP protocol eras.
 """
 
+from importlib import metadata as _metadata
+
 from funnel_transports._backoff import Backoff
 from funnel_transports._errors import (
     AuthRequired,
@@ -66,7 +68,7 @@ from funnel_transports._tasks import TaskHost, hosted_tasks
 from funnel_transports._transport import Transport
 from funnel_transports._websocket import HeaderFactory, WebSocketTransport
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("funnel-transports")  # one source: pyproject.toml
 
 __all__ = [
     "HANDSHAKE_VERSIONS",
