@@ -34,9 +34,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-from funnel_auth import AuthError
-from funnel_proxy import Funnel, load_config
+from funnel_auth import AuthError, AuthorizationRequired
+from funnel_proxy import BackendState, Funnel, FunnelEvent, load_config
 from funnel_tokenstore import MemoryTokenStore
 from funnel_transports import RpcError
 
@@ -96,26 +97,41 @@ def auth_section(scenario: str, context: dict[str, Any]) -> dict[str, Any]:
 class Driver:
     """Plays the user: watches the backend's status, logs in, calls tools."""
 
-    def __init__(self, funnel: Funnel) -> None:
+    def __init__(self, funnel: Funnel, events: MemoryObjectReceiveStream[FunnelEvent]) -> None:
         self.funnel = funnel
+        self.events = events
         self.logins = 0
 
-    def status(self) -> tuple[str, str | None]:
-        state = next(s for s in self.funnel.states() if s.name == SERVER)
-        return state.status, state.error
+    def state(self) -> BackendState:
+        return next(s for s in self.funnel.states() if s.name == SERVER)
 
-    async def wait_settled(self, *, previous_since: float | None = None) -> str:
-        """Wait until the backend is connected, needs authorization, or failed for good."""
-        async with self.funnel.events() as events:
-            with anyio.fail_after(STEP_TIMEOUT):
-                while True:
-                    state = next(s for s in self.funnel.states() if s.name == SERVER)
-                    fresh = previous_since is None or state.since > previous_since
-                    if fresh and state.status in ("connected", "auth_required", "failed"):
+    def drain(self) -> None:
+        """Forget the events seen so far: the next wait looks at what happens next."""
+        while True:
+            try:
+                self.events.receive_nowait()
+            except anyio.WouldBlock:
+                return
+
+    async def wait_settled(self, *, current: bool = True) -> str:
+        """Wait until the backend is connected, needs authorization, or reports an error.
+
+        With ``current``, the backend's present state counts; otherwise only a state
+        published after the last :meth:`drain` does (a login reconnects the backend).
+        """
+        state: BackendState | None = self.state() if current else None
+        with anyio.fail_after(STEP_TIMEOUT):
+            while True:
+                if state is not None:
+                    if state.status in ("connected", "auth_required", "failed"):
                         return state.status
-                    if state.status == "reconnecting" and state.attempt >= 2:
-                        raise ScenarioFailed(f"the backend keeps failing: {state.error}")
-                    await events.receive()
+                    if state.status == "reconnecting" and state.error:
+                        # What the dashboard shows as an error: a person tries to log in.
+                        return "error"
+                event = await self.events.receive()
+                state = (
+                    event.state if event.state is not None and event.state.name == SERVER else None
+                )
 
     async def login(self) -> None:
         """What a person does with the Authorize link, through funnel's public API."""
@@ -129,6 +145,7 @@ class Driver:
         if not response.is_redirect or location is None:
             raise ScenarioFailed(f"the authorization server answered HTTP {response.status_code}")
         params = dict(parse_qsl(urlsplit(location).query))
+        self.drain()
         await self.funnel.complete_authorization(
             state=params.get("state", ""),
             code=params.get("code"),
@@ -137,14 +154,15 @@ class Driver:
             error_description=params.get("error_description"),
         )
 
-    async def connect(self) -> None:
-        status = await self.wait_settled()
+    async def connect(self, *, current: bool = True) -> None:
+        status = await self.wait_settled(current=current)
         while status != "connected":
             if status == "failed":
-                raise ScenarioFailed(f"the backend failed: {self.status()[1]}")
-            since = next(s for s in self.funnel.states() if s.name == SERVER).since
+                raise ScenarioFailed(f"the backend failed: {self.state().error}")
+            if status == "error":
+                logger.info("the backend reports: %s", self.state().error)
             await self.login()
-            status = await self.wait_settled(previous_since=since)
+            status = await self.wait_settled(current=False)
 
     async def call_tools(self) -> None:
         tools = [entry for entry in self.funnel.surface.by_name.values() if entry.server == SERVER]
@@ -155,11 +173,18 @@ class Driver:
                 try:
                     await self.funnel.call_tool(entry, {})
                     break
+                except AuthorizationRequired as exc:
+                    # A step-up during the call: the error carries the URL; log in
+                    # through the public path (which joins the pending flow), retry.
+                    logger.info("call needs authorization (%s): logging in", exc)
+                    await self.login()
+                    await self.connect(current=False)
                 except RpcError as exc:
                     if not _needs_login(exc):
                         raise
                     logger.info("call refused (%s): logging in again", exc)
                     await self.login()
+                    await self.connect(current=False)
 
 
 def _needs_login(error: RpcError) -> bool:
@@ -185,8 +210,8 @@ async def run(url: str, scenario: str, context: dict[str, Any], home: Path) -> N
         ready_timeout=STEP_TIMEOUT,
         connect_timeout=STEP_TIMEOUT,
     )
-    async with funnel:
-        driver = Driver(funnel)
+    async with funnel.events() as events, funnel:
+        driver = Driver(funnel, events)
         await driver.connect()
         await driver.call_tools()
 
@@ -194,7 +219,7 @@ async def run(url: str, scenario: str, context: dict[str, Any], home: Path) -> N
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     if len(sys.argv) != 2:
-        print("usage: auth_client.py SERVER_URL", file=sys.stderr)  # noqa: T201 -- a CLI
+        print("usage: auth_client.py SERVER_URL", file=sys.stderr)
         return 2
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "")
     context = json.loads(os.environ.get("MCP_CONFORMANCE_CONTEXT") or "{}")
@@ -202,7 +227,7 @@ def main() -> int:
         try:
             anyio.run(run, sys.argv[1], scenario, context, Path(tmp))
         except (ScenarioFailed, AuthError, RpcError) as exc:
-            logger.error("%s: %s", type(exc).__name__, exc)  # noqa: TRY400 -- a summary line
+            logger.error("%s: %s", type(exc).__name__, exc)
             return 1
     return 0
 

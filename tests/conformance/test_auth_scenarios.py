@@ -99,7 +99,10 @@ NOT_IMPLEMENTED: dict[str, str] = {
 
 def _harness(revision: str) -> Path:
     folder = REPO / "tools" / f"conformance-{revision}"
-    if shutil.which("npx") is None or not (folder / "node_modules" / ".bin" / "conformance").exists():
+    if (
+        shutil.which("npx") is None
+        or not (folder / "node_modules" / ".bin" / "conformance").exists()
+    ):
         pytest.skip(f"the conformance suite is not installed (npm ci --prefix {folder})")
     return folder
 
@@ -107,8 +110,8 @@ def _harness(revision: str) -> Path:
 def _run(revision: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     folder = _harness(revision)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_CONFORMANCE")}
-    return subprocess.run(  # noqa: S603 -- fixed argv, our own tools
-        ["npx", "--no-install", "conformance", *args],  # noqa: S607 -- npx from PATH
+    return subprocess.run(
+        ["npx", "--no-install", "conformance", *args],
         cwd=folder,
         env=env,
         capture_output=True,

@@ -32,6 +32,8 @@ from funnel_auth import (
 )
 from funnel_tokenstore import MemoryTokenStore
 
+REDIRECT = "http://localhost:3456/api/oauth/callback"
+
 pytestmark = pytest.mark.anyio
 
 MCP = "https://mcp.example.com/v1/mcp"
@@ -116,6 +118,7 @@ def code_auth(
 ) -> AuthorizationCodeAuth:
     auth = create_auth(
         OAuth2AuthorizationCode(**config),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url=MCP,
         store=store or MemoryTokenStore(),
@@ -252,6 +255,7 @@ async def test_resource_and_scope_are_sent_on_authorization_token_and_refresh_re
     store = MemoryTokenStore()
     auth = create_auth(
         OAuth2AuthorizationCode(),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url=MCP,
         store=store,
@@ -294,7 +298,7 @@ def cc_auth(world: World, store: MemoryTokenStore, **options: Any) -> ClientCred
     return auth
 
 
-async def test_step_up_uses_the_union_of_scopes_and_gives_up_after_three_tries() -> None:
+async def test_step_up_asks_for_the_challenged_scope_once_then_gives_up() -> None:
     world = World(forbidden_scope="admin")
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(world.handle), auth=cc_auth(world, MemoryTokenStore())
@@ -302,7 +306,7 @@ async def test_step_up_uses_the_union_of_scopes_and_gives_up_after_three_tries()
         with pytest.raises(InsufficientScope):
             await client.post(MCP, json={})
     scopes = [form.get("scope") for form in world.token_forms]
-    assert scopes == [None, "admin", "admin", "admin"]
+    assert scopes == [None, "admin"]
 
 
 async def test_step_up_keeps_previously_requested_scopes() -> None:
@@ -321,7 +325,7 @@ async def test_step_up_keeps_previously_requested_scopes() -> None:
     assert world.token_forms[1]["scope"] == "read admin"
 
 
-async def test_token_requests_are_rate_limited_with_an_audit_event(
+async def test_new_grants_are_rate_limited_with_an_audit_event_but_refreshes_never_are(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     world = World()
@@ -329,19 +333,28 @@ async def test_token_requests_are_rate_limited_with_an_audit_event(
     limiter = RateLimiter(max_attempts=1, window=60, clock=lambda: now[0])
     store = MemoryTokenStore()
     caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(world.handle), auth=cc_auth(world, store, limiter=limiter)
-    ) as client:
+    auth = cc_auth(world, store, limiter=limiter)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(world.handle), auth=auth) as client:
         assert (await client.post(MCP, json={})).status_code == 200
-        world.valid_tokens.clear()  # the server forgets the token: renew needed
+        for _ in range(3):
+            world.valid_tokens.clear()  # the server forgets the token: a refresh renews it
+            assert (await client.post(MCP, json={})).status_code == 200
+        await auth.clear()  # no refresh token left: the next token is a new grant
+        world.valid_tokens.clear()
         with pytest.raises(RateLimited) as info:
             await client.post(MCP, json={})
     assert info.value.retry_after == 60.0
+    assert [f["grant_type"] for f in world.token_forms] == ["client_credentials"] + [
+        "refresh_token"
+    ] * 3
     events = [getattr(r, "event", None) for r in caplog.records if r.name == AUDIT_LOGGER]
-    assert events == ["auth.token_acquired", "auth.rate_limited", "auth.refresh_failed"]
-    for record in caplog.records:
-        assert "s3cret" not in record.getMessage()
-        assert "at-1" not in record.getMessage()
+    assert events == [
+        "auth.token_acquired",
+        *["auth.token_refreshed"] * 3,
+        "auth.token_cleared",
+        "auth.rate_limited",
+        "auth.flow_failed",
+    ]
 
 
 async def test_a_second_process_reuses_tokens_the_first_one_refreshed() -> None:
@@ -431,6 +444,7 @@ async def test_stored_tokens_for_another_resource_are_never_sent() -> None:
     assert await code_auth(world, store).get_tokens() is not None
     moved = create_auth(
         OAuth2AuthorizationCode(),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url="https://elsewhere.example/mcp",
         store=store,

@@ -1,24 +1,30 @@
-"""funnel-auth: MCP-spec OAuth 2 and bearer auth as ``httpx.Auth``.
+"""funnel-auth: MCP-spec OAuth 2 and bearer auth as ``httpx.Auth`` (and ``httpx2.Auth``).
 
-Providers (:func:`create_auth`) attach tokens to requests of an ``httpx.AsyncClient``,
-discover authorization servers from the MCP server's 401 challenge, register, refresh,
-step up, and raise :class:`AuthorizationRequired` with a URL when a person must approve.
+Providers (:func:`create_auth`) attach tokens to requests of an ``httpx.AsyncClient``
+(or, through :func:`httpx2_auth`, an ``httpx2.AsyncClient``), discover authorization
+servers from the MCP server's 401 challenge, register, refresh, step up, and raise
+:class:`AuthorizationRequired` with a URL when a person must approve.
 """
 
 from funnel_auth._audit import AUDIT_EVENTS, AUDIT_LOGGER
+from funnel_auth._authorization_code import AuthorizationCodeAuth
 from funnel_auth._challenge import BearerChallenge, Challenge, find_bearer, parse_www_authenticate
+from funnel_auth._client_credentials import ClientCredentialsAuth
 from funnel_auth._config import (
     AuthConfig,
     BearerAuth,
     NoAuth,
     OAuth2AuthorizationCode,
     OAuth2ClientCredentials,
+    OAuth2EnterpriseManaged,
     Secret,
     config_dec_hook,
     config_enc_hook,
     decode_auth,
     normalize_auth,
 )
+from funnel_auth._core import BearerTokenAuth, NullAuth, OAuthAuth, OAuthOptions
+from funnel_auth._enterprise import EnterpriseManagedAuth
 from funnel_auth._errors import (
     AuthConfigError,
     AuthError,
@@ -35,7 +41,7 @@ from funnel_auth._errors import (
     RegistrationError,
     TokenRequestError,
 )
-from funnel_auth._factory import create_auth
+from funnel_auth._factory import create_auth, httpx2_auth
 from funnel_auth._flows import AuthorizationFlows, AuthorizationStart
 from funnel_auth._models import (
     AuthorizationServerMetadata,
@@ -44,24 +50,15 @@ from funnel_auth._models import (
     TokenSet,
 )
 from funnel_auth._pkce import code_challenge, new_state, new_verifier
-from funnel_auth._providers import (
-    AuthorizationCodeAuth,
-    BearerTokenAuth,
-    ClientCredentialsAuth,
-    NullAuth,
-    OAuthAuth,
-    OAuthOptions,
-)
 from funnel_auth._ratelimit import RateLimiter
 from funnel_auth._redact import redact
-from funnel_auth._urls import DEFAULT_REDIRECT_URI, as_metadata_urls, canonical_resource, prm_urls
+from funnel_auth._urls import as_metadata_urls, canonical_resource, prm_urls
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AUDIT_EVENTS",
     "AUDIT_LOGGER",
-    "DEFAULT_REDIRECT_URI",
     "AuthConfig",
     "AuthConfigError",
     "AuthError",
@@ -80,6 +77,7 @@ __all__ = [
     "ClientCredentialsAuth",
     "ClientRegistration",
     "DiscoveryError",
+    "EnterpriseManagedAuth",
     "InsufficientScope",
     "InvalidGrant",
     "InvalidState",
@@ -88,6 +86,7 @@ __all__ = [
     "NullAuth",
     "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
+    "OAuth2EnterpriseManaged",
     "OAuthAuth",
     "OAuthOptions",
     "ProtectedResourceMetadata",
@@ -106,6 +105,7 @@ __all__ = [
     "create_auth",
     "decode_auth",
     "find_bearer",
+    "httpx2_auth",
     "new_state",
     "new_verifier",
     "normalize_auth",

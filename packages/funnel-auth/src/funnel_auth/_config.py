@@ -28,6 +28,7 @@ __all__ = [
     "NoAuth",
     "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
+    "OAuth2EnterpriseManaged",
     "Secret",
     "config_dec_hook",
     "config_enc_hook",
@@ -119,21 +120,79 @@ class OAuth2ClientCredentials(_Base, tag="oauth2-client", frozen=True):
 
     Attributes:
         client_id: The registered client id.
-        client_secret: The client secret.
+        client_secret: The client secret (``client_secret_basic``/``_post``).
         token_endpoint: Token endpoint; discovered from the server when absent.
         scope: Space-separated scopes to request.
         audience: Audience parameter some authorization servers want (Auth0 style).
         resource: RFC 8707 resource indicator; defaults to the MCP server's URL.
-        auth_method: How the client authenticates at the token endpoint.
+        auth_method: How the client authenticates at the token endpoint:
+            ``client_secret_basic``, ``client_secret_post``, or ``private_key_jwt``
+            (RFC 7523: a JWT signed with ``privateKey``/``privateKeyFile``).
+        private_key: A PEM private key for ``private_key_jwt`` (``${VAR}`` or a
+            secret provider keeps it out of the file).
+        private_key_file: A file holding the PEM private key, instead of ``privateKey``.
+        signing_algorithm: The JWS algorithm (default: from the key: ``ES256`` for
+            P-256, ``RS256`` for RSA, …).
+        key_id: The ``kid`` header of the assertion, if the server wants one.
     """
 
     client_id: _NonEmpty
-    client_secret: Secret
+    client_secret: Secret | UnsetType = UNSET
     token_endpoint: _Url | UnsetType = UNSET
     scope: str | UnsetType = UNSET
     audience: str | UnsetType = UNSET
     resource: _Url | UnsetType = UNSET
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] | UnsetType
+    ) = UNSET
+    private_key: Secret | UnsetType = UNSET
+    private_key_file: _NonEmpty | UnsetType = UNSET
+    signing_algorithm: _NonEmpty | UnsetType = UNSET
+    key_id: _NonEmpty | UnsetType = UNSET
+
+
+class OAuth2EnterpriseManaged(_Base, tag="oauth2-enterprise", frozen=True):
+    """Enterprise-managed authorization (SEP-990): the user's SSO identity, no consent screen.
+
+    The client exchanges an ID token from the enterprise identity provider for an
+    Identity Assertion JWT Authorization Grant (ID-JAG) at the IdP (RFC 8693 token
+    exchange), then presents it at the MCP server's authorization server (RFC 7523
+    ``jwt-bearer`` grant) for an access token. The ID token comes from the SSO login
+    of the application embedding funnel.
+
+    Attributes:
+        client_id: The client id at the MCP server's authorization server.
+        client_secret: Its secret (``client_secret_basic`` unless ``authMethod`` says).
+        id_token: The user's ID token from the IdP (``${VAR}``, a secret provider).
+        idp_token_endpoint: The IdP's token endpoint (the token exchange).
+        idp_client_id: The client id at the IdP.
+        idp_client_secret: Its secret, for a confidential IdP client.
+        token_endpoint: The authorization server's token endpoint; discovered when absent.
+        scope: Space-separated scopes to request.
+        resource: RFC 8707 resource indicator; defaults to the MCP server's URL.
+        auth_method: Client authentication at the authorization server.
+        private_key: PEM key for ``private_key_jwt``.
+        private_key_file: File holding that key.
+        signing_algorithm: The JWS algorithm for ``private_key_jwt``.
+        key_id: The ``kid`` header for ``private_key_jwt``.
+    """
+
+    client_id: _NonEmpty
+    id_token: Secret
+    idp_token_endpoint: _Url
+    idp_client_id: _NonEmpty
+    client_secret: Secret | UnsetType = UNSET
+    idp_client_secret: Secret | UnsetType = UNSET
+    token_endpoint: _Url | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    resource: _Url | UnsetType = UNSET
+    auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] | UnsetType
+    ) = UNSET
+    private_key: Secret | UnsetType = UNSET
+    private_key_file: _NonEmpty | UnsetType = UNSET
+    signing_algorithm: _NonEmpty | UnsetType = UNSET
+    key_id: _NonEmpty | UnsetType = UNSET
 
 
 class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
@@ -146,7 +205,8 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
         authorization_endpoint: Authorization endpoint; discovered when absent.
         token_endpoint: Token endpoint; discovered when absent.
         redirect_uri: Where the authorization server sends the browser back; defaults to
-            funnel-server's own callback (``http://localhost:<port>/api/oauth/callback``).
+            the redirect URI of the application (funnel-server passes its own callback,
+            ``http://localhost:<port>/api/oauth/callback``).
         scope: Space-separated scopes; by default those the server challenges for, else
             those its metadata lists.
         audience: Audience parameter some authorization servers want.
@@ -172,7 +232,13 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
     issuer: _Url | UnsetType = UNSET
 
 
-AuthConfig: TypeAlias = NoAuth | BearerAuth | OAuth2ClientCredentials | OAuth2AuthorizationCode
+AuthConfig: TypeAlias = (
+    NoAuth
+    | BearerAuth
+    | OAuth2ClientCredentials
+    | OAuth2AuthorizationCode
+    | OAuth2EnterpriseManaged
+)
 """Any ``auth`` section, tagged by its ``type``."""
 
 

@@ -46,7 +46,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-from funnel_auth import BearerAuth, NoAuth, OAuth2AuthorizationCode, OAuth2ClientCredentials
+from funnel_auth import (
+    BearerAuth,
+    NoAuth,
+    OAuth2AuthorizationCode,
+    OAuth2ClientCredentials,
+    OAuth2EnterpriseManaged,
+)
 from funnel_auth import decode_auth as _decode_auth
 from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_proxy._interpolate import interpolate, references
@@ -508,6 +514,7 @@ _AUTH_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "bearer": BearerAuth,
     "oauth2-client": OAuth2ClientCredentials,
     "oauth2-code": OAuth2AuthorizationCode,
+    "oauth2-enterprise": OAuth2EnterpriseManaged,
 }
 _AUTH_ALIASES: Final = {"tokenUrl", "authUrl", "scopes"}
 _PROVIDER_TYPES: Final[dict[str, type[SecretProvider]]] = {
