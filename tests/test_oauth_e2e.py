@@ -386,7 +386,7 @@ async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_token
 
         # 4. Only that backend reconnects; its tools appear and answer through funnel.
         after = await browser.wait_for("protected", lambda s: s["status"] == "connected")
-        assert after["toolCount"] == 2
+        assert after["toolCount"] == 3
         assert (await browser.servers())["local"]["connectedAt"] == local["connectedAt"]
         tools = await browser.get("/api/tools", headers=browser.auth)
         names = {tool["name"] for tool in tools.json()["tools"]}
@@ -457,5 +457,62 @@ async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_token
             assert len(lines) == 1, "only the sign-in link shows the API token"
             assert f"dashboard {funnel.base}/?token={API_TOKEN}" in lines[0]
         assert API_TOKEN not in (funnel.home / "audit.log").read_text()
+    finally:
+        await browser.aclose()
+
+
+async def login(browser: Browser, authorize_url: str, oidc: Peer) -> dict[str, str]:
+    """The person at the browser: funnel's authorize link, the AS, back to the callback."""
+    start = await browser.get(authorize_url, headers=browser.auth)
+    assert start.status_code == 302, start.text
+    location = start.headers["location"]
+    assert location.startswith(oidc.url + "/")
+    callback = await follow_authorization(location)
+    assert callback.error is None, callback.error_description
+    page = await browser.get("/api/oauth/callback", params=callback.params)
+    assert page.status_code == 200, page.text
+    return dict(parse_qsl(urlsplit(location).query))
+
+
+async def test_a_step_up_mid_session_answers_with_the_authorize_url_and_the_retry_succeeds(
+    funnel: FunnelServer, oidc: Peer, protected: Peer
+) -> None:
+    await funnel.start()
+    browser = Browser(funnel.base)
+    try:
+        before = await browser.wait_for("protected", lambda s: s["status"] == "auth_required")
+        first = await login(browser, before["authorizeUrl"], oidc)
+        assert "mcp:admin" not in first["scope"].split()
+        await browser.wait_for("protected", lambda s: s["status"] == "connected")
+        assert await browser.call("protected__whoami", {}) == "authorized"
+
+        # The tool needs mcp:admin: the backend answers 403 insufficient_scope mid-session.
+        refused = await browser.post(
+            "/api/tools/protected__admin_report/call", headers=browser.auth, json={"arguments": {}}
+        )
+        assert refused.status_code == 401, refused.text
+        body = refused.json()
+        assert body["extra"]["authorizeUrl"] == "/api/oauth/authorize/protected"
+        assert "authorization" in body["detail"]
+
+        # Funnel's authorize link joins the step-up flow: the union of the scopes.
+        connected_at = (await browser.servers())["protected"]["connectedAt"]
+        second = await login(browser, body["extra"]["authorizeUrl"], oidc)
+        assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(second["scope"].split())
+        await browser.wait_for(
+            "protected",
+            lambda s: s["status"] == "connected" and s["connectedAt"] != connected_at,
+        )
+        assert await browser.call("protected__admin_report", {}) == "admin ok"
+        assert await browser.call("protected__whoami", {}) == "authorized"
+        assert funnel.process is not None and funnel.process.returncode is None
+        assert any(
+            e.get("error") == "insufficient_scope" and e.get("scope") == "mcp:admin"
+            for e in protected.events
+        )
+        assert await funnel.stop() == 0
+        events = audit(funnel.home)
+        assert events.count("auth.flow_started") == 2
+        assert events.count("auth.flow_completed") == 2
     finally:
         await browser.aclose()
