@@ -10,6 +10,8 @@ export UV_PYTHON_DOWNLOADS := never
 install:
 	uv sync --locked
 	npm ci --prefix tools --no-audit --no-fund
+	npm ci --prefix tools/conformance-0.1 --no-audit --no-fund
+	npm ci --prefix tools/conformance-0.2 --no-audit --no-fund
 
 tools/node_modules/.package-lock.json:
 	npm ci --prefix tools --no-audit --no-fund
