@@ -83,6 +83,12 @@ def auth_section(scenario: str, context: dict[str, Any]) -> dict[str, Any]:
             "idpClientId": context["idp_client_id"],
             "idToken": context["idp_id_token"],
         }
+    if scenario == "auth/wif-jwt-bearer":
+        return {
+            "type": "oauth2-jwt-bearer",
+            "clientId": context["client_id"],
+            "assertion": context["valid_jwt"],
+        }
     if scenario == "auth/pre-registration":
         return {
             "type": "oauth2-code",

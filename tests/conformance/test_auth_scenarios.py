@@ -93,7 +93,6 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 NOT_IMPLEMENTED: dict[str, str] = {
     "auth/dpop": "DPoP (SEP-1932, RFC 9449) is not implemented",
     "auth/dpop-nonce": "DPoP (SEP-1932, RFC 9449) is not implemented",
-    "auth/wif-jwt-bearer": "workload identity federation (jwt-bearer grant) is not implemented",
 }
 
 

@@ -9,7 +9,7 @@ servers from the MCP server's 401 challenge, register, refresh, step up, and rai
 from funnel_auth._audit import AUDIT_EVENTS, AUDIT_LOGGER
 from funnel_auth._authorization_code import AuthorizationCodeAuth
 from funnel_auth._challenge import BearerChallenge, Challenge, find_bearer, parse_www_authenticate
-from funnel_auth._client_credentials import ClientCredentialsAuth
+from funnel_auth._client_credentials import ClientCredentialsAuth, JwtBearerAuth
 from funnel_auth._config import (
     AuthConfig,
     BearerAuth,
@@ -17,6 +17,7 @@ from funnel_auth._config import (
     OAuth2AuthorizationCode,
     OAuth2ClientCredentials,
     OAuth2EnterpriseManaged,
+    OAuth2JwtBearer,
     Secret,
     config_dec_hook,
     config_enc_hook,
@@ -82,11 +83,13 @@ __all__ = [
     "InvalidGrant",
     "InvalidState",
     "IssuerMismatch",
+    "JwtBearerAuth",
     "NoAuth",
     "NullAuth",
     "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
     "OAuth2EnterpriseManaged",
+    "OAuth2JwtBearer",
     "OAuthAuth",
     "OAuthOptions",
     "ProtectedResourceMetadata",

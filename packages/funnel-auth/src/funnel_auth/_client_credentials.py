@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Unpack
+from typing import Final, Literal, Unpack
+
+import anyio
 
 from funnel_auth._audit import audit
 from funnel_auth._challenge import BearerChallenge
-from funnel_auth._config import OAuth2ClientCredentials, OAuth2EnterpriseManaged, Secret
+from funnel_auth._config import (
+    OAuth2ClientCredentials,
+    OAuth2EnterpriseManaged,
+    OAuth2JwtBearer,
+    Secret,
+)
 from funnel_auth._core import Discovery, OAuthAuth, OAuthOptions
 from funnel_auth._errors import AuthConfigError, AuthError, DiscoveryError, InsufficientScope
 from funnel_auth._jwt import SigningKey, load_signing_key
@@ -24,7 +31,9 @@ from funnel_auth._logic import select_scope, union_scope
 from funnel_auth._models import ClientRegistration, TokenSet
 from funnel_auth._urls import is_secure_url
 
-__all__ = ["ClientCredentialsAuth", "MachineAuth"]
+__all__ = ["JWT_BEARER_GRANT", "ClientCredentialsAuth", "JwtBearerAuth", "MachineAuth"]
+
+JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +46,7 @@ class MachineAuth(OAuthAuth):
 
     def __init__(
         self,
-        config: OAuth2ClientCredentials | OAuth2EnterpriseManaged,
+        config: OAuth2ClientCredentials | OAuth2EnterpriseManaged | OAuth2JwtBearer,
         **options: Unpack[OAuthOptions],
     ) -> None:
         super().__init__(**options)
@@ -55,17 +64,26 @@ class MachineAuth(OAuthAuth):
         self._secret = (
             config.client_secret.reveal() if isinstance(config.client_secret, Secret) else None
         )
-        self._signing_key = _signing_key(config, self.server_name)
+        self._signing_key = (
+            None if isinstance(config, OAuth2JwtBearer) else _signing_key(config, self.server_name)
+        )
+        self._method: Literal[
+            "client_secret_basic", "client_secret_post", "private_key_jwt", "none"
+        ]
         if isinstance(config.auth_method, str):
             self._method = config.auth_method
+        elif self._signing_key is not None:
+            self._method = "private_key_jwt"
+        elif isinstance(config, OAuth2JwtBearer) and not self._secret:
+            self._method = "none"  # the assertion is the proof (SEP-1933)
         else:
-            self._method = "private_key_jwt" if self._signing_key else "client_secret_basic"
+            self._method = "client_secret_basic"
         if self._method == "private_key_jwt" and self._signing_key is None:
             raise AuthConfigError(
                 "authMethod private_key_jwt needs privateKey or privateKeyFile",
                 server=self.server_name,
             )
-        if self._method != "private_key_jwt" and not self._secret:
+        if self._method in ("client_secret_basic", "client_secret_post") and not self._secret:
             raise AuthConfigError(
                 f"authMethod {self._method} needs clientSecret", server=self.server_name
             )
@@ -238,3 +256,58 @@ def _signing_key(
     except AuthConfigError as exc:
         exc.server = server
         raise
+
+
+class JwtBearerAuth(MachineAuth):
+    """Workload identity federation (SEP-1933): the platform's JWT as an RFC 7523 grant.
+
+    Errors (``invalid_grant``, ``invalid_scope``, ``unauthorized_client``) are raised as
+    they are: never retried with another grant type.
+
+    Args:
+        config: The ``oauth2-jwt-bearer`` config.
+        **options: See :class:`~funnel_auth.OAuthOptions` (``server_name``, ``server_url``…).
+    """
+
+    _grant_type = JWT_BEARER_GRANT
+
+    def __init__(self, config: OAuth2JwtBearer, **options: Unpack[OAuthOptions]) -> None:
+        super().__init__(config, **options)
+        if not isinstance(config.assertion, Secret) and not isinstance(config.assertion_file, str):
+            raise AuthConfigError(
+                "oauth2-jwt-bearer needs assertion or assertionFile", server=self.server_name
+            )
+        self._config = config
+
+    def __repr__(self) -> str:
+        return f"JwtBearerAuth(server={self.server_name!r}, client_id={self._client_id!r})"
+
+    async def _assertion(self) -> str:
+        config = self._config
+        if isinstance(config.assertion_file, str):
+            path = await anyio.Path(config.assertion_file).expanduser()
+            try:
+                return (await path.read_text()).strip()
+            except OSError as exc:
+                raise AuthConfigError(
+                    f"cannot read assertionFile {config.assertion_file}: {exc.strerror}",
+                    server=self.server_name,
+                ) from None
+        assert isinstance(config.assertion, Secret)  # noqa: S101 -- checked in __init__
+        return config.assertion.reveal()
+
+    async def _grant(self, scope: str | None) -> TokenSet:
+        assert self._token_endpoint is not None  # noqa: S101 -- checked by the caller
+        form = {"grant_type": JWT_BEARER_GRANT, "assertion": await self._assertion()}
+        if self._resource:
+            form["resource"] = self._resource
+        if scope:
+            form["scope"] = scope
+        return await self._token_request(
+            endpoint=self._token_endpoint,
+            registration=self._registration(),
+            form=form,
+            issuer=self._issuer,
+            resource=self._resource,
+            requested_scope=scope,
+        )

@@ -29,6 +29,7 @@ __all__ = [
     "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
     "OAuth2EnterpriseManaged",
+    "OAuth2JwtBearer",
     "Secret",
     "config_dec_hook",
     "config_enc_hook",
@@ -232,12 +233,42 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
     issuer: _Url | UnsetType = UNSET
 
 
+class OAuth2JwtBearer(_Base, tag="oauth2-jwt-bearer", frozen=True):
+    """Workload identity federation (SEP-1933): a platform-issued JWT as the grant (RFC 7523).
+
+    A workload (a Kubernetes pod, a CI job, a cloud function) holds a JWT its platform
+    issued; the client presents it as ``assertion`` of the ``jwt-bearer`` grant and gets
+    an access token, with no secret of its own. ``assertionFile`` is read again for every
+    grant, since platforms rotate these tokens on disk.
+
+    Attributes:
+        client_id: The client id at the authorization server.
+        assertion: The workload JWT (``${VAR}`` or a secret provider).
+        assertion_file: A file holding the workload JWT, instead of ``assertion``.
+        token_endpoint: Token endpoint; discovered when absent.
+        scope: Space-separated scopes to request.
+        resource: RFC 8707 resource indicator; defaults to the MCP server's URL.
+        client_secret: A secret, for a confidential client (usually none).
+        auth_method: Client authentication (default ``none``: the assertion is the proof).
+    """
+
+    client_id: _NonEmpty
+    assertion: Secret | UnsetType = UNSET
+    assertion_file: _NonEmpty | UnsetType = UNSET
+    token_endpoint: _Url | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    resource: _Url | UnsetType = UNSET
+    client_secret: Secret | UnsetType = UNSET
+    auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | UnsetType = UNSET
+
+
 AuthConfig: TypeAlias = (
     NoAuth
     | BearerAuth
     | OAuth2ClientCredentials
     | OAuth2AuthorizationCode
     | OAuth2EnterpriseManaged
+    | OAuth2JwtBearer
 )
 """Any ``auth`` section, tagged by its ``type``."""
 

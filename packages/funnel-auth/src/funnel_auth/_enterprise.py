@@ -23,6 +23,7 @@ from typing import Final, Unpack
 import httpx
 import msgspec
 
+from funnel_auth._client_credentials import JWT_BEARER_GRANT as JWT_BEARER
 from funnel_auth._client_credentials import MachineAuth
 from funnel_auth._config import OAuth2EnterpriseManaged, Secret
 from funnel_auth._core import OAuthOptions
@@ -35,7 +36,6 @@ __all__ = ["EnterpriseManagedAuth"]
 
 # Grant and token type URNs (RFC 8693, RFC 7523, SEP-990), not secrets.
 TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
-JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ID_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105
 ID_JAG_TYPE: Final = "urn:ietf:params:oauth:token-type:id-jag"
 

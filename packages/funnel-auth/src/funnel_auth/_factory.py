@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from funnel_auth._authorization_code import AuthorizationCodeAuth
-from funnel_auth._client_credentials import ClientCredentialsAuth
+from funnel_auth._client_credentials import ClientCredentialsAuth, JwtBearerAuth
 from funnel_auth._config import (
     AuthConfig,
     BearerAuth,
@@ -17,6 +17,7 @@ from funnel_auth._config import (
     OAuth2AuthorizationCode,
     OAuth2ClientCredentials,
     OAuth2EnterpriseManaged,
+    OAuth2JwtBearer,
 )
 from funnel_auth._core import BearerTokenAuth, NullAuth, OAuthOptions
 from funnel_auth._enterprise import EnterpriseManagedAuth
@@ -74,7 +75,8 @@ def create_auth(
 
     Returns:
         :class:`NullAuth`, :class:`BearerTokenAuth`, :class:`ClientCredentialsAuth`,
-        :class:`AuthorizationCodeAuth` or :class:`EnterpriseManagedAuth`. Each is an
+        :class:`AuthorizationCodeAuth`, :class:`EnterpriseManagedAuth` or
+        :class:`JwtBearerAuth`. Each is an
         ``httpx.Auth``; :func:`httpx2_auth` wraps it for ``httpx2`` clients.
 
     Raises:
@@ -98,6 +100,8 @@ def create_auth(
         return ClientCredentialsAuth(config, **common)
     if isinstance(config, OAuth2EnterpriseManaged):
         return EnterpriseManagedAuth(config, **common)
+    if isinstance(config, OAuth2JwtBearer):
+        return JwtBearerAuth(config, **common)
     if isinstance(config, OAuth2AuthorizationCode):
         return AuthorizationCodeAuth(
             config,

@@ -52,6 +52,7 @@ from funnel_auth import (
     OAuth2AuthorizationCode,
     OAuth2ClientCredentials,
     OAuth2EnterpriseManaged,
+    OAuth2JwtBearer,
 )
 from funnel_auth import decode_auth as _decode_auth
 from funnel_proxy._errors import ConfigError, ConfigNotFound
@@ -515,6 +516,7 @@ _AUTH_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "oauth2-client": OAuth2ClientCredentials,
     "oauth2-code": OAuth2AuthorizationCode,
     "oauth2-enterprise": OAuth2EnterpriseManaged,
+    "oauth2-jwt-bearer": OAuth2JwtBearer,
 }
 _AUTH_ALIASES: Final = {"tokenUrl", "authUrl", "scopes"}
 _PROVIDER_TYPES: Final[dict[str, type[SecretProvider]]] = {
