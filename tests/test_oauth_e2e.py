@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 import anyio.abc
@@ -516,3 +516,57 @@ async def test_a_step_up_mid_session_answers_with_the_authorize_url_and_the_retr
         assert events.count("auth.flow_completed") == 2
     finally:
         await browser.aclose()
+
+
+AUTH_README = REPO / "packages" / "funnel-auth" / "README.md"
+
+
+def readme_program(heading: str) -> str:
+    """The first ``python`` block after ``heading`` in funnel-auth's README, verbatim."""
+    text = AUTH_README.read_text()
+    section = text.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_sdk_example_runs_verbatim_against_a_real_authorization_server(
+    tmp_path: Path, oidc: Peer, protected: Peer
+) -> None:
+    """The official MCP SDK 2.x client, with funnel-auth as its httpx2 auth."""
+    program = tmp_path / "example.py"
+    program.write_text(readme_program("## With the official MCP SDK (2.x)"))
+    env = {"PATH": os.environ.get("PATH", os.defpath), "MCP_SERVER_URL": protected.url}
+    process = await anyio.open_process(
+        [sys.executable, str(program)], env=env, cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None and process.stdin is not None
+        lines = _lines(process.stderr)
+        with anyio.fail_after(30):
+            async for line in lines:
+                if line.startswith(oidc.url + "/"):
+                    url = line.strip()
+                    break
+        query = dict(parse_qsl(urlsplit(url).query))
+        assert query["code_challenge_method"] == "S256"
+        assert query["resource"] == protected.url
+        callback = await follow_authorization(url)
+        assert callback.error is None, callback.error_description
+        landed = f"{query['redirect_uri']}?{urlencode(callback.params)}"
+        await process.stdin.send((landed + "\n").encode())
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            output = b""
+            async for chunk in process.stdout:
+                output += chunk
+            await process.wait()
+        assert process.returncode == 0
+        assert output.decode().strip() == "tools: whoami, shout, admin_report"
+        assert protected.count("request") == 1  # one token, used by the SDK client
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    await stream.aclose()
