@@ -594,16 +594,23 @@ class OAuthAuth(httpx.Auth, abc.ABC):
         if base.requested_scope:
             form["scope"] = base.requested_scope
         try:
-            new = await self._token_request(
-                endpoint=base.token_endpoint,
-                registration=registration,
-                form=form,
-                issuer=base.issuer,
-                resource=base.resource,
-                requested_scope=base.requested_scope,
-                previous_refresh_token=base.refresh_token,
-                limited=False,
-            )
+            # Shielded: once the server has rotated the refresh token, the new one must
+            # reach the store even if the caller is cancelled (a restart, a timeout
+            # around the request): losing it would force a new login. Both steps are
+            # bounded (the request by the provider's timeout).
+            with anyio.CancelScope(shield=True):
+                new = await self._token_request(
+                    endpoint=base.token_endpoint,
+                    registration=registration,
+                    form=form,
+                    issuer=base.issuer,
+                    resource=base.resource,
+                    requested_scope=base.requested_scope,
+                    previous_refresh_token=base.refresh_token,
+                    limited=False,
+                )
+                # Persist first: a rotated refresh token must survive a crash right after use.
+                await self._write_tokens(new)
         except InvalidGrant:
             audit(
                 "auth.refresh_failed",
@@ -647,8 +654,6 @@ class OAuthAuth(httpx.Auth, abc.ABC):
                 await self._forget_registration(base.issuer, f"refresh refused: {exc.error}")
                 return None
             raise
-        # Persist first: a rotated refresh token must survive a crash right after use.
-        await self._write_tokens(new)
         self._tokens = new
         self._refresh_retry_at = 0.0
         audit(
