@@ -570,3 +570,76 @@ async def test_the_readme_sdk_example_runs_verbatim_against_a_real_authorization
             for stream in (process.stdin, process.stdout, process.stderr):
                 if stream is not None:
                     await stream.aclose()
+
+
+def text(result: Any) -> str:
+    """The text of a tool result's first content block."""
+    from mcp.types import TextContent
+
+    block = result.content[0]
+    assert isinstance(block, TextContent), block
+    return block.text
+
+
+async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_succeeds(
+    funnel: FunnelServer, oidc: Peer, protected: Peer
+) -> None:
+    """``funnel-server --stdio`` as a desktop client runs it, the official SDK as that client."""
+    from mcp import Client, MCPError, StdioServerParameters
+
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "FUNNEL_API_TOKEN": API_TOKEN,
+        "MCP_FUNNEL_HOME": str(funnel.home),
+        "MCP_FUNNEL_TOKEN_STORE": "file",
+    }
+    args = ["--stdio", "--config", str(funnel.config), "--port", str(funnel.port)]
+    params = StdioServerParameters(
+        command=FUNNEL, args=args, env=env, cwd=str(funnel.config.parent)
+    )
+    browser = Browser(funnel.base)
+    try:
+        async with Client(params) as client:
+            with anyio.fail_after(20):
+                while True:  # the HTTP side (callbacks, dashboard) comes up beside stdio
+                    try:
+                        if (await browser.get("/api/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await anyio.sleep(0.05)  # bounded readiness polling
+            before = await browser.wait_for("protected", lambda s: s["status"] == "auth_required")
+            await login(browser, before["authorizeUrl"], oidc)
+            await browser.wait_for("protected", lambda s: s["status"] == "connected")
+            with anyio.fail_after(20):
+                while True:  # the list_changed notification may lag the status
+                    names = {t.name for t in (await client.list_tools()).tools}
+                    if "protected__admin_report" in names:
+                        break
+                    await anyio.sleep(0.05)  # bounded polling
+            assert text(await client.call_tool("protected__whoami", {})) == "authorized"
+
+            # A step-up mid-session: a JSON-RPC error that says what to do, with the URL.
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("protected__admin_report", {})
+            assert info.value.code == -32042  # URL elicitation required
+            assert "authorization" in info.value.message
+            url = info.value.data["authorizeUrl"]
+            assert info.value.data["elicitations"][0]["url"] == url
+            query = dict(parse_qsl(urlsplit(url).query))
+            assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(query["scope"].split())
+
+            # The person opens it; the browser comes back to funnel's own callback.
+            connected_at = (await browser.servers())["protected"]["connectedAt"]
+            callback = await follow_authorization(url)
+            assert callback.error is None, callback.error_description
+            page = await browser.get("/api/oauth/callback", params=callback.params)
+            assert page.status_code == 200, page.text
+            await browser.wait_for(
+                "protected",
+                lambda s: s["status"] == "connected" and s["connectedAt"] != connected_at,
+            )
+            assert text(await client.call_tool("protected__admin_report", {})) == "admin ok"
+            assert text(await client.call_tool("protected__whoami", {})) == "authorized"
+    finally:
+        await browser.aclose()

@@ -151,6 +151,9 @@ class OAuth2ClientCredentials(_Base, tag="oauth2-client", frozen=True):
     signing_algorithm: _NonEmpty | UnsetType = UNSET
     key_id: _NonEmpty | UnsetType = UNSET
 
+    def __post_init__(self) -> None:
+        _check_client_auth(self)
+
 
 class OAuth2EnterpriseManaged(_Base, tag="oauth2-enterprise", frozen=True):
     """Enterprise-managed authorization (SEP-990): the user's SSO identity, no consent screen.
@@ -194,6 +197,9 @@ class OAuth2EnterpriseManaged(_Base, tag="oauth2-enterprise", frozen=True):
     private_key_file: _NonEmpty | UnsetType = UNSET
     signing_algorithm: _NonEmpty | UnsetType = UNSET
     key_id: _NonEmpty | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _check_client_auth(self)
 
 
 class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
@@ -260,6 +266,22 @@ class OAuth2JwtBearer(_Base, tag="oauth2-jwt-bearer", frozen=True):
     resource: _Url | UnsetType = UNSET
     client_secret: Secret | UnsetType = UNSET
     auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.assertion, Secret) == isinstance(self.assertion_file, str):
+            raise ValueError('set exactly one of "assertion" and "assertionFile"')
+
+
+def _check_client_auth(config: OAuth2ClientCredentials | OAuth2EnterpriseManaged) -> None:
+    # msgspec reports a ValueError here as a validation error of the whole object.
+    has_key = isinstance(config.private_key, Secret) or isinstance(config.private_key_file, str)
+    if isinstance(config.private_key, Secret) and isinstance(config.private_key_file, str):
+        raise ValueError('set "privateKey" or "privateKeyFile", not both')  # noqa: TRY004 -- msgspec reports ValueError at the object's path
+    if config.auth_method == "private_key_jwt" and not has_key:
+        raise ValueError('authMethod private_key_jwt needs "privateKey" or "privateKeyFile"')
+    if not has_key and not isinstance(config.client_secret, Secret):
+        # The wording of a missing required field: a private key is the documented alternative.
+        raise ValueError('missing required key "clientSecret"')
 
 
 AuthConfig: TypeAlias = (
