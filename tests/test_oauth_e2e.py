@@ -622,19 +622,17 @@ async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_su
             # A step-up mid-session: a JSON-RPC error that says what to do, with the URL.
             with pytest.raises(MCPError) as info:
                 await client.call_tool("protected__admin_report", {})
-            assert info.value.code == -32042  # URL elicitation required
-            assert "authorization" in info.value.message
+            assert "authoriz" in info.value.message
+            assert "[REDACTED]" not in info.value.message
+            assert info.value.data["action"] == "authorize"
             url = info.value.data["authorizeUrl"]
-            assert info.value.data["elicitations"][0]["url"] == url
-            query = dict(parse_qsl(urlsplit(url).query))
-            assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(query["scope"].split())
+            assert url == "/api/oauth/authorize/protected"
 
-            # The person opens it; the browser comes back to funnel's own callback.
+            # The person opens it: it joins the step-up flow (the union of the scopes),
+            # and the browser comes back to funnel's own callback.
             connected_at = (await browser.servers())["protected"]["connectedAt"]
-            callback = await follow_authorization(url)
-            assert callback.error is None, callback.error_description
-            page = await browser.get("/api/oauth/callback", params=callback.params)
-            assert page.status_code == 200, page.text
+            query = await login(browser, url, oidc)
+            assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(query["scope"].split())
             await browser.wait_for(
                 "protected",
                 lambda s: s["status"] == "connected" and s["connectedAt"] != connected_at,

@@ -622,7 +622,7 @@ class AuthorizationCodeAuth(OAuthAuth):
                 await result
         if self._wait_timeout is None:
             raise AuthorizationRequired(
-                f"{self.server_name} needs authorization: open the authorization URL",
+                f"{self.server_name} needs a person to authorize access (open the authorization URL)",
                 authorization_url=start.authorization_url,
                 state=start.state,
                 server=self.server_name,
