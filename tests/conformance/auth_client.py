@@ -119,7 +119,7 @@ class Driver:
             except anyio.WouldBlock:
                 return
 
-    async def wait_settled(self, *, current: bool = True) -> str:
+    async def wait_settled(self, *, current: bool = True, after: float | None = None) -> str:
         """Wait until the backend is connected, needs authorization, or reports an error.
 
         With ``current``, the backend's present state counts; otherwise only a state
@@ -129,10 +129,14 @@ class Driver:
         with anyio.fail_after(STEP_TIMEOUT):
             while True:
                 if state is not None:
-                    if state.status in ("connected", "auth_required", "failed"):
+                    if state.status == "connected" and (
+                        after is None or (state.connected_at or 0.0) > after
+                    ):
                         return state.status
-                    if state.status == "reconnecting" and state.error:
-                        # What the dashboard shows as an error: a person tries to log in.
+                    if state.status in ("auth_required", "failed"):
+                        return state.status
+                    if state.status == "reconnecting" and _auth_trouble(state.error):
+                        # An auth error on the dashboard: a person tries to log in again.
                         return "error"
                 event = await self.events.receive()
                 state = (
@@ -160,8 +164,13 @@ class Driver:
             error_description=params.get("error_description"),
         )
 
-    async def connect(self, *, current: bool = True) -> None:
-        status = await self.wait_settled(current=current)
+    async def connect(self, *, current: bool = True, after: float | None = None) -> None:
+        """Until connected: a login whenever the backend asks for one.
+
+        ``after``: only a connection made after this time counts (a login reconnects
+        the backend; its old connection may still report ``connected`` for a moment).
+        """
+        status = await self.wait_settled(current=current, after=after)
         while status != "connected":
             if status == "failed":
                 raise ScenarioFailed(f"the backend failed: {self.state().error}")
@@ -169,6 +178,11 @@ class Driver:
                 logger.info("the backend reports: %s", self.state().error)
             await self.login()
             status = await self.wait_settled(current=False)
+
+    async def login_and_reconnect(self) -> None:
+        before = self.state().connected_at or 0.0
+        await self.login()
+        await self.connect(current=True, after=before)
 
     async def call_tools(self) -> None:
         tools = [entry for entry in self.funnel.surface.by_name.values() if entry.server == SERVER]
@@ -183,14 +197,19 @@ class Driver:
                     # A step-up during the call: the error carries the URL; log in
                     # through the public path (which joins the pending flow), retry.
                     logger.info("call needs authorization (%s): logging in", exc)
-                    await self.login()
-                    await self.connect(current=False)
+                    await self.login_and_reconnect()
                 except RpcError as exc:
                     if not _needs_login(exc):
                         raise
                     logger.info("call refused (%s): logging in again", exc)
-                    await self.login()
-                    await self.connect(current=False)
+                    await self.login_and_reconnect()
+
+
+def _auth_trouble(error: str | None) -> bool:
+    """Whether a status error is about authorization (not a reconnect after a login)."""
+    return (
+        bool(error) and "authoriz" in str(error).lower() and "reconnect requested" not in str(error)
+    )
 
 
 def _needs_login(error: RpcError) -> bool:
