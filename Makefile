@@ -16,6 +16,8 @@ UV_RUN := uv run --locked --group dev
 install:
 	uv sync --locked --group dev
 	npm ci --prefix tools --no-audit --no-fund
+	npm ci --prefix tools/conformance-0.1 --no-audit --no-fund
+	npm ci --prefix tools/conformance-0.2 --no-audit --no-fund
 
 tools/node_modules/.package-lock.json:
 	npm ci --prefix tools --no-audit --no-fund

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 import anyio.abc
@@ -386,7 +386,7 @@ async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_token
 
         # 4. Only that backend reconnects; its tools appear and answer through funnel.
         after = await browser.wait_for("protected", lambda s: s["status"] == "connected")
-        assert after["toolCount"] == 2
+        assert after["toolCount"] == 3
         assert (await browser.servers())["local"]["connectedAt"] == local["connectedAt"]
         tools = await browser.get("/api/tools", headers=browser.auth)
         names = {tool["name"] for tool in tools.json()["tools"]}
@@ -457,5 +457,187 @@ async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_token
             assert len(lines) == 1, "only the sign-in link shows the API token"
             assert f"dashboard {funnel.base}/?token={API_TOKEN}" in lines[0]
         assert API_TOKEN not in (funnel.home / "audit.log").read_text()
+    finally:
+        await browser.aclose()
+
+
+async def login(browser: Browser, authorize_url: str, oidc: Peer) -> dict[str, str]:
+    """The person at the browser: funnel's authorize link, the AS, back to the callback."""
+    start = await browser.get(authorize_url, headers=browser.auth)
+    assert start.status_code == 302, start.text
+    location = start.headers["location"]
+    assert location.startswith(oidc.url + "/")
+    callback = await follow_authorization(location)
+    assert callback.error is None, callback.error_description
+    page = await browser.get("/api/oauth/callback", params=callback.params)
+    assert page.status_code == 200, page.text
+    return dict(parse_qsl(urlsplit(location).query))
+
+
+async def test_a_step_up_mid_session_answers_with_the_authorize_url_and_the_retry_succeeds(
+    funnel: FunnelServer, oidc: Peer, protected: Peer
+) -> None:
+    await funnel.start()
+    browser = Browser(funnel.base)
+    try:
+        before = await browser.wait_for("protected", lambda s: s["status"] == "auth_required")
+        first = await login(browser, before["authorizeUrl"], oidc)
+        assert "mcp:admin" not in first["scope"].split()
+        await browser.wait_for("protected", lambda s: s["status"] == "connected")
+        assert await browser.call("protected__whoami", {}) == "authorized"
+
+        # The tool needs mcp:admin: the backend answers 403 insufficient_scope mid-session.
+        refused = await browser.post(
+            "/api/tools/protected__admin_report/call", headers=browser.auth, json={"arguments": {}}
+        )
+        assert refused.status_code == 401, refused.text
+        body = refused.json()
+        assert body["extra"]["authorizeUrl"] == "/api/oauth/authorize/protected"
+        assert "authorization" in body["detail"]
+
+        # Funnel's authorize link joins the step-up flow: the union of the scopes.
+        connected_at = (await browser.servers())["protected"]["connectedAt"]
+        second = await login(browser, body["extra"]["authorizeUrl"], oidc)
+        assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(second["scope"].split())
+        await browser.wait_for(
+            "protected",
+            lambda s: s["status"] == "connected" and s["connectedAt"] != connected_at,
+        )
+        assert await browser.call("protected__admin_report", {}) == "admin ok"
+        assert await browser.call("protected__whoami", {}) == "authorized"
+        assert funnel.process is not None and funnel.process.returncode is None
+        assert any(
+            e.get("error") == "insufficient_scope" and e.get("scope") == "mcp:admin"
+            for e in protected.events
+        )
+        assert await funnel.stop() == 0
+        events = audit(funnel.home)
+        assert events.count("auth.flow_started") == 2
+        assert events.count("auth.flow_completed") == 2
+    finally:
+        await browser.aclose()
+
+
+AUTH_README = REPO / "packages" / "funnel-auth" / "README.md"
+
+
+def readme_program(heading: str) -> str:
+    """The first ``python`` block after ``heading`` in funnel-auth's README, verbatim."""
+    text = AUTH_README.read_text()
+    section = text.split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_sdk_example_runs_verbatim_against_a_real_authorization_server(
+    tmp_path: Path, oidc: Peer, protected: Peer
+) -> None:
+    """The official MCP SDK 2.x client, with funnel-auth as its httpx2 auth."""
+    program = tmp_path / "example.py"
+    program.write_text(readme_program("## With the official MCP SDK (2.x)"))
+    env = {"PATH": os.environ.get("PATH", os.defpath), "MCP_SERVER_URL": protected.url}
+    process = await anyio.open_process(
+        [sys.executable, str(program)], env=env, cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stderr is not None and process.stdin is not None
+        lines = _lines(process.stderr)
+        with anyio.fail_after(30):
+            async for line in lines:
+                if line.startswith(oidc.url + "/"):
+                    url = line.strip()
+                    break
+        query = dict(parse_qsl(urlsplit(url).query))
+        assert query["code_challenge_method"] == "S256"
+        assert query["resource"] == protected.url
+        callback = await follow_authorization(url)
+        assert callback.error is None, callback.error_description
+        landed = f"{query['redirect_uri']}?{urlencode(callback.params)}"
+        await process.stdin.send((landed + "\n").encode())
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            output = b""
+            async for chunk in process.stdout:
+                output += chunk
+            await process.wait()
+        assert process.returncode == 0
+        assert output.decode().strip() == "tools: whoami, shout, admin_report"
+        assert protected.count("request") == 1  # one token, used by the SDK client
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    await stream.aclose()
+
+
+def text(result: Any) -> str:
+    """The text of a tool result's first content block."""
+    from mcp.types import TextContent
+
+    block = result.content[0]
+    assert isinstance(block, TextContent), block
+    return block.text
+
+
+async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_succeeds(
+    funnel: FunnelServer, oidc: Peer, protected: Peer
+) -> None:
+    """``funnel-server --stdio`` as a desktop client runs it, the official SDK as that client."""
+    from mcp import Client, MCPError, StdioServerParameters
+
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "FUNNEL_API_TOKEN": API_TOKEN,
+        "MCP_FUNNEL_HOME": str(funnel.home),
+        "MCP_FUNNEL_TOKEN_STORE": "file",
+    }
+    args = ["--stdio", "--config", str(funnel.config), "--port", str(funnel.port)]
+    params = StdioServerParameters(
+        command=FUNNEL, args=args, env=env, cwd=str(funnel.config.parent)
+    )
+    browser = Browser(funnel.base)
+    try:
+        async with Client(params) as client:
+            with anyio.fail_after(20):
+                while True:  # the HTTP side (callbacks, dashboard) comes up beside stdio
+                    try:
+                        if (await browser.get("/api/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await anyio.sleep(0.05)  # bounded readiness polling
+            before = await browser.wait_for("protected", lambda s: s["status"] == "auth_required")
+            await login(browser, before["authorizeUrl"], oidc)
+            await browser.wait_for("protected", lambda s: s["status"] == "connected")
+            with anyio.fail_after(20):
+                while True:  # the list_changed notification may lag the status
+                    names = {t.name for t in (await client.list_tools()).tools}
+                    if "protected__admin_report" in names:
+                        break
+                    await anyio.sleep(0.05)  # bounded polling
+            assert text(await client.call_tool("protected__whoami", {})) == "authorized"
+
+            # A step-up mid-session: a JSON-RPC error that says what to do, with the URL.
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("protected__admin_report", {})
+            assert "authoriz" in info.value.message
+            assert "[REDACTED]" not in info.value.message
+            assert info.value.data["action"] == "authorize"
+            url = info.value.data["authorizeUrl"]
+            assert url == "/api/oauth/authorize/protected"
+
+            # The person opens it: it joins the step-up flow (the union of the scopes),
+            # and the browser comes back to funnel's own callback.
+            connected_at = (await browser.servers())["protected"]["connectedAt"]
+            query = await login(browser, url, oidc)
+            assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(query["scope"].split())
+            await browser.wait_for(
+                "protected",
+                lambda s: s["status"] == "connected" and s["connectedAt"] != connected_at,
+            )
+            assert text(await client.call_tool("protected__admin_report", {})) == "admin ok"
+            assert text(await client.call_tool("protected__whoami", {})) == "authorized"
     finally:
         await browser.aclose()

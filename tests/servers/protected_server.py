@@ -4,7 +4,8 @@ Usage: ``python protected_server.py ISSUER`` — binds 127.0.0.1 on a free port,
 MCP URL (``http://127.0.0.1:<port>/mcp``) as the first stdout line, then JSON lines: one
 per new valid token (``{"event": "request", "token": <sha256 prefix>, "client_id": ...}``),
 so a test can tell which access token a client used without the token itself ever being
-printed, and one per 401 (``{"event": "challenge", "error": ..., "agent": <User-Agent>}``).
+printed, and one per 401 or 403 (``{"event": "challenge", "error": ..., "agent": <User-Agent>,
+"scope": ...}``).
 Exits when stdin closes.
 
 Theory of operation. The MCP endpoint is the official SDK's ``MCPServer`` streamable HTTP
@@ -19,6 +20,8 @@ app (a Starlette app whose lifespan runs the session manager). In front of it si
   be ``active`` and its audience must name this resource. Otherwise the answer is 401
   with ``WWW-Authenticate: Bearer resource_metadata="…"`` (plus ``error="invalid_token"``
   when a token was sent), which is how an MCP client discovers where to authorize.
+- A call of a tool in :data:`STEP_UP` with a token lacking its scope is answered 403
+  ``insufficient_scope`` naming that scope (a step-up in the middle of a session).
 
 Test peer only: the SDK is a dev dependency, never imported from package code.
 """
@@ -61,6 +64,17 @@ def whoami() -> str:
 def shout(message: str) -> str:
     """Return the message in capitals."""
     return message.upper()
+
+
+@mcp.tool()
+def admin_report() -> str:
+    """Only for tokens with the ``mcp:admin`` scope (the middleware steps the caller up)."""
+    return "admin ok"
+
+
+# Tools whose calls need more than the scopes every token gets: the middleware answers
+# 403 insufficient_scope (RFC 6750 §3.1) naming the scope, mid-session.
+STEP_UP: dict[str, str] = {"admin_report": "mcp:admin"}
 
 
 def fingerprint(token: str) -> str:
@@ -114,6 +128,12 @@ class Protection:
             await self._challenge(send, "invalid_token", headers.get("user-agent", ""))
             return
         self._record(token, claims)
+        body, receive = await _buffered(receive)
+        needed = STEP_UP.get(_called_tool(body))
+        granted = str(claims.get("scope", "")).split()
+        if needed is not None and needed not in granted:
+            await self._challenge(send, "insufficient_scope", headers.get("user-agent", ""), needed)
+            return
         await self.app(scope, receive, send)
 
     async def _introspect(self, token: str) -> dict[str, Any]:
@@ -134,13 +154,54 @@ class Protection:
             sys.stdout.write(json.dumps(event) + "\n")
             sys.stdout.flush()
 
-    async def _challenge(self, send: Send, error: str | None, agent: str) -> None:
-        event = {"event": "challenge", "error": error, "agent": agent}
+    async def _challenge(
+        self, send: Send, error: str | None, agent: str, scope: str | None = None
+    ) -> None:
+        event = {"event": "challenge", "error": error, "agent": agent, "scope": scope}
         sys.stdout.write(json.dumps(event) + "\n")
         sys.stdout.flush()
         parts = [f'error="{error}"'] if error else []
+        if scope:
+            parts.append(f'scope="{scope}"')
         parts.append(f'resource_metadata="{self.metadata_url}"')
-        await _json(send, 401, {"error": error or "unauthorized"}, challenge=", ".join(parts))
+        status = 403 if error == "insufficient_scope" else 401
+        await _json(send, status, {"error": error or "unauthorized"}, challenge=", ".join(parts))
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """Read the whole request body; return it and a ``receive`` that replays it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+def _called_tool(body: bytes) -> str:
+    """The tool a ``tools/call`` body names ("" for anything else)."""
+    try:
+        message = json.loads(body or b"null")
+    except ValueError:
+        return ""
+    if isinstance(message, dict) and message.get("method") == "tools/call":
+        params = message.get("params")
+        if isinstance(params, dict) and isinstance(params.get("name"), str):
+            return str(params["name"])
+    return ""
 
 
 async def _json(send: Send, status: int, body: object, *, challenge: str | None = None) -> None:

@@ -94,11 +94,11 @@ async def _lines(stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def node_peer(script: str) -> AsyncIterator[NodePeer]:
+async def node_peer(script: str, *args: str) -> AsyncIterator[NodePeer]:
     if NODE is None or not (TOOLS / "node_modules").is_dir():
         pytest.skip("node and the npm test peers (npm ci --prefix tools) are needed")
     process = await anyio.open_process(
-        [NODE, str(TOOLS / "peers" / script)], cwd=TOOLS, stderr=None
+        [NODE, str(TOOLS / "peers" / script), *args], cwd=TOOLS, stderr=None
     )
     try:
         assert process.stdout is not None
@@ -132,6 +132,16 @@ async def oidc() -> AsyncIterator[NodePeer]:
 @pytest.fixture
 async def mock_as() -> AsyncIterator[NodePeer]:
     async with node_peer("oauth2-mock-server.mjs") as peer:
+        yield peer
+
+
+SOAK_TOKEN_TTL = 3
+
+
+@pytest.fixture
+async def rotating_as() -> AsyncIterator[NodePeer]:
+    """Short-lived access tokens, single-use refresh tokens, scriptable faults."""
+    async with node_peer("rotating-as.mjs", str(SOAK_TOKEN_TTL)) as peer:
         yield peer
 
 
@@ -332,6 +342,15 @@ async def mock_rs(mock_as: NodePeer) -> AsyncIterator[ResourceServer]:
     # The mock's introspection says "active" for anything: audience is checked elsewhere.
     async with resource_server(
         mock_as.url, mock_as.url + "/introspect", check_audience=False
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+async def rotating_rs(rotating_as: NodePeer) -> AsyncIterator[ResourceServer]:
+    # The rotating AS says "active" only for its unexpired tokens; no audience claim.
+    async with resource_server(
+        rotating_as.url, rotating_as.url + "/introspect", check_audience=False
     ) as server:
         yield server
 

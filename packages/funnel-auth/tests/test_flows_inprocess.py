@@ -17,6 +17,7 @@ import pytest
 
 from funnel_auth import (
     AUDIT_LOGGER,
+    AuthConfigError,
     AuthorizationCodeAuth,
     AuthorizationRequired,
     ClientCredentialsAuth,
@@ -31,6 +32,8 @@ from funnel_auth import (
     create_auth,
 )
 from funnel_tokenstore import MemoryTokenStore
+
+REDIRECT = "http://localhost:3456/api/oauth/callback"
 
 pytestmark = pytest.mark.anyio
 
@@ -116,6 +119,7 @@ def code_auth(
 ) -> AuthorizationCodeAuth:
     auth = create_auth(
         OAuth2AuthorizationCode(**config),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url=MCP,
         store=store or MemoryTokenStore(),
@@ -252,6 +256,7 @@ async def test_resource_and_scope_are_sent_on_authorization_token_and_refresh_re
     store = MemoryTokenStore()
     auth = create_auth(
         OAuth2AuthorizationCode(),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url=MCP,
         store=store,
@@ -294,7 +299,7 @@ def cc_auth(world: World, store: MemoryTokenStore, **options: Any) -> ClientCred
     return auth
 
 
-async def test_step_up_uses_the_union_of_scopes_and_gives_up_after_three_tries() -> None:
+async def test_step_up_asks_for_the_challenged_scope_once_then_gives_up() -> None:
     world = World(forbidden_scope="admin")
     async with httpx.AsyncClient(
         transport=httpx.MockTransport(world.handle), auth=cc_auth(world, MemoryTokenStore())
@@ -302,7 +307,7 @@ async def test_step_up_uses_the_union_of_scopes_and_gives_up_after_three_tries()
         with pytest.raises(InsufficientScope):
             await client.post(MCP, json={})
     scopes = [form.get("scope") for form in world.token_forms]
-    assert scopes == [None, "admin", "admin", "admin"]
+    assert scopes == [None, "admin"]
 
 
 async def test_step_up_keeps_previously_requested_scopes() -> None:
@@ -321,7 +326,7 @@ async def test_step_up_keeps_previously_requested_scopes() -> None:
     assert world.token_forms[1]["scope"] == "read admin"
 
 
-async def test_token_requests_are_rate_limited_with_an_audit_event(
+async def test_new_grants_are_rate_limited_with_an_audit_event_but_refreshes_never_are(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     world = World()
@@ -329,19 +334,28 @@ async def test_token_requests_are_rate_limited_with_an_audit_event(
     limiter = RateLimiter(max_attempts=1, window=60, clock=lambda: now[0])
     store = MemoryTokenStore()
     caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(world.handle), auth=cc_auth(world, store, limiter=limiter)
-    ) as client:
+    auth = cc_auth(world, store, limiter=limiter)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(world.handle), auth=auth) as client:
         assert (await client.post(MCP, json={})).status_code == 200
-        world.valid_tokens.clear()  # the server forgets the token: renew needed
+        for _ in range(3):
+            world.valid_tokens.clear()  # the server forgets the token: a refresh renews it
+            assert (await client.post(MCP, json={})).status_code == 200
+        await auth.clear()  # no refresh token left: the next token is a new grant
+        world.valid_tokens.clear()
         with pytest.raises(RateLimited) as info:
             await client.post(MCP, json={})
     assert info.value.retry_after == 60.0
+    assert [f["grant_type"] for f in world.token_forms] == ["client_credentials"] + [
+        "refresh_token"
+    ] * 3
     events = [getattr(r, "event", None) for r in caplog.records if r.name == AUDIT_LOGGER]
-    assert events == ["auth.token_acquired", "auth.rate_limited", "auth.refresh_failed"]
-    for record in caplog.records:
-        assert "s3cret" not in record.getMessage()
-        assert "at-1" not in record.getMessage()
+    assert events == [
+        "auth.token_acquired",
+        *["auth.token_refreshed"] * 3,
+        "auth.token_cleared",
+        "auth.rate_limited",
+        "auth.flow_failed",
+    ]
 
 
 async def test_a_second_process_reuses_tokens_the_first_one_refreshed() -> None:
@@ -431,9 +445,342 @@ async def test_stored_tokens_for_another_resource_are_never_sent() -> None:
     assert await code_auth(world, store).get_tokens() is not None
     moved = create_auth(
         OAuth2AuthorizationCode(),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url="https://elsewhere.example/mcp",
         store=store,
     )
     assert isinstance(moved, AuthorizationCodeAuth)
     assert await moved.get_tokens() is None
+
+
+# --------------------------------------------------------------------------- one state per server
+
+
+async def test_begin_without_arguments_joins_the_flow_the_challenge_started() -> None:
+    world = World(challenge=f'Bearer scope="read", resource_metadata="{World().prm_at}"')
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    auth = code_auth(world)
+    url = await required(auth, world)
+    start = await auth.begin()  # the dashboard's Authorize link, a CLI
+    assert start.authorization_url == url
+    assert query(url)["scope"] == "read"
+    assert len(auth.flows) == 1
+
+
+async def test_a_step_up_flow_carries_the_union_and_the_dashboard_joins_it() -> None:
+    world = World(challenge=f'Bearer scope="read", resource_metadata="{World().prm_at}"')
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    auth = code_auth(world)
+    params = query(await required(auth, world))
+    await auth.complete(params["state"], "code-1", None)
+    world.forbidden_scope = "write"
+    step_up = await required(auth, world)
+    assert query(step_up)["scope"] == "read write"
+    assert (await auth.begin()).authorization_url == step_up
+
+
+async def test_at_most_three_authorizations_per_challenge_cycle() -> None:
+    world = World(challenge=f'Bearer scope="admin", resource_metadata="{World().prm_at}"')
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    world.forbidden_scope = "admin"  # the server never accepts any token
+    auth = code_auth(world)
+    completed = 0
+    for _ in range(5):
+        try:
+            url = await required(auth, world)
+        except InsufficientScope:
+            break
+        await auth.complete(query(url)["state"], f"code-{completed}", None)
+        completed += 1
+    assert completed == 3
+    with pytest.raises(InsufficientScope):
+        await auth.begin()
+
+
+async def test_a_request_the_server_accepts_ends_the_challenge_cycle() -> None:
+    world = World(challenge=f'Bearer scope="read", resource_metadata="{World().prm_at}"')
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    auth = code_auth(world)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(world.handle), auth=auth) as client:
+        for round_ in range(5):  # five logins in a row, each followed by a success
+            params = query(await required(auth, world))
+            await auth.complete(params["state"], f"code-{round_}", None)
+            assert (await client.post(MCP, json={})).status_code == 200
+            world.valid_tokens.clear()
+            await auth.clear()
+
+
+async def test_a_server_that_names_a_new_authorization_server_gets_a_new_registration() -> None:
+    world = World(challenge=f'Bearer scope="read", resource_metadata="{World().prm_at}"')
+    new_as = "https://as2.example.com"
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    world.as_docs[new_as + "/.well-known/oauth-authorization-server"] = as_doc(new_as)
+    store = MemoryTokenStore()
+    auth = code_auth(world, store)
+    params = query(await required(auth, world))
+    await auth.complete(params["state"], "code-1", None)
+    old = await auth.get_tokens()
+    assert old is not None and old.issuer == AS
+    world.prm = {"resource": MCP, "authorization_servers": [new_as]}
+    world.valid_tokens.clear()  # the server now only accepts tokens of the new AS
+    url = await required(auth, world)
+    assert url.startswith(new_as + "/authorize")
+    assert [f["grant_type"] for f in world.token_forms] == [
+        "authorization_code"
+    ]  # no refresh at AS1
+    registrations = [r for r in world.requests if str(r.url).endswith("/register")]
+    assert [str(r.url) for r in registrations] == [AS + "/register", new_as + "/register"]
+    assert await auth.get_tokens() == old  # kept until new ones exist
+    await auth.complete(query(url)["state"], "code-2", None)
+    new = await auth.get_tokens()
+    assert new is not None and new.issuer == new_as
+
+
+async def test_a_refresh_refused_with_invalid_client_registers_again() -> None:
+    world = World(challenge=f'Bearer scope="read", resource_metadata="{World().prm_at}"')
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    store = MemoryTokenStore()
+    auth = code_auth(world, store)
+    params = query(await required(auth, world))
+    await auth.complete(params["state"], "code-1", None)
+    original = world.handle
+
+    def forgetful(request: httpx.Request) -> httpx.Response:
+        if str(request.url).endswith("/token") and b"refresh_token" in request.content:
+            world.requests.append(request)
+            return httpx.Response(401, json={"error": "invalid_client"})
+        return original(request)
+
+    world.valid_tokens.clear()
+    transport = httpx.MockTransport(forgetful)
+    auth._http_client = httpx.AsyncClient(transport=transport)
+    async with httpx.AsyncClient(transport=transport, auth=auth) as client:
+        with pytest.raises(AuthorizationRequired):
+            await client.post(MCP, json={})
+    registrations = [r for r in world.requests if str(r.url).endswith("/register")]
+    assert len(registrations) == 2
+
+
+def test_a_synchronous_client_gets_a_clear_error_not_an_unauthenticated_request() -> None:
+    world = World()
+    auth = cc_auth(world, MemoryTokenStore())
+    with (
+        httpx.Client(transport=httpx.MockTransport(world.handle), auth=auth) as client,
+        pytest.raises(AuthConfigError, match=r"httpx\.AsyncClient only"),
+    ):
+        client.post(MCP, json={})
+    assert world.requests == []
+
+
+def test_an_authorization_code_provider_needs_the_callers_redirect_uri() -> None:
+    with pytest.raises(AuthConfigError, match="no redirect URI"):
+        create_auth(OAuth2AuthorizationCode(), server_name="demo", server_url=MCP)
+
+
+async def test_the_2025_03_26_fallback_accepts_another_issuer_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = World(prm=None, challenge="Bearer")
+    origin = "https://mcp.example.com"
+    world.as_docs[origin + "/.well-known/oauth-authorization-server"] = as_doc(
+        "https://login.example.com/",
+        authorization_endpoint=origin + "/authorize",
+        token_endpoint=origin + "/token",
+        registration_endpoint=origin + "/register",
+    )
+    auth = code_auth(world)
+    with caplog.at_level(logging.WARNING):
+        url = await required(auth, world)
+    assert url.startswith(origin + "/authorize")
+    assert any("2025-03-26 fallback" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- refresh timing
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "due_after"),
+    [(10.0, 7.5), (60.0, 45.0), (3600.0, 3540.0), (4.0, 3.0)],
+)
+def test_refresh_is_due_in_proportion_to_the_lifetime(lifetime: float, due_after: float) -> None:
+    from funnel_auth._logic import refresh_due
+
+    tokens = TokenSet(
+        access_token="a", token_endpoint="t", client_id="c", issued_at=0.0, expires_at=lifetime
+    )
+    assert not refresh_due(tokens, now=due_after - 0.01)
+    assert refresh_due(tokens, now=due_after)
+    # Jitter is capped at half the margin: a 10 s token is never refreshed before 6.25 s.
+    assert not refresh_due(tokens, now=lifetime * 0.625 - 0.01, jitter=1000)
+
+
+async def test_ten_second_tokens_are_refreshed_once_per_lifetime_not_per_request() -> None:
+    world = World(expires_in=10)
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    now = [1000.0]
+    limiter = RateLimiter(max_attempts=2, window=60, clock=lambda: now[0])
+    auth = create_auth(
+        OAuth2ClientCredentials(
+            client_id="svc", client_secret=Secret("s"), token_endpoint=AS + "/token"
+        ),
+        server_name="svc",
+        server_url=MCP,
+        http_client=clients(world),
+        limiter=limiter,
+        clock=lambda: now[0],
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(world.handle), auth=auth) as client:
+        for _ in range(60):  # a minute of one call per second
+            assert (await client.post(MCP, json={})).status_code == 200
+            now[0] += 1.0
+    grants = [f["grant_type"] for f in world.token_forms]
+    assert grants[0] == "client_credentials"
+    assert set(grants[1:]) == {"refresh_token"}
+    assert 6 <= len(grants) <= 10  # about one per 7.5-10 s, never one per call
+
+
+# --------------------------------------------------------------------------- machine grants
+
+
+def _ec_key() -> tuple[str, Any]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return pem, key.public_key()
+
+
+def _verify_es256(jwt: str, public_key: Any) -> dict[str, Any]:
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    def unb64(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    header, payload, signature = jwt.split(".")
+    raw = unb64(signature)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    public_key.verify(der, f"{header}.{payload}".encode(), ec.ECDSA(hashes.SHA256()))
+    assert json.loads(unb64(header)) == {"alg": "ES256", "typ": "JWT"}
+    claims: dict[str, Any] = json.loads(unb64(payload))
+    return claims
+
+
+async def test_private_key_jwt_signs_a_fresh_assertion_for_the_issuer() -> None:
+    pem, public_key = _ec_key()
+    world = World()
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    now = [1_000_000.0]
+    auth = create_auth(
+        OAuth2ClientCredentials(client_id="svc", private_key=Secret(pem)),
+        server_name="svc",
+        server_url=MCP,
+        http_client=clients(world),
+        clock=lambda: now[0],
+    )
+    world.challenge = f'Bearer resource_metadata="{world.prm_at}"'
+    async with httpx.AsyncClient(transport=httpx.MockTransport(world.handle), auth=auth) as client:
+        assert (await client.post(MCP, json={})).status_code == 200
+    form = world.token_forms[0]
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert "client_secret" not in form
+    claims = _verify_es256(form["client_assertion"], public_key)
+    assert (claims["iss"], claims["sub"], claims["aud"]) == ("svc", "svc", AS)
+    assert claims["exp"] - claims["iat"] == 300 and claims["jti"]
+    assert pem not in repr(auth) and "PRIVATE" not in repr(auth)
+
+
+def test_a_private_key_that_is_not_one_is_a_configuration_error() -> None:
+    with pytest.raises(AuthConfigError, match="not a usable PEM private key"):
+        create_auth(
+            OAuth2ClientCredentials(client_id="svc", private_key=Secret("-----BEGIN nonsense")),
+            server_name="svc",
+            server_url=MCP,
+        )
+
+
+async def test_enterprise_managed_authorization_exchanges_the_id_token_for_an_id_jag() -> None:
+    from funnel_auth import OAuth2EnterpriseManaged
+
+    world = World()
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    world.challenge = f'Bearer resource_metadata="{world.prm_at}"'
+    idp_forms: list[dict[str, str]] = []
+    inner = world.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if str(request.url) == "https://idp.example.com/token":
+            idp_forms.append({k: v[0] for k, v in parse_qs(request.content.decode()).items()})
+            return httpx.Response(
+                200,
+                json={
+                    "access_token": "the-id-jag",
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:id-jag",
+                    "token_type": "N_A",
+                },
+            )
+        return inner(request)
+
+    transport = httpx.MockTransport(handle)
+    auth = create_auth(
+        OAuth2EnterpriseManaged(
+            client_id="mcp-client",
+            client_secret=Secret("s3cret"),
+            id_token=Secret("the-id-token"),
+            idp_token_endpoint="https://idp.example.com/token",
+            idp_client_id="idp-client",
+        ),
+        server_name="svc",
+        server_url=MCP,
+        http_client=httpx.AsyncClient(transport=transport),
+    )
+    async with httpx.AsyncClient(transport=transport, auth=auth) as client:
+        assert (await client.post(MCP, json={})).status_code == 200
+    (exchange,) = idp_forms
+    assert exchange["grant_type"] == "urn:ietf:params:oauth:grant-type:token-exchange"
+    assert exchange["subject_token"] == "the-id-token"
+    assert exchange["subject_token_type"] == "urn:ietf:params:oauth:token-type:id_token"
+    assert exchange["requested_token_type"] == "urn:ietf:params:oauth:token-type:id-jag"
+    assert (exchange["audience"], exchange["resource"]) == (AS, MCP)
+    (grant,) = world.token_forms
+    assert grant["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    assert grant["assertion"] == "the-id-jag"
+    token_request = next(r for r in world.requests if str(r.url).endswith("/token"))
+    assert token_request.headers["authorization"].startswith("Basic ")
+
+
+async def test_workload_identity_presents_the_platform_jwt_read_afresh_from_its_file(
+    tmp_path: Any,
+) -> None:
+    from funnel_auth import JwtBearerAuth, OAuth2JwtBearer
+
+    token_file = tmp_path / "token"
+    token_file.write_text("workload-jwt-1\n")
+    world = World()
+    world.as_docs["https://as.example.com/.well-known/oauth-authorization-server/tenant"] = as_doc()
+    world.challenge = f'Bearer resource_metadata="{world.prm_at}"'
+    auth = create_auth(
+        OAuth2JwtBearer(client_id="wl", assertion_file=str(token_file)),
+        server_name="svc",
+        server_url=MCP,
+        http_client=clients(world),
+    )
+    assert isinstance(auth, JwtBearerAuth)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(world.handle), auth=auth) as client:
+        assert (await client.post(MCP, json={})).status_code == 200
+        token_file.write_text("workload-jwt-2\n")
+        await auth.clear()
+        world.valid_tokens.clear()
+        assert (await client.post(MCP, json={})).status_code == 200
+    assert [f["assertion"] for f in world.token_forms] == ["workload-jwt-1", "workload-jwt-2"]
+    assert {f["client_id"] for f in world.token_forms} == {"wl"}

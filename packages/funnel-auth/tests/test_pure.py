@@ -496,6 +496,25 @@ def test_redact_leaves_ordinary_text_alone() -> None:
     assert redact(text) == text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mcp:basic mcp:write",
+        "scope 'mcp:basic mcp:write' is required",
+        'Bearer scope="mcp:basic mcp:write", error="insufficient_scope"',
+        "scopes_supported: [mcp:basic, mcp:read]",
+    ],
+)
+def test_redact_leaves_scopes_named_like_schemes_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_redact_still_masks_a_bearer_token_next_to_such_a_scope() -> None:
+    cleaned = redact("scope mcp:basic, Authorization: Bearer s3cr3t-t0ken")
+    assert "s3cr3t-t0ken" not in cleaned
+    assert cleaned.startswith("scope mcp:basic, ")
+
+
 def test_error_messages_pass_through_redaction() -> None:
     assert "hunter2" not in str(TokenRequestError("refused: client_secret=hunter2"))
 

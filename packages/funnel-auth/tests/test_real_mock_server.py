@@ -21,6 +21,8 @@ from funnel_auth import (
     create_auth,
 )
 
+REDIRECT = "http://localhost:3456/api/oauth/callback"
+
 if TYPE_CHECKING:
     from conftest import NodePeer, RecordingStore, ResourceServer
 
@@ -120,7 +122,9 @@ async def test_tokens_are_kept_when_refresh_meets_a_5xx_and_cleared_on_invalid_g
     config = OAuth2AuthorizationCode(client_id="app")
 
     def make() -> AuthorizationCodeAuth:
-        auth = create_auth(config, server_name="code", server_url=mock_rs.url, store=mstore)
+        auth = create_auth(
+            config, redirect_uri=REDIRECT, server_name="code", server_url=mock_rs.url, store=mstore
+        )
         assert isinstance(auth, AuthorizationCodeAuth)
         return auth
 

@@ -26,6 +26,8 @@ from funnel_auth import (
 )
 from funnel_auth.testing import follow_authorization
 
+REDIRECT = "http://localhost:3456/api/oauth/callback"
+
 if TYPE_CHECKING:
     from conftest import NodePeer, RecordingStore, ResourceServer
 
@@ -40,6 +42,7 @@ def code_auth(
 ) -> AuthorizationCodeAuth:
     auth = create_auth(
         config or OAuth2AuthorizationCode(),
+        redirect_uri=REDIRECT,
         server_name="demo",
         server_url=rs.url,
         store=store,
@@ -166,7 +169,11 @@ async def test_dynamic_registration_is_native_keyed_by_issuer_and_reused(
     async with httpx.AsyncClient(auth=first) as client:
         url1 = await authorization_url(client, rs.url)
     second = create_auth(
-        OAuth2AuthorizationCode(), server_name="other", server_url=rs.url, store=store
+        OAuth2AuthorizationCode(),
+        redirect_uri=REDIRECT,
+        server_name="other",
+        server_url=rs.url,
+        store=store,
     )
     async with httpx.AsyncClient(auth=second) as client:
         url2 = await authorization_url(client, rs.url)

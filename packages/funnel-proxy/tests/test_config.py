@@ -261,7 +261,7 @@ def test_auth_variants_and_aliases() -> None:
     auth = config.servers[1].auth
     assert isinstance(auth, OAuth2ClientCredentials)
     assert auth.client_id == "client"
-    assert auth.client_secret.reveal() == "s3cret"
+    assert auth.client_secret == Secret("s3cret")
     assert auth.token_endpoint == "https://as/token"
     assert auth.scope == "read write"
     assert "s3cret" not in repr(config)

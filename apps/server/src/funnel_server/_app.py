@@ -37,7 +37,15 @@ from litestar.params import Body, FromPath, Parameter
 from litestar.response import Redirect
 from litestar.types import Receive, Scope, Send
 
-from funnel_auth import AuthError, IssuerMismatch, RateLimiter
+from funnel_auth import (
+    AuthError,
+    AuthorizationRequired,
+    AuthServerUnavailable,
+    InsufficientScope,
+    IssuerMismatch,
+    RateLimited,
+    RateLimiter,
+)
 from funnel_proxy import (
     BackendUnavailable,
     Funnel,
@@ -272,6 +280,30 @@ LOGIN_PAGE: Final = _page(
     '<form method=get action="/"><input name=token type=password autocomplete=off '
     'aria-label="API token" placeholder="API token" required><button>Sign in</button></form>',
 )
+
+
+def _auth_http_error(exc: AuthError, server: str) -> HTTPException:
+    """A backend's auth error as a clear REST answer, never a 500.
+
+    401 when a person must authorize, 403 when the server refuses the scopes even after
+    authorizing, 503 (with ``Retry-After``) when the authorization server is busy or
+    this funnel's limiter says wait, 502 for any other failure upstream. The
+    ``authorizeUrl`` is funnel's own authorize route, which joins the pending flow.
+    """
+    extra = {"server": server, "authorizeUrl": f"/api/oauth/authorize/{server}"}
+    if isinstance(exc, AuthorizationRequired):
+        return HTTPException(status_code=401, detail=str(exc), extra=extra)
+    if isinstance(exc, InsufficientScope):
+        return HTTPException(status_code=403, detail=str(exc), extra=extra)
+    if isinstance(exc, AuthServerUnavailable | RateLimited):
+        wait = exc.retry_after or 1.0
+        return HTTPException(
+            status_code=503,
+            detail=str(exc),
+            extra=extra,
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return HTTPException(status_code=502, detail=str(exc), extra=extra)
 
 
 def _error_page(status: int, title: str, message: str) -> Response[bytes]:
@@ -546,6 +578,8 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
             raise HTTPException(status_code=504, detail=str(exc)) from None
         except TransportError as exc:
             raise HTTPException(status_code=502, detail=str(exc)) from None
+        except AuthError as exc:
+            raise _auth_http_error(exc, entry.server) from None
         duration = round((time.perf_counter() - started) * 1000, 1)
         return CallResult(result=from_raw(raw, dict[str, Any]), duration_ms=duration)
 

@@ -28,6 +28,8 @@ __all__ = [
     "NoAuth",
     "OAuth2AuthorizationCode",
     "OAuth2ClientCredentials",
+    "OAuth2EnterpriseManaged",
+    "OAuth2JwtBearer",
     "Secret",
     "config_dec_hook",
     "config_enc_hook",
@@ -119,21 +121,85 @@ class OAuth2ClientCredentials(_Base, tag="oauth2-client", frozen=True):
 
     Attributes:
         client_id: The registered client id.
-        client_secret: The client secret.
+        client_secret: The client secret (``client_secret_basic``/``_post``).
         token_endpoint: Token endpoint; discovered from the server when absent.
         scope: Space-separated scopes to request.
         audience: Audience parameter some authorization servers want (Auth0 style).
         resource: RFC 8707 resource indicator; defaults to the MCP server's URL.
-        auth_method: How the client authenticates at the token endpoint.
+        auth_method: How the client authenticates at the token endpoint:
+            ``client_secret_basic``, ``client_secret_post``, or ``private_key_jwt``
+            (RFC 7523: a JWT signed with ``privateKey``/``privateKeyFile``).
+        private_key: A PEM private key for ``private_key_jwt`` (``${VAR}`` or a
+            secret provider keeps it out of the file).
+        private_key_file: A file holding the PEM private key, instead of ``privateKey``.
+        signing_algorithm: The JWS algorithm (default: from the key: ``ES256`` for
+            P-256, ``RS256`` for RSA, …).
+        key_id: The ``kid`` header of the assertion, if the server wants one.
     """
 
     client_id: _NonEmpty
-    client_secret: Secret
+    client_secret: Secret | UnsetType = UNSET
     token_endpoint: _Url | UnsetType = UNSET
     scope: str | UnsetType = UNSET
     audience: str | UnsetType = UNSET
     resource: _Url | UnsetType = UNSET
-    auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] | UnsetType
+    ) = UNSET
+    private_key: Secret | UnsetType = UNSET
+    private_key_file: _NonEmpty | UnsetType = UNSET
+    signing_algorithm: _NonEmpty | UnsetType = UNSET
+    key_id: _NonEmpty | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _check_client_auth(self)
+
+
+class OAuth2EnterpriseManaged(_Base, tag="oauth2-enterprise", frozen=True):
+    """Enterprise-managed authorization (SEP-990): the user's SSO identity, no consent screen.
+
+    The client exchanges an ID token from the enterprise identity provider for an
+    Identity Assertion JWT Authorization Grant (ID-JAG) at the IdP (RFC 8693 token
+    exchange), then presents it at the MCP server's authorization server (RFC 7523
+    ``jwt-bearer`` grant) for an access token. The ID token comes from the SSO login
+    of the application embedding funnel.
+
+    Attributes:
+        client_id: The client id at the MCP server's authorization server.
+        client_secret: Its secret (``client_secret_basic`` unless ``authMethod`` says).
+        id_token: The user's ID token from the IdP (``${VAR}``, a secret provider).
+        idp_token_endpoint: The IdP's token endpoint (the token exchange).
+        idp_client_id: The client id at the IdP.
+        idp_client_secret: Its secret, for a confidential IdP client.
+        token_endpoint: The authorization server's token endpoint; discovered when absent.
+        scope: Space-separated scopes to request.
+        resource: RFC 8707 resource indicator; defaults to the MCP server's URL.
+        auth_method: Client authentication at the authorization server.
+        private_key: PEM key for ``private_key_jwt``.
+        private_key_file: File holding that key.
+        signing_algorithm: The JWS algorithm for ``private_key_jwt``.
+        key_id: The ``kid`` header for ``private_key_jwt``.
+    """
+
+    client_id: _NonEmpty
+    id_token: Secret
+    idp_token_endpoint: _Url
+    idp_client_id: _NonEmpty
+    client_secret: Secret | UnsetType = UNSET
+    idp_client_secret: Secret | UnsetType = UNSET
+    token_endpoint: _Url | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    resource: _Url | UnsetType = UNSET
+    auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] | UnsetType
+    ) = UNSET
+    private_key: Secret | UnsetType = UNSET
+    private_key_file: _NonEmpty | UnsetType = UNSET
+    signing_algorithm: _NonEmpty | UnsetType = UNSET
+    key_id: _NonEmpty | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        _check_client_auth(self)
 
 
 class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
@@ -146,7 +212,8 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
         authorization_endpoint: Authorization endpoint; discovered when absent.
         token_endpoint: Token endpoint; discovered when absent.
         redirect_uri: Where the authorization server sends the browser back; defaults to
-            funnel-server's own callback (``http://localhost:<port>/api/oauth/callback``).
+            the redirect URI of the application (funnel-server passes its own callback,
+            ``http://localhost:<port>/api/oauth/callback``).
         scope: Space-separated scopes; by default those the server challenges for, else
             those its metadata lists.
         audience: Audience parameter some authorization servers want.
@@ -172,7 +239,59 @@ class OAuth2AuthorizationCode(_Base, tag="oauth2-code", frozen=True):
     issuer: _Url | UnsetType = UNSET
 
 
-AuthConfig: TypeAlias = NoAuth | BearerAuth | OAuth2ClientCredentials | OAuth2AuthorizationCode
+class OAuth2JwtBearer(_Base, tag="oauth2-jwt-bearer", frozen=True):
+    """Workload identity federation (SEP-1933): a platform-issued JWT as the grant (RFC 7523).
+
+    A workload (a Kubernetes pod, a CI job, a cloud function) holds a JWT its platform
+    issued; the client presents it as ``assertion`` of the ``jwt-bearer`` grant and gets
+    an access token, with no secret of its own. ``assertionFile`` is read again for every
+    grant, since platforms rotate these tokens on disk.
+
+    Attributes:
+        client_id: The client id at the authorization server.
+        assertion: The workload JWT (``${VAR}`` or a secret provider).
+        assertion_file: A file holding the workload JWT, instead of ``assertion``.
+        token_endpoint: Token endpoint; discovered when absent.
+        scope: Space-separated scopes to request.
+        resource: RFC 8707 resource indicator; defaults to the MCP server's URL.
+        client_secret: A secret, for a confidential client (usually none).
+        auth_method: Client authentication (default ``none``: the assertion is the proof).
+    """
+
+    client_id: _NonEmpty
+    assertion: Secret | UnsetType = UNSET
+    assertion_file: _NonEmpty | UnsetType = UNSET
+    token_endpoint: _Url | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+    resource: _Url | UnsetType = UNSET
+    client_secret: Secret | UnsetType = UNSET
+    auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.assertion, Secret) == isinstance(self.assertion_file, str):
+            raise ValueError('set exactly one of "assertion" and "assertionFile"')
+
+
+def _check_client_auth(config: OAuth2ClientCredentials | OAuth2EnterpriseManaged) -> None:
+    # msgspec reports a ValueError here as a validation error of the whole object.
+    has_key = isinstance(config.private_key, Secret) or isinstance(config.private_key_file, str)
+    if isinstance(config.private_key, Secret) and isinstance(config.private_key_file, str):
+        raise ValueError('set "privateKey" or "privateKeyFile", not both')  # noqa: TRY004 -- msgspec reports ValueError at the object's path
+    if config.auth_method == "private_key_jwt" and not has_key:
+        raise ValueError('authMethod private_key_jwt needs "privateKey" or "privateKeyFile"')
+    if not has_key and not isinstance(config.client_secret, Secret):
+        # The wording of a missing required field: a private key is the documented alternative.
+        raise ValueError('missing required key "clientSecret"')
+
+
+AuthConfig: TypeAlias = (
+    NoAuth
+    | BearerAuth
+    | OAuth2ClientCredentials
+    | OAuth2AuthorizationCode
+    | OAuth2EnterpriseManaged
+    | OAuth2JwtBearer
+)
 """Any ``auth`` section, tagged by its ``type``."""
 
 

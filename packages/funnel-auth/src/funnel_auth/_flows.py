@@ -13,16 +13,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from funnel_auth._audit import audit
-from funnel_auth._errors import InvalidState
+from funnel_auth._errors import AuthError, InvalidState
 from funnel_auth._models import ClientRegistration
 
-if TYPE_CHECKING:
-    from funnel_auth._providers import AuthorizationCodeAuth
+__all__ = ["AuthorizationFlows", "AuthorizationStart", "FlowOwner", "PendingAuthorization"]
 
-__all__ = ["AuthorizationFlows", "AuthorizationStart", "PendingAuthorization"]
+
+class FlowOwner(Protocol):
+    """What a flow's provider offers the registry (:class:`AuthorizationCodeAuth` does)."""
+
+    server_name: str
+
+    async def _exchange(
+        self,
+        pending: PendingAuthorization,
+        *,
+        code: str | None,
+        iss: str | None,
+        error: str | None,
+        error_description: str | None,
+    ) -> None: ...
+
+    def _flow_finished(self, pending: PendingAuthorization, error: AuthError | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ class PendingAuthorization:
     token_endpoint: str
     registration: ClientRegistration
     expires_at: float
-    provider: AuthorizationCodeAuth
+    provider: FlowOwner
 
     def __repr__(self) -> str:
         return f"PendingAuthorization(server={self.provider.server_name!r}, issuer={self.issuer!r})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
+from typing import Final
 from urllib.parse import quote
 
 import msgspec
@@ -37,6 +38,7 @@ from funnel_auth._pkce import S256
 from funnel_auth._urls import is_secure_url, resource_covers
 
 __all__ = [
+    "JWT_BEARER_ASSERTION",
     "check_callback",
     "check_pkce_support",
     "client_auth",
@@ -46,6 +48,7 @@ __all__ = [
     "parse_retry_after",
     "parse_token_response",
     "refresh_due",
+    "refresh_margin",
     "select_scope",
     "token_set_from_response",
     "union_scope",
@@ -72,18 +75,27 @@ def parse_prm(content: bytes, *, server_url: str) -> ProtectedResourceMetadata:
     return prm
 
 
-def parse_as_metadata(content: bytes, *, issuer: str) -> AuthorizationServerMetadata:
+def parse_as_metadata(
+    content: bytes, *, issuer: str, strict_issuer: bool = True
+) -> AuthorizationServerMetadata:
     """Decode authorization-server metadata fetched for ``issuer`` and validate it.
+
+    Args:
+        content: The metadata document.
+        issuer: The issuer the well-known URL was built from.
+        strict_issuer: Require ``issuer`` in the document to equal ``issuer``
+            (RFC 8414 §3.3). Only the 2025-03-26 fallback path turns this off, as the
+            reference SDKs do there; the caller logs a warning.
 
     Raises:
         DiscoveryError: Not JSON, or its ``issuer`` is not identical to ``issuer``
-            (RFC 8414 §3.3), or an endpoint is neither HTTPS nor loopback.
+            (when strict), or an endpoint is neither HTTPS nor loopback.
     """
     try:
         meta = ASM_DECODER.decode(content)
     except msgspec.DecodeError as exc:
         raise DiscoveryError(f"invalid authorization server metadata: {exc}") from exc
-    if meta.issuer != issuer:
+    if strict_issuer and meta.issuer != issuer:
         raise DiscoveryError(
             f"authorization server metadata issuer {meta.issuer!r} differs from {issuer!r}: not used"
         )
@@ -176,10 +188,16 @@ def check_callback(
     return code
 
 
-def client_auth(registration: ClientRegistration, form: dict[str, str]) -> dict[str, str]:
+JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def client_auth(
+    registration: ClientRegistration, form: dict[str, str], *, assertion: str | None = None
+) -> dict[str, str]:
     """Apply the client's token-endpoint authentication to a request.
 
-    Adds ``client_id`` (and ``client_secret`` for ``client_secret_post``) to ``form``.
+    Adds ``client_id`` (and ``client_secret`` for ``client_secret_post``, or the signed
+    ``client_assertion`` for ``private_key_jwt``, RFC 7523 §2.2) to ``form``.
 
     Returns:
         Extra headers: ``Authorization: Basic …`` for ``client_secret_basic``
@@ -187,6 +205,13 @@ def client_auth(registration: ClientRegistration, form: dict[str, str]) -> dict[
     """
     method = registration.auth_method
     secret = registration.client_secret
+    if method == "private_key_jwt":
+        if assertion is None:
+            raise ValueError("private_key_jwt needs a signed client assertion")
+        form["client_id"] = registration.client_id
+        form["client_assertion_type"] = JWT_BEARER_ASSERTION
+        form["client_assertion"] = assertion
+        return {}
     if method == "client_secret_basic" and secret is not None:
         pair = f"{quote(registration.client_id, safe='')}:{quote(secret, safe='')}"
         return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
@@ -291,6 +316,7 @@ def token_set_from_response(
     )
     return TokenSet(
         access_token=response.access_token,
+        issued_at=now,
         refresh_token=response.refresh_token or previous_refresh_token,
         expires_at=expires_at,
         scope=response.scope if response.scope is not None else requested_scope,
@@ -302,14 +328,39 @@ def token_set_from_response(
     )
 
 
-def refresh_due(tokens: TokenSet, *, now: float, skew: float = 60.0, jitter: float = 0.0) -> bool:
-    """Whether to refresh before using ``tokens`` (``skew + jitter`` seconds early).
+def refresh_margin(
+    tokens: TokenSet, *, skew: float = 60.0, jitter: float = 0.0, fraction: float = 0.25
+) -> float:
+    """Seconds before expiry at which ``tokens`` become due for a refresh.
+
+    The base margin is the smaller of ``skew`` and ``fraction`` of the token's lifetime
+    (when its issue time is known), so that a token living 10 s is refreshed after
+    about 7.5 s rather than on every use. ``jitter`` adds a random-per-process offset,
+    capped at half the base margin, which spreads the refreshes of many processes.
+    """
+    base = skew
+    if tokens.expires_at is not None and tokens.issued_at is not None:
+        lifetime = max(tokens.expires_at - tokens.issued_at, 0.0)
+        base = min(skew, lifetime * fraction)
+    return base + min(max(jitter, 0.0), base / 2)
+
+
+def refresh_due(
+    tokens: TokenSet,
+    *,
+    now: float,
+    skew: float = 60.0,
+    jitter: float = 0.0,
+    fraction: float = 0.25,
+) -> bool:
+    """Whether to refresh before using ``tokens`` (see :func:`refresh_margin`).
 
     A token without a known expiry is used until the server rejects it.
     """
     if tokens.expires_at is None:
         return False
-    return now >= tokens.expires_at - skew - jitter
+    margin = refresh_margin(tokens, skew=skew, jitter=jitter, fraction=fraction)
+    return now >= tokens.expires_at - margin
 
 
 def parse_registration(

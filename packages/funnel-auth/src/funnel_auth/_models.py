@@ -68,6 +68,8 @@ class TokenSet(msgspec.Struct, kw_only=True, frozen=True):
         access_token: The bearer access token.
         refresh_token: The refresh token, if the server issued one.
         expires_at: Absolute expiry in seconds since the epoch, if known.
+        issued_at: When the token response arrived (the lifetime is
+            ``expires_at - issued_at``; refreshes are timed proportionally to it).
         scope: The granted scope (as the server said, else as requested).
         issuer: The authorization server's issuer, or ``None`` for a server without
             metadata (then ``token_endpoint`` identifies it).
@@ -80,6 +82,7 @@ class TokenSet(msgspec.Struct, kw_only=True, frozen=True):
     access_token: str
     refresh_token: str | None = None
     expires_at: float | None = None
+    issued_at: float | None = None
     scope: str | None = None
     issuer: str | None = None
     token_endpoint: str
@@ -102,7 +105,8 @@ class ClientRegistration(msgspec.Struct, kw_only=True, frozen=True):
         client_id: The client id.
         client_secret: The secret of a confidential client, if any.
         client_secret_expires_at: When the secret expires (0 = never), per RFC 7591.
-        auth_method: ``client_secret_basic``, ``client_secret_post`` or ``none``.
+        auth_method: ``client_secret_basic``, ``client_secret_post``,
+            ``private_key_jwt`` (RFC 7523; the key stays in the configuration) or ``none``.
         redirect_uris: The redirect URIs registered (re-register when ours changes).
         kind: How the client got its id: pre-registered, metadata document, or dynamic.
     """
@@ -111,7 +115,9 @@ class ClientRegistration(msgspec.Struct, kw_only=True, frozen=True):
     client_id: str
     client_secret: str | None = None
     client_secret_expires_at: float | None = None
-    auth_method: Literal["client_secret_basic", "client_secret_post", "none"] = "none"
+    auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"] = (
+        "none"
+    )
     redirect_uris: list[str] = msgspec.field(default_factory=list)
     kind: Literal["pre-registered", "metadata-document", "dynamic"] = "dynamic"
 

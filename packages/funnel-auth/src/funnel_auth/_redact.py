@@ -33,8 +33,13 @@ _SECRET_NAMES: Final = (
 _NAMES = "|".join(_SECRET_NAMES)
 
 _PATTERNS: Final = (
-    # Authorization header values and bare scheme + credential pairs.
-    (re.compile(r"(?i)\b(bearer|basic|dpop)\s+[A-Za-z0-9\-._~+/]+=*"), rf"\1 {REDACTED}"),
+    # Authorization header values and bare scheme + credential pairs. The scheme stands
+    # alone (not the tail of a scope such as ``mcp:basic``) and the credential is a whole
+    # token68 (not the head of ``mcp:write``).
+    (
+        re.compile(r"(?i)(?<![\w:/.-])(bearer|basic|dpop)\s+[A-Za-z0-9\-._~+/]+=*(?=$|[\s,;)\]'])"),
+        rf"\1 {REDACTED}",
+    ),
     (
         re.compile(r"(?i)(authorization\s*[:=]\s*)(?![^\s,;]*\[REDACTED\])[^\r\n,;]+"),
         rf"\1{REDACTED}",

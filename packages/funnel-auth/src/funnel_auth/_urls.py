@@ -17,7 +17,6 @@ from typing import Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 __all__ = [
-    "DEFAULT_REDIRECT_URI",
     "as_metadata_urls",
     "build_url",
     "canonical_resource",
@@ -29,7 +28,6 @@ __all__ = [
     "resource_covers",
 ]
 
-DEFAULT_REDIRECT_URI: Final = "http://localhost:3456/api/oauth/callback"
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 

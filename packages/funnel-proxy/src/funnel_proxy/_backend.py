@@ -42,7 +42,6 @@ import httpx
 from msgspec import Raw
 
 from funnel_auth import (
-    DEFAULT_REDIRECT_URI,
     AuthError,
     AuthorizationFlows,
     AuthorizationRequired,
@@ -85,6 +84,8 @@ from funnel_transports import WebSocketTransport as WebSocketClientTransport
 __all__ = ["Backend", "BackendState", "BackendStatus"]
 
 logger = logging.getLogger("funnel_proxy.backend")
+# funnel-server's callback on its default port: funnel-auth has no default of its own.
+_DEFAULT_REDIRECT_URI = "http://localhost:3456/api/oauth/callback"
 
 BackendStatus: TypeAlias = Literal[
     "connecting", "connected", "reconnecting", "auth_required", "failed", "disabled"
@@ -626,7 +627,7 @@ class Backend:
                 server_url=url,
                 store=self._token_store,
                 flows=self._flows,
-                redirect_uri=self._redirect_uri or DEFAULT_REDIRECT_URI,
+                redirect_uri=self._redirect_uri or _DEFAULT_REDIRECT_URI,
             )
         return self._auth
 

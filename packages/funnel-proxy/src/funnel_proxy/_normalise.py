@@ -23,7 +23,14 @@ from typing import Any, Final
 
 import msgspec
 
-from funnel_auth import BearerAuth, NoAuth, OAuth2AuthorizationCode, OAuth2ClientCredentials
+from funnel_auth import (
+    BearerAuth,
+    NoAuth,
+    OAuth2AuthorizationCode,
+    OAuth2ClientCredentials,
+    OAuth2EnterpriseManaged,
+    OAuth2JwtBearer,
+)
 from funnel_proxy._config_text import describe, did_you_mean, join, one_of
 from funnel_proxy._errors import ConfigError
 from funnel_proxy._jsonc import Document
@@ -104,6 +111,8 @@ AUTH_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
     "bearer": BearerAuth,
     "oauth2-client": OAuth2ClientCredentials,
     "oauth2-code": OAuth2AuthorizationCode,
+    "oauth2-enterprise": OAuth2EnterpriseManaged,
+    "oauth2-jwt-bearer": OAuth2JwtBearer,
 }
 _AUTH_ALIASES: Final = {"tokenUrl", "authUrl", "scopes"}
 _PROVIDER_TYPES: Final[dict[str, type[msgspec.Struct]]] = {
