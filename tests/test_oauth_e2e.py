@@ -625,7 +625,10 @@ async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_su
             assert "authoriz" in info.value.message
             assert "[REDACTED]" not in info.value.message
             assert info.value.data["action"] == "authorize"
-            url = info.value.data["authorizeUrl"]
+            # The authorization server's own URL, which any client can show; and the
+            # dashboard's route to the same flow.
+            assert info.value.data["authorizeUrl"].startswith(oidc.url)
+            url = info.value.data["dashboardPath"]
             assert url == "/api/oauth/authorize/protected"
 
             # The person opens it: it joins the step-up flow (the union of the scopes),

@@ -776,10 +776,17 @@ def _error_parts(
     if isinstance(exc, TransportError):
         return -32000, str(exc), {"server": server}
     if isinstance(exc, AuthorizationRequired):
+        # The authorization server's own URL: a person opens it from any client, stdio
+        # included; the dashboard's route is there too for those who use it.
         return (
             -32000,
-            f"{server} needs authorization: {redact(str(exc))}",
-            {"server": server, "action": "authorize", "authorizeUrl": authorize_url},
+            f"{server} needs a login: open the URL in data.authorizeUrl, then retry",
+            {
+                "server": server,
+                "action": "authorize",
+                "authorizeUrl": exc.authorization_url,
+                "dashboardPath": authorize_url,
+            },
         )
     if isinstance(exc, AuthError):
         return -32000, f"authorization failed for {server}: {redact(str(exc))}", {"server": server}

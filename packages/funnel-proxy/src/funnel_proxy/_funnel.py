@@ -48,8 +48,9 @@ from msgspec import Raw
 from funnel_auth import (
     AuthorizationCodeAuth,
     AuthorizationFlows,
+    BearerAuth,
+    NoAuth,
     OAuth2AuthorizationCode,
-    OAuth2ClientCredentials,
 )
 from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._core_tools import CORE_SERVER, CoreTools
@@ -163,6 +164,11 @@ class Surface:
         )
 
 
+def _is_oauth(auth: object) -> bool:
+    """Whether a backend's auth keeps OAuth tokens (every type but none and bearer)."""
+    return auth is not None and not isinstance(auth, NoAuth | BearerAuth)
+
+
 def tool_outcome(result: Raw) -> str:
     """``error`` when a tool result says ``"isError": true``, else ``success`` (no decoding)."""
     data = bytes(result)
@@ -216,10 +222,7 @@ class _Run:
 
 
 def _uses_oauth(config: FunnelConfig) -> bool:
-    return any(
-        isinstance(server.auth, OAuth2ClientCredentials | OAuth2AuthorizationCode)
-        for server in config.servers
-    )
+    return any(_is_oauth(server.auth) for server in config.servers)
 
 
 def _version() -> str:
@@ -306,8 +309,7 @@ class Funnel:
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
         if self._token_store is None and any(
-            isinstance(server.auth, OAuth2ClientCredentials | OAuth2AuthorizationCode)
-            for server in self.config.servers
+            _is_oauth(server.auth) for server in self.config.servers
         ):
             # Opening the keychain may talk to D-Bus: only when OAuth needs it.
             self._token_store = await anyio.to_thread.run_sync(open_token_store)
