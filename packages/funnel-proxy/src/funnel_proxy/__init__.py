@@ -46,7 +46,7 @@ from funnel_proxy._names import (
     suggest_server_name,
 )
 from funnel_proxy._patterns import PatternSet
-from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, words
+from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, search_entry, words
 from funnel_proxy._secrets import (
     DotenvProvider,
     InlineProvider,
@@ -55,6 +55,7 @@ from funnel_proxy._secrets import (
     parse_dotenv,
     resolve_secrets,
 )
+from funnel_proxy._semantic import Embedder, load_embedder
 from funnel_proxy._stdio_server import serve_stdio
 from funnel_proxy._visibility import Reason, Visibility, VisibilityPolicy
 
@@ -73,6 +74,7 @@ __all__ = [
     "ConfigError",
     "ConfigNotFound",
     "DotenvProvider",
+    "Embedder",
     "Funnel",
     "FunnelConfig",
     "FunnelEvent",
@@ -106,11 +108,13 @@ __all__ = [
     "build_server_env",
     "is_valid_tool_name",
     "load_config",
+    "load_embedder",
     "namespaced_name",
     "parse_config",
     "parse_dotenv",
     "passthrough_env",
     "resolve_secrets",
+    "search_entry",
     "serve_stdio",
     "server_name_problem",
     "suggest_server_name",

@@ -17,7 +17,8 @@ marked with ``*``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -26,7 +27,8 @@ from msgspec import Raw
 
 from funnel_proxy._errors import ToolNotFound
 from funnel_proxy._patterns import PatternSet
-from funnel_proxy._search import SearchEntry, SearchIndex
+from funnel_proxy._search import SearchEntry, SearchIndex, search_entry
+from funnel_proxy._semantic import Embedder, load_embedder
 from funnel_proxy._visibility import Reason
 from funnel_transports import ProgressHandler, to_raw
 
@@ -39,7 +41,9 @@ CORE_SERVER: Final = "funnel"
 """The ``server`` of core tool entries."""
 
 _SEARCH_LIMIT: Final = 10
-_DESCRIPTION_CHARS: Final = 160
+_SUMMARY_CHARS: Final = 120
+_REQUIRED_SHOWN: Final = 4
+_WORDS_FORMAT: Final = "Invalid words format - use string, {and: [...]}, or {or: [...]}"
 
 _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
     "discover_tools_by_words": {
@@ -51,7 +55,22 @@ _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
         "inputSchema": {
             "type": "object",
             "properties": {
-                "words": {"type": "string", "description": "Keywords, e.g. 'create github issue'."},
+                "words": {
+                    "description": (
+                        "What you want to do, in a few words, e.g. 'create github issue'; "
+                        "or {and: [...]} for tools matching every word, {or: [...]} for any."
+                    ),
+                    "anyOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "and": {"type": "array", "items": {"type": "string"}},
+                                "or": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    ],
+                },
                 "enable": {
                     "type": "boolean",
                     "description": "Expose the matches as tools.",
@@ -110,7 +129,7 @@ _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
 
 
 class _DiscoverArgs(msgspec.Struct):
-    words: str
+    words: str | dict[str, list[str]]
     enable: bool = False
     limit: int = _SEARCH_LIMIT
 
@@ -140,24 +159,47 @@ def _text(value: str, *, error: bool = False) -> Raw:
     return to_raw(result)
 
 
-def _parameters(definition: Mapping[str, Any]) -> str:
-    schema = definition.get("inputSchema")
-    if not isinstance(schema, dict):
-        return ""
-    properties = schema.get("properties")
-    required = set(schema.get("required") or ())
-    if not isinstance(properties, dict) or not properties:
-        return ""
-    return ", ".join(f"{name}*" if name in required else str(name) for name in properties)
+def _one_line(description: str) -> str:
+    """The first sentence or line of ``description``, at most :data:`_SUMMARY_CHARS`."""
+    text = " ".join(description.split("\n\n", 1)[0].split())
+    for end in (". ", "? ", "! "):
+        cut = text.find(end)
+        if 0 < cut < _SUMMARY_CHARS:
+            text = text[: cut + 1]
+    if len(text) > _SUMMARY_CHARS:
+        text = text[: _SUMMARY_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return text
 
 
 def _summary(entry: ToolEntry) -> str:
-    description = " ".join(str(entry.definition.get("description") or "").split())
-    if len(description) > _DESCRIPTION_CHARS:
-        description = description[: _DESCRIPTION_CHARS - 1] + "…"
-    params = _parameters(entry.definition)
-    line = f"- {entry.name}: {description}" if description else f"- {entry.name}"
-    return f"{line} ({params})" if params else line
+    """One hit in about 40 tokens: name, server, one line, required parameters."""
+    summary = _one_line(str(entry.definition.get("description") or ""))
+    line = f"- {entry.name} ({entry.server})"
+    if summary:
+        line += f": {summary}"
+    schema = entry.definition.get("inputSchema")
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(properties, dict) and properties:
+        required = [str(n) for n in (schema.get("required") or ()) if n in properties]  # type: ignore[union-attr]
+        optional = len(properties) - len(required)
+        shown = ", ".join(required[:_REQUIRED_SHOWN])
+        if len(required) > _REQUIRED_SHOWN:
+            shown += f", +{len(required) - _REQUIRED_SHOWN} more"
+        parts = [f"requires {shown}"] if required else []
+        if optional:
+            parts.append(f"{optional} optional")
+        line += f" [{'; '.join(parts)}]"
+    return line
+
+
+def _query(words: str | dict[str, list[str]]) -> tuple[str, bool]:
+    """The query text and whether every word must match (the original's forms)."""
+    if isinstance(words, str):
+        return words, False
+    if len(words) != 1 or not ({"and", "or"} >= words.keys()):
+        raise CoreToolError(_WORDS_FORMAT)
+    ((mode, items),) = words.items()
+    return " ".join(items), mode == "and"
 
 
 class CoreTools:
@@ -169,8 +211,13 @@ class CoreTools:
 
     def __init__(self, funnel: Funnel) -> None:
         self._funnel = funnel
-        self._index: tuple[Surface, SearchIndex] | None = None
+        self._index: SearchIndex | None = None
+        self._indexed: Surface | None = None
+        self._entries: list[SearchEntry] = []
+        self._embedder: Embedder | None = None
+        self._embedder_loaded = False
         self._index_lock = anyio.Lock()
+        self._wake = anyio.Event()
 
     def definitions(self) -> list[dict[str, Any]]:
         """The enabled core tools' definitions, in name order."""
@@ -226,15 +273,19 @@ class CoreTools:
     # ------------------------------------------------------------------ the tools
 
     async def _discover(self, args: _DiscoverArgs) -> Raw:
+        query, match_all = _query(args.words)
+        if not query.strip():
+            raise CoreToolError('Missing or invalid "words" parameter')
         index = await self._search_index()
         limit = max(1, min(args.limit, 50))
-        hits = index.search(args.words, limit)
+        hits = index.search(query, limit, match_all=match_all)
         by_name = self._funnel.surface.by_name
         entries = [by_name[hit.name] for hit in hits if hit.name in by_name]
         if not entries:
-            return _text(f'No tools match "{args.words}". Try other or fewer words.')
+            return _text(f'No tools match "{query}". Try other or fewer words.')
         lines = [
-            f'Tools matching "{args.words}" (call with bridge_tool_request, or get_tool_schema first):'
+            f'Tools matching "{query}", best first (call with bridge_tool_request, '
+            "or get_tool_schema first):"
         ]
         lines += [_summary(entry) for entry in entries]
         if args.enable:
@@ -296,23 +347,47 @@ class CoreTools:
                 f"Unknown tool {name!r}. Find tools with discover_tools_by_words."
             ) from None
 
-    async def _search_index(self) -> SearchIndex:
+    # ------------------------------------------------------------------ the index
+
+    def surface_changed(self) -> None:
+        """The funnel's surface changed: rebuild the search index in the background."""
+        self._wake.set()
+
+    async def maintain_index(self) -> None:
+        """Keep the search index built for the current surface, until cancelled.
+
+        The funnel runs this in its task group: each surface change rebuilds the index
+        in a worker thread (reusing what did not change), so no query waits for it
+        unless it arrives mid-rebuild.
+        """
+        while True:
+            await self._rebuild()
+            await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _rebuild(self) -> SearchIndex:
         async with self._index_lock:
             surface = self._funnel.surface
-            if self._index is not None and self._index[0] is surface:
-                return self._index[1]
+            if self._index is not None and self._indexed is surface:
+                return self._index
+            if not self._embedder_loaded:
+                self._embedder = await anyio.to_thread.run_sync(load_embedder)
+                self._embedder_loaded = True
             entries = [
-                SearchEntry(
-                    name=entry.name,
-                    server=entry.server,
-                    description=str(entry.definition.get("description") or ""),
-                    parameters=tuple(_parameters(entry.definition).replace("*", "").split(", "))
-                    if _parameters(entry.definition)
-                    else (),
-                )
-                for entry in surface.tools
+                search_entry(entry.name, entry.server, entry.definition) for entry in surface.tools
             ]
-            # Building the index for thousands of tools takes a while: off the event loop.
-            index = await anyio.to_thread.run_sync(SearchIndex, entries)
-            self._index = (surface, index)
-            return index
+            if self._index is None or entries != self._entries:
+                # Thousands of tools take a while: off the event loop, in a thread.
+                self._index = await anyio.to_thread.run_sync(
+                    functools.partial(
+                        SearchIndex, entries, embedder=self._embedder, previous=self._index
+                    )
+                )
+                self._entries = entries
+            self._indexed = surface
+            return self._index
+
+    async def _search_index(self) -> SearchIndex:
+        if self._index is not None and self._indexed is self._funnel.surface:
+            return self._index
+        return await self._rebuild()

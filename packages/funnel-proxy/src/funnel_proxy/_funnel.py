@@ -296,6 +296,7 @@ class Funnel:
             for backend in self._backends.values():
                 host.tg.start_soon(backend.run, name=f"backend {backend.name}")
             host.tg.start_soon(self._coalesce)
+            host.tg.start_soon(self.core.maintain_index, name="search index")
             self._check_settled()
             try:
                 with anyio.move_on_after(self._ready_timeout):
@@ -814,6 +815,7 @@ class Funnel:
         """Rebuild the surface; announce only the lists a client now sees differently."""
         before = self._surface
         self._rebuild()
+        self.core.surface_changed()
         self._mark_dirty(_differences(before, self._surface))
 
     def _check_settled(self) -> None:

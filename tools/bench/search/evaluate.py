@@ -1,0 +1,356 @@
+"""Discovery search benchmark: quality on labelled query sets, and speed at 5,000 tools.
+
+Usage::
+
+    uv run --locked python tools/bench/search/evaluate.py                 # both splits, latency
+    uv run --locked python tools/bench/search/evaluate.py --split dev --explain
+    uv run --locked python tools/bench/search/evaluate.py --ablate        # what each part adds
+
+Quality. The catalogue is the tool lists of two real servers (``real.json``: the npm
+``server-everything`` and ``server-memory``, as they answer ``tools/list``) and of 22
+servers written after public MCP servers (``modelled.json``). Each query (``queries_*.json``)
+is phrased as an agent asks, with graded relevance: 2 for the tool that does it, 1 for a
+useful alternative. Metrics, per split:
+
+- Recall@k: share of queries with a grade-2 tool in the first k hits;
+- MRR: mean of 1 / rank of the first grade-2 tool (0 when it is not in the top 10);
+- nDCG@10: graded gains ``2**grade - 1``, ideal order from the labels.
+
+``funnel`` is ``SearchIndex`` exactly as ``discover_tools_by_words`` builds it (the same
+``search_entry`` conversion); ``bm25`` is a plain Okapi BM25 (k1 1.2, b 0.75) with the
+same Snowball stemmer over the same text (name, server, description, parameter names),
+split at non-alphanumerics, run in the same process on the same queries. The ``dev``
+split is the only one the ranker's constants were tuned on; ``heldout`` never was.
+
+Speed. 5,000 tools over 20 backends (the real and modelled tools, renamed per backend,
+with their descriptions reworded by a seeded shuffle of resource nouns): time to build
+the index from the tool list, to rebuild it after one backend changed (the incremental
+path the core tools take), the very first query after a build and the p50/p95 of the
+labelled queries, and the index's memory (tracemalloc over the build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import re
+import statistics
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import Stemmer  # type: ignore[import-not-found]  # PyStemmer ships no type information
+
+from funnel_proxy import SearchEntry, SearchIndex, load_embedder, search_entry
+from funnel_proxy import _search as search_module
+
+HERE = Path(__file__).parent
+KS = (1, 3, 5, 10)
+
+Ranker = Callable[[str], list[str]]
+
+
+def catalogue() -> list[SearchEntry]:
+    """Every tool of ``real.json`` and ``modelled.json`` as the core tools index it."""
+    entries: list[SearchEntry] = []
+    real = json.loads((HERE / "real.json").read_text())
+    entries.extend(
+        search_entry(f"{server}__{tool['name']}", server, tool)
+        for server, tools in real.items()
+        for tool in tools
+    )
+    modelled = json.loads((HERE / "modelled.json").read_text())
+    for server, tools in modelled.items():
+        if server.startswith("_"):
+            continue
+        for name, description, params in tools:
+            entries.append(
+                search_entry(f"{server}__{name}", server, definition(name, description, params))
+            )
+    return entries
+
+
+def definition(name: str, description: str, params: Sequence[str]) -> dict[str, Any]:
+    """A tool definition from the compact form of ``modelled.json``."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for param in params:
+        head, _, text = param.partition(":")
+        key = head.rstrip("*")
+        properties[key] = {"type": "string", **({"description": text} if text else {})}
+        if head.endswith("*"):
+            required.append(key)
+    return {
+        "name": name,
+        "description": description,
+        "inputSchema": {"type": "object", "properties": properties, "required": required},
+    }
+
+
+def queries(split: str) -> list[tuple[str, dict[str, int]]]:
+    data = json.loads((HERE / f"queries_{split}.json").read_text())
+    return [(query, dict(labels)) for query, labels in data["queries"]]
+
+
+# ---------------------------------------------------------------------- the baseline
+
+
+class PlainBM25:
+    """Okapi BM25 over one bag of words per tool: name, server, description, parameters."""
+
+    _split = re.compile(r"[A-Za-z0-9]+|[^\W\d_A-Za-z]+")
+
+    def __init__(self, entries: Sequence[SearchEntry], k1: float = 1.2, b: float = 0.75) -> None:
+        self._stemmer = Stemmer.Stemmer("english")
+        self._names = [entry.name for entry in entries]
+        self._k1, self._b = k1, b
+        docs = [
+            self._terms(f"{e.name} {e.server} {e.description} {' '.join(e.parameters)}")
+            for e in entries
+        ]
+        self._tf = [Counter(doc) for doc in docs]
+        self._len = [len(doc) for doc in docs]
+        self._avg = sum(self._len) / len(docs)
+        df: Counter[str] = Counter(term for doc in self._tf for term in doc)
+        n = len(docs)
+        self._idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+
+    def _terms(self, text: str) -> list[str]:
+        return list(self._stemmer.stemWords([t.lower() for t in self._split.findall(text)]))
+
+    def __call__(self, query: str) -> list[str]:
+        words = [t for t in self._terms(query) if t in self._idf]
+        scored = []
+        for i, tf in enumerate(self._tf):
+            norm = self._k1 * (1 - self._b + self._b * self._len[i] / self._avg)
+            score = sum(self._idf[w] * tf[w] * (self._k1 + 1) / (tf[w] + norm) for w in words)
+            if score > 0:
+                scored.append((-score, self._names[i]))
+        return [name for _, name in sorted(scored)[:10]]
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Scores:
+    recall: dict[int, float]
+    mrr: float
+    ndcg: float
+    misses: list[tuple[str, list[str], dict[str, int]]]
+
+    def row(self, label: str) -> str:
+        recalls = "  ".join(f"{self.recall[k]:.3f}" for k in KS)
+        return f"{label:<24} {recalls}  {self.mrr:.3f}  {self.ndcg:.3f}"
+
+
+def evaluate(ranker: Ranker, labelled: Sequence[tuple[str, dict[str, int]]]) -> Scores:
+    hits = dict.fromkeys(KS, 0)
+    reciprocal = 0.0
+    ndcg = 0.0
+    misses = []
+    for query, labels in labelled:
+        ranked = ranker(query)[:10]
+        best = max(labels.values())
+        first = next((i for i, name in enumerate(ranked) if labels.get(name) == best), None)
+        for k in KS:
+            hits[k] += first is not None and first < k
+        reciprocal += 1 / (first + 1) if first is not None else 0.0
+        gains = [2 ** labels.get(name, 0) - 1 for name in ranked]
+        ideal = sorted((2**g - 1 for g in labels.values()), reverse=True)[:10]
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        ndcg += dcg / idcg
+        if first != 0:
+            misses.append((query, ranked, labels))
+    n = len(labelled)
+    return Scores({k: hits[k] / n for k in KS}, reciprocal / n, ndcg / n, misses)
+
+
+def header(title: str, count: int) -> None:
+    print(f"\n{title} ({count} queries)")
+    print(f"{'ranker':<24} {'R@1':>5}  {'R@3':>5}  {'R@5':>5}  {'R@10':>5}  {'MRR':>5}  nDCG@10")
+
+
+def ranked_names(index: SearchIndex) -> Ranker:
+    return lambda query: [hit.name for hit in index.search(query, 10)]
+
+
+def explain_misses(index: SearchIndex, scores: Scores) -> None:
+    for query, ranked, labels in scores.misses:
+        want = [name for name, grade in labels.items() if grade == max(labels.values())]
+        rank = next((i + 1 for i, name in enumerate(ranked) if name in want), None)
+        print(f"\n  {query!r}: wanted {want[0]} at {rank or '>10'}; top 3 {ranked[:3]}")
+        for line in index.explain(query, want[0]):
+            print(f"    want | {line}")
+        if ranked:
+            for line in index.explain(query, ranked[0]):
+                print(f"    top1 | {line}")
+
+
+# ---------------------------------------------------------------------- ablations
+
+
+def ablations(entries: list[SearchEntry], labelled: list[tuple[str, dict[str, int]]]) -> None:
+    embedder = load_embedder()
+    variants: list[tuple[str, dict[str, float], bool]] = [
+        ("funnel (all parts)", {}, True),
+        ("lexical only", {}, False),
+        ("lexical, no synonyms", {"_SYNONYM": 0.0}, False),
+        ("lexical, no prefixes", {"_PREFIX": 0.0}, False),
+        ("lexical, no coordination", {"COORDINATION": 0.0}, False),
+    ]
+    for label, patch, semantic in variants:
+        saved = {key: getattr(search_module, key) for key in patch}
+        for key, value in patch.items():
+            setattr(search_module, key, value)
+        try:
+            index = SearchIndex(entries, embedder=embedder if semantic else None)
+            print(evaluate(ranked_names(index), labelled).row(label))
+        finally:
+            for key, value in saved.items():
+                setattr(search_module, key, value)
+    if embedder is not None:
+        matrix = embedder.stack(embedder.embed([f"{e.name} {e.description}" for e in entries]))
+        names = [e.name for e in entries]
+
+        def semantic_only(query: str) -> list[str]:
+            cosines = embedder.similarities(matrix, query)
+            order = sorted(range(len(names)), key=lambda i: -cosines[i])
+            return [names[i] for i in order[:10]]
+
+        print(evaluate(semantic_only, labelled).row("semantic only"))
+
+
+# ---------------------------------------------------------------------- speed
+
+NOUNS = [
+    "record",
+    "item",
+    "entry",
+    "object",
+    "asset",
+    "resource",
+    "document",
+    "report",
+    "order",
+    "ticket",
+]
+
+
+def synthetic(entries: list[SearchEntry], backends: int = 20, per: int = 250) -> list[SearchEntry]:
+    """``backends`` x ``per`` tools made from the catalogue, reworded per backend."""
+    rng = random.Random(14)
+    made: list[SearchEntry] = []
+    for b in range(backends):
+        server = f"backend{b:02d}"
+        for i in range(per):
+            base = entries[(b * per + i) % len(entries)]
+            tool = base.name.split("__", 1)[1]
+            noun = rng.choice(NOUNS)
+            made.append(
+                SearchEntry(
+                    name=f"{server}__{tool}_{noun}_{i}",
+                    server=server,
+                    description=f"{base.description} Works on the {noun} of {server}.",
+                    parameters=base.parameters,
+                    parameter_text=base.parameter_text,
+                )
+            )
+    return made
+
+
+def speed(entries: list[SearchEntry], labelled: list[tuple[str, dict[str, int]]]) -> None:
+    embedder = load_embedder()
+    big = synthetic(entries)
+    print(f"\nspeed: {len(big)} tools over 20 backends, semantic={'on' if embedder else 'off'}")
+    builds: list[float] = []
+    for _ in range(3):
+        gc.collect()
+        start = time.perf_counter()
+        index = SearchIndex(big, embedder=embedder)
+        builds.append(time.perf_counter() - start)
+    changed = [
+        SearchEntry(e.name, e.server, e.description + " (v2)", e.parameters, e.parameter_text)
+        if e.server == "backend07"
+        else e
+        for e in big
+    ]
+    start = time.perf_counter()
+    SearchIndex(changed, embedder=embedder, previous=index)
+    rebuild = time.perf_counter() - start
+    fresh = SearchIndex(big, embedder=embedder)
+    start = time.perf_counter()
+    fresh.search(labelled[0][0], 10)
+    first = time.perf_counter() - start
+    times: list[float] = []
+    for _ in range(5):
+        for query, _labels in labelled:
+            start = time.perf_counter()
+            fresh.search(query, 10)
+            times.append(time.perf_counter() - start)
+    times.sort()
+    del index, fresh
+    gc.collect()
+    tracemalloc.start()
+    held = SearchIndex(big, embedder=embedder)
+    current, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"  full build (cold analysis)      {min(builds) * 1000:7.1f} ms  (best of 3)")
+    print(f"  rebuild after 1 backend changed {rebuild * 1000:7.1f} ms")
+    print(f"  first query after a build       {first * 1000:7.2f} ms")
+    print(f"  query p50                       {statistics.median(times) * 1000:7.2f} ms")
+    print(f"  query p95                       {times[int(len(times) * 0.95)] * 1000:7.2f} ms")
+    print(f"  query max                       {times[-1] * 1000:7.2f} ms  ({len(times)} queries)")
+    print(f"  index memory                    {current / 2**20:7.1f} MiB  ({len(held)} tools)")
+    if embedder is not None:
+        print("  (the embedding table itself, 16 MiB, is loaded once per process, not per index)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--split", choices=["dev", "heldout", "both"], default="both")
+    parser.add_argument("--explain", action="store_true", help="explain every query not at 1")
+    parser.add_argument("--ablate", action="store_true", help="what each part adds (dev split)")
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args(argv)
+    entries = catalogue()
+    servers = len({e.server for e in entries})
+    print(f"catalogue: {len(entries)} tools from {servers} servers")
+    embedder = load_embedder()
+    print(f"semantic signal: {'wordllama' if embedder else 'absent (lexical only)'}")
+    index = SearchIndex(entries, embedder=embedder)
+    baseline = PlainBM25(entries)
+    splits = ["dev", "heldout"] if args.split == "both" else [args.split]
+    for split in splits:
+        labelled = queries(split)
+        header(split, len(labelled))
+        funnel = evaluate(ranked_names(index), labelled)
+        plain = evaluate(baseline, labelled)
+        print(funnel.row("funnel"))
+        print(plain.row("plain BM25 + Snowball"))
+        gain = " ".join(
+            f"R@{k} {funnel.recall[k] - plain.recall[k]:+.3f}" for k in KS if k in (1, 5)
+        )
+        print(f"{'funnel - BM25':<24} {gain}  MRR {funnel.mrr - plain.mrr:+.3f}")
+        if args.explain:
+            explain_misses(index, funnel)
+    if args.ablate:
+        labelled = queries("dev")
+        header("ablation, dev split", len(labelled))
+        ablations(entries, labelled)
+    if not args.no_speed:
+        speed(entries, queries("dev") + queries("heldout"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
