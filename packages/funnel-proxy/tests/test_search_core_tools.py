@@ -18,22 +18,40 @@ pytestmark = pytest.mark.anyio
 SERVERS = Path(__file__).resolve().parents[3] / "tests" / "servers"
 
 
-async def discover(words: Any, **extra: Any) -> tuple[str, bool]:
+def funnel() -> Funnel:
+    sdk = {"command": sys.executable, "args": [str(SERVERS / "sdk_server.py")]}
     config = parse_config(
-        {
-            "servers": {
-                "sdk": {"command": sys.executable, "args": [str(SERVERS / "sdk_server.py")]}
-            },
-            "exposeTools": [],
-        },
-        environ={"PATH": os.environ["PATH"]},
+        {"servers": {"sdk": sdk}, "exposeTools": []}, environ={"PATH": os.environ["PATH"]}
     )
-    async with Funnel(config, environ={"PATH": os.environ["PATH"]}) as funnel:
-        with anyio.fail_after(10):
-            result = from_raw(
-                await funnel.core.call("discover_tools_by_words", to_raw({"words": words, **extra}))
-            )
+    return Funnel(config, environ={"PATH": os.environ["PATH"]})
+
+
+async def call(running: Funnel, words: Any, **extra: Any) -> tuple[str, bool]:
+    with anyio.fail_after(10):
+        arguments = to_raw({"words": words, **extra})
+        result = from_raw(await running.core.call("discover_tools_by_words", arguments))
     return result["content"][0]["text"], bool(result.get("isError"))
+
+
+async def discover(words: Any, **extra: Any) -> tuple[str, bool]:
+    async with funnel() as running:
+        return await call(running, words, **extra)
+
+
+async def test_the_index_is_built_when_the_tools_change_not_on_the_first_query() -> None:
+    async with funnel() as running:
+        with anyio.fail_after(10):
+            await running.core.index_ready()
+        index = running.core.search_index
+        assert index is not None
+        assert len(index) == len(running.surface.tools) > 0
+        text, _ = await call(running, "echo")
+        assert "sdk__echo" in text
+        assert running.core.search_index is index, "the query reused the prebuilt index"
+        running.enable_tools(["sdk__echo"])  # a new surface, the same tools
+        with anyio.fail_after(10):
+            await running.core.index_ready()
+        assert running.core.search_index is index, "unchanged tools are not re-indexed"
 
 
 async def test_a_hit_shows_its_server_a_summary_and_its_required_parameters() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import msgspec
@@ -43,6 +43,7 @@ CORE_SERVER: Final = "funnel"
 _SEARCH_LIMIT: Final = 10
 _SUMMARY_CHARS: Final = 120
 _REQUIRED_SHOWN: Final = 4
+_SEMANTIC_WAIT_SECONDS: Final = 5.0
 _WORDS_FORMAT: Final = "Invalid words format - use string, {and: [...]}, or {or: [...]}"
 
 _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
@@ -214,8 +215,11 @@ class CoreTools:
         self._index: SearchIndex | None = None
         self._indexed: Surface | None = None
         self._entries: list[SearchEntry] = []
-        self._embedder: Embedder | None = None
-        self._embedder_loaded = False
+        # None: not loaded yet; False: the semantic extra is not installed.
+        self._embedder: Embedder | Literal[False] | None = None
+        self._semantic_done = anyio.Event()
+        self._idle = anyio.Event()
+        self._maintained = False
         self._index_lock = anyio.Lock()
         self._wake = anyio.Event()
 
@@ -352,42 +356,78 @@ class CoreTools:
     def surface_changed(self) -> None:
         """The funnel's surface changed: rebuild the search index in the background."""
         self._wake.set()
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+    @property
+    def search_index(self) -> SearchIndex | None:
+        """The current search index (``None`` before the first build)."""
+        return self._index
+
+    async def index_ready(self) -> None:
+        """Wait until the index is built for the current surface (callers bound it)."""
+        await self._idle.wait()
 
     async def maintain_index(self) -> None:
         """Keep the search index built for the current surface, until cancelled.
 
-        The funnel runs this in its task group: each surface change rebuilds the index
-        in a worker thread (reusing what did not change), so no query waits for it
-        unless it arrives mid-rebuild.
+        The funnel runs this in its task group from its start, so the embedder loads
+        while the backends connect. Each surface change rebuilds the lexical index in a
+        worker thread (reusing what did not change), then embeds the new tools.
         """
-        while True:
-            await self._rebuild()
-            await self._wake.wait()
-            self._wake = anyio.Event()
+        self._maintained = True
+        try:
+            await self._load_embedder()
+            while True:
+                await self._add_semantic(await self._rebuild())
+                if not self._wake.is_set():
+                    self._idle.set()
+                await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            self._maintained = False
 
     async def _rebuild(self) -> SearchIndex:
+        """The lexical index of the current surface, built unless it already is."""
         async with self._index_lock:
             surface = self._funnel.surface
             if self._index is not None and self._indexed is surface:
                 return self._index
-            if not self._embedder_loaded:
-                self._embedder = await anyio.to_thread.run_sync(load_embedder)
-                self._embedder_loaded = True
             entries = [
                 search_entry(entry.name, entry.server, entry.definition) for entry in surface.tools
             ]
             if self._index is None or entries != self._entries:
+                if self._semantic_done.is_set() and self._embedder is not False:
+                    self._semantic_done = anyio.Event()
                 # Thousands of tools take a while: off the event loop, in a thread.
                 self._index = await anyio.to_thread.run_sync(
-                    functools.partial(
-                        SearchIndex, entries, embedder=self._embedder, previous=self._index
-                    )
+                    functools.partial(SearchIndex, entries, previous=self._index)
                 )
                 self._entries = entries
             self._indexed = surface
             return self._index
 
+    async def _load_embedder(self) -> None:
+        if self._embedder is None:
+            self._embedder = await anyio.to_thread.run_sync(load_embedder) or False
+
+    async def _add_semantic(self, index: SearchIndex) -> None:
+        await self._load_embedder()
+        if self._embedder and not index.semantic:
+            await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
+        self._semantic_done.set()
+
     async def _search_index(self) -> SearchIndex:
         if self._index is not None and self._indexed is self._funnel.surface:
-            return self._index
-        return await self._rebuild()
+            index = self._index
+        else:
+            index = await self._rebuild()
+        if not self._maintained:
+            await self._add_semantic(index)
+        elif not self._semantic_done.is_set():
+            # The ranking should not depend on how soon a query follows a change: wait
+            # (bounded) for the new tools' vectors, a few ms after a change, up to about
+            # a second after start-up while the embedding table loads.
+            with anyio.move_on_after(_SEMANTIC_WAIT_SECONDS):
+                await self._semantic_done.wait()
+        return index

@@ -85,6 +85,8 @@ SEMANTIC_WEIGHT: Final = 1.0
 """Weight of the cosine similarity against the normalised lexical score."""
 _SEMANTIC_FLOOR: Final = 0.0
 _CHUNK: Final = re.compile(r"[A-Za-z0-9]+")
+# Past this, a description (some run to pages) adds build time more than relevance.
+_DESCRIPTION_CHARS: Final = 2000
 
 
 def words(text: str) -> list[str]:
@@ -101,8 +103,12 @@ def _whole_words(text: str) -> list[str]:
     """Mixed-case and multi-part chunks indexed whole: ``GitHub`` → github."""
     found = []
     for chunk in _CHUNK.findall(text):
+        if chunk.isalpha() and (chunk.islower() or chunk.isupper() or chunk[1:].islower()):
+            continue  # one word: nothing to join
+        if chunk.isdigit():
+            continue
         parts = tokens(chunk)
-        if len(parts) > 1 and not chunk.isdigit():
+        if len(parts) > 1:
             found.append(stem("".join(parts)))
     return found
 
@@ -219,6 +225,7 @@ class SearchIndex:
         embedder: Adds a semantic signal (see :func:`funnel_proxy.load_embedder`).
         previous: An index of an earlier tool list: tools it already analysed (and
             embedded) are reused, so a rebuild costs little more than what changed.
+            Give the same embedder to both (there is one per process).
 
     Example:
         >>> index = SearchIndex([
@@ -231,11 +238,10 @@ class SearchIndex:
 
     __slots__ = (
         "_docs",
-        "_embedder",
         "_entries",
-        "_matrix",
         "_names",
         "_postings",
+        "_semantic",
         "_vocabulary",
         "_whole_names",
     )
@@ -250,22 +256,32 @@ class SearchIndex:
         unique = {entry.name: entry for entry in entries}
         self._names: list[str] = sorted(unique)
         self._entries: dict[str, SearchEntry] = {name: unique[name] for name in self._names}
-        self._embedder: Embedder | None = embedder
         known: dict[SearchEntry, _Document] = {}
-        if previous is not None and previous._embedder is embedder:
+        if previous is not None:
             known = dict(zip(previous._entries.values(), previous._docs, strict=True))
         self._docs: list[_Document] = [known.get(e) or _analyse(e) for e in self._entries.values()]
         self._split_compounds()
         self._build_postings()
-        self._matrix: Vectors | None = None
-        if embedder is not None and self._docs:
-            missing = [doc for doc in self._docs if doc.vector is None]
-            if missing:
-                for doc, vector in zip(
-                    missing, embedder.embed([doc.semantic_text for doc in missing]), strict=True
-                ):
-                    doc.vector = vector
-            self._matrix = embedder.stack([doc.vector for doc in self._docs])
+        # The embedder and the matrix of tool vectors, set together (one assignment,
+        # so a search in another thread sees both or neither).
+        self._semantic: tuple[Embedder, Vectors] | None = None
+        if embedder is not None:
+            self.add_semantic(embedder)
+
+    def add_semantic(self, embedder: Embedder) -> None:
+        """Add the semantic signal to a lexical index (embeds the tools not embedded yet).
+
+        Searches may run meanwhile, in another thread: they stay lexical until the
+        vectors are all there.
+        """
+        if not self._docs:
+            return
+        missing = [doc for doc in self._docs if doc.vector is None]
+        if missing:
+            vectors = embedder.embed([doc.semantic_text for doc in missing])
+            for doc, vector in zip(missing, vectors, strict=True):
+                doc.vector = vector
+        self._semantic = (embedder, embedder.stack([doc.vector for doc in self._docs]))
 
     # ------------------------------------------------------------------ building
 
@@ -275,17 +291,24 @@ class SearchIndex:
         for doc in self._docs:
             for counter in doc.fields.values():
                 vocabulary.update(counter)
+        splits: dict[str, tuple[str, str] | None] = {}
         for doc in self._docs:
             doc.extra = Counter()
             for token in doc.raw_name_tokens:
                 if len(token) < 6 or not token.isalpha():
                     continue
-                for cut in range(3, len(token) - 2):
-                    left, right = stem(token[:cut]), stem(token[cut:])
-                    if left in vocabulary and right in vocabulary:
-                        doc.extra[left] += 1
-                        doc.extra[right] += 1
-                        break
+                if token not in splits:
+                    splits[token] = next(
+                        (
+                            (stem(token[:cut]), stem(token[cut:]))
+                            for cut in range(3, len(token) - 2)
+                            if stem(token[:cut]) in vocabulary and stem(token[cut:]) in vocabulary
+                        ),
+                        None,
+                    )
+                halves = splits[token]
+                if halves is not None:
+                    doc.extra.update(halves)
 
     def _build_postings(self) -> None:
         count = len(self._docs)
@@ -313,10 +336,13 @@ class SearchIndex:
                 combined[term] += halves * _WEIGHT["name"] * _SPLIT
             for term, weight in combined.items():
                 weighted[term][position] = weight * (_K1 + 1) / (weight + _K1)
-        self._postings: dict[str, tuple[array[int], array[float]]] = {
-            term: (array("i", docs), array("f", [v * idf(len(docs)) for v in docs.values()]))
-            for term, docs in weighted.items()
-        }
+        self._postings: dict[str, tuple[array[int], array[float]]] = {}
+        for term, docs in weighted.items():
+            weight = idf(len(docs))
+            self._postings[term] = (
+                array("i", docs),
+                array("f", [v * weight for v in docs.values()]),
+            )
         self._vocabulary: list[str] = sorted(self._postings)
         whole_names: defaultdict[frozenset[str], list[int]] = defaultdict(list)
         for position, doc in enumerate(self._docs):
@@ -329,7 +355,7 @@ class SearchIndex:
     @property
     def semantic(self) -> bool:
         """Whether the index has a semantic signal."""
-        return self._matrix is not None
+        return self._semantic is not None
 
     # ------------------------------------------------------------------ queries
 
@@ -431,11 +457,13 @@ class SearchIndex:
             for doc in self._whole_names.get(frozenset(c.word for c in concepts), ()):
                 if doc in lexical:
                     lexical[doc] *= _WHOLE_NAME
-        if self._matrix is None or self._embedder is None or match_all:
+        semantic = self._semantic
+        if semantic is None or match_all:
             return lexical
         top = max(lexical.values(), default=0.0) or 1.0
         fused = {doc: score / top for doc, score in lexical.items()}
-        for doc, cosine in enumerate(self._embedder.similarities(self._matrix, query).tolist()):
+        embedder, matrix = semantic
+        for doc, cosine in enumerate(embedder.similarities(matrix, query).tolist()):
             if cosine > _SEMANTIC_FLOOR:
                 fused[doc] = fused.get(doc, 0.0) + SEMANTIC_WEIGHT * cosine
         return fused
@@ -467,9 +495,11 @@ class SearchIndex:
                 score[matched < total] = 0.0
             for doc in self._whole_names.get(frozenset(c.word for c in concepts), ()):
                 score[doc] *= _WHOLE_NAME
-        if self._matrix is not None and self._embedder is not None and not match_all:
+        semantic = self._semantic
+        if semantic is not None and not match_all:
             top = float(score.max()) or 1.0
-            cosines = self._embedder.similarities(self._matrix, query)
+            embedder, matrix = semantic
+            cosines = embedder.similarities(matrix, query)
             score = score / top + SEMANTIC_WEIGHT * np.where(
                 cosines > _SEMANTIC_FLOOR, cosines, 0.0
             )
@@ -529,7 +559,8 @@ class SearchIndex:
             )
         scores = dict(self._ranked(query, len(self._docs), match_all=False))
         lines.append(f"total: {scores.get(doc, 0.0):.4f}")
-        if self._matrix is not None and self._embedder is not None:
-            cosine = float(self._embedder.similarities(self._matrix, query)[doc])
+        if self._semantic is not None:
+            embedder, matrix = self._semantic
+            cosine = float(embedder.similarities(matrix, query)[doc])
             lines.append(f"semantic cosine: {cosine:.3f}")
         return lines

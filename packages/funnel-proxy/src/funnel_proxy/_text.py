@@ -32,168 +32,19 @@ _IS_CJK: Final = re.compile(rf"[{_CJK}]")
 _VOWELS: Final = frozenset("aeiouy")
 
 STOP_WORDS: Final = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "anything",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "done",
-        "each",
-        "either",
-        "else",
-        "etc",
-        "every",
-        "few",
-        "for",
-        "from",
-        "further",
-        "get",
-        "gets",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "him",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "let",
-        "lets",
-        "like",
-        "may",
-        "me",
-        "might",
-        "mine",
-        "more",
-        "most",
-        "must",
-        "my",
-        "myself",
-        "need",
-        "needs",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "ok",
-        "okay",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "out",
-        "over",
-        "own",
-        "please",
-        "possible",
-        "same",
-        "shall",
-        "she",
-        "should",
-        "so",
-        "some",
-        "something",
-        "somehow",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "thing",
-        "things",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "tool",
-        "tools",
-        "under",
-        "until",
-        "up",
-        "us",
-        "use",
-        "used",
-        "uses",
-        "using",
-        "via",
-        "want",
-        "wants",
-        "was",
-        "way",
-        "we",
-        "were",
-        "what",
-        "whats",
-        "when",
-        "where",
-        "whether",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "whose",
-        "why",
-        "will",
-        "with",
-        "within",
-        "without",
-        "would",
-        "yes",
-        "yet",
-        "you",
-        "your",
-        "yours",
-        "yourself",
-    ]
+    # A word list reads better as text than as 170 quoted strings.
+    """
+    a about above after again all also am an and any anything are as at be been being
+    below between both but by can could did do does doing done each either else etc
+    every few for from further get gets had has have having he her here hers him his how
+    i if in into is it its itself just let lets like may me might mine more most must my
+    myself need needs no nor not now of off ok okay on once only or other our ours out
+    over own please possible same shall she should so some something somehow such than
+    that the their theirs them then there these they thing things this those through to
+    too tool tools under until up us use used uses using via want wants was way we were
+    what whats when where whether which while who whom whose why will with within without
+    would yes yet you your yours yourself
+    """.split()  # noqa: SIM905
 )
 """Words a query or description may contain that say nothing about which tool is meant.
 
@@ -244,6 +95,15 @@ def _bigrams(run: str) -> list[str]:
     return [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _analysed(token: str) -> tuple[tuple[str, ...], bool]:
+    """A raw token's terms and whether it is a stop word (cached: text repeats a lot)."""
+    if _IS_CJK.match(token):
+        return tuple(_bigrams(token)), False
+    lower = token.lower()
+    return (stem(lower),), lower in STOP_WORDS
+
+
 def terms(text: str, *, drop_stop_words: bool = False) -> list[str]:
     """The search terms of ``text``, in order: stems, and CJK character bigrams.
 
@@ -258,9 +118,8 @@ def terms(text: str, *, drop_stop_words: bool = False) -> list[str]:
         ['推荐', '荐菜', '菜谱']
     """
     found: list[str] = []
-    for token in tokens(text):
-        if _IS_CJK.match(token):
-            found.extend(_bigrams(token))
-        elif not (drop_stop_words and token in STOP_WORDS):
-            found.append(stem(token))
+    for token in _TOKEN.findall(text):
+        analysed, stop = _analysed(token)
+        if not (drop_stop_words and stop):
+            found.extend(analysed)
     return found
