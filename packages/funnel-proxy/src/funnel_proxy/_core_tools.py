@@ -415,6 +415,9 @@ class CoreTools:
         await self._load_embedder()
         if self._embedder and not index.semantic:
             await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
+            # The first search through a new matrix and the tokenizer costs a few ms
+            # more than the rest: spend them here, not in a client's first query.
+            await anyio.to_thread.run_sync(index.search, "find a tool", 1)
         self._semantic_done.set()
 
     async def _search_index(self) -> SearchIndex:

@@ -375,8 +375,16 @@ class SearchIndex:
                     continue
             reach = self._reach(word)
             if word not in self._postings:
-                phrase = next((p for p in synonyms(word) if " " in p), None)
-                if phrase is not None and all(part in self._postings for part in phrase.split()):
+                # Sorted: a frozenset's order changes with the hash seed, the ranking must not.
+                phrase = next(
+                    (
+                        p
+                        for p in sorted(synonyms(word))
+                        if " " in p and all(part in self._postings for part in p.split())
+                    ),
+                    None,
+                )
+                if phrase is not None:
                     concepts.extend(_Concept(part, {part: _PHRASE}) for part in phrase.split())
                     continue
             concepts.append(_Concept(word, reach))
