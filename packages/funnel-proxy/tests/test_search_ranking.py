@@ -3,6 +3,10 @@ prefixes, synonyms, the semantic signal, the pure-Python path and incremental bu
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from funnel_proxy import SearchEntry, SearchIndex, load_embedder, search_entry
@@ -135,3 +139,33 @@ def test_the_semantic_signal_finds_tools_no_word_reaches() -> None:
     assert index.semantic
     assert index.search("how much is a yen in euros")[0].name == "fx__latest"
     assert index.search("read file")[0].name == "fs__read_file"
+
+
+_RANK_IN_A_CHILD = """
+from funnel_proxy import SearchEntry, SearchIndex
+tools = [
+    SearchEntry("gh__list_pull_requests", "gh", "List pull requests"),
+    SearchEntry("gl__list_merge_requests", "gl", "List merge requests"),
+    SearchEntry("fs__move_file", "fs", "Move or relocate a file"),
+    SearchEntry("pay__charge", "pay", "Charge money for an invoice"),
+]
+index = SearchIndex(tools)
+for query in ["list prs", "rename file", "bill someone", "remove a file"]:
+    print([(h.name, h.score) for h in index.search(query)])
+"""
+
+
+def test_the_ranking_does_not_depend_on_the_hash_seed() -> None:
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", _RANK_IN_A_CHILD],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for seed in ("1", "2", "3", "4")
+    }
+    assert len(outputs) == 1
+    assert "gh__list_pull_requests" in outputs.pop()

@@ -38,6 +38,7 @@ Without one the ranking is lexical alone.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -87,6 +88,9 @@ _SEMANTIC_FLOOR: Final = 0.0
 _CHUNK: Final = re.compile(r"[A-Za-z0-9]+")
 # Past this, a description (some run to pages) adds build time more than relevance.
 _DESCRIPTION_CHARS: Final = 2000
+# The name and the description's start say what a tool does; the embedder's cost grows
+# with the text.
+_SEMANTIC_CHARS: Final = 300
 
 
 def words(text: str) -> list[str]:
@@ -185,15 +189,22 @@ class _Document:
     extra: Counter[str] = field(default_factory=Counter)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _identifier_terms(identifier: str) -> tuple[str, ...]:
+    """Terms of a server or parameter name (cached: the same few recur in every tool)."""
+    return (*terms(identifier), *_whole_words(identifier))
+
+
 def _analyse(entry: SearchEntry) -> _Document:
     tool = (
         entry.name.split("__", 1)[1] if entry.name.startswith(f"{entry.server}__") else entry.name
     )
     name = terms(tool) + _whole_words(tool)
-    server = terms(entry.server) + _whole_words(entry.server)
-    params = [t for p in entry.parameters for t in terms(p) + _whole_words(p)]
-    param_text = terms(entry.parameter_text, drop_stop_words=True)
-    description = terms(entry.description, drop_stop_words=True) + _whole_words(entry.description)
+    server = _identifier_terms(entry.server)
+    params = [t for p in entry.parameters for t in _identifier_terms(p)]
+    param_text = terms(entry.parameter_text[:_DESCRIPTION_CHARS], drop_stop_words=True)
+    text = entry.description[:_DESCRIPTION_CHARS]
+    description = terms(text, drop_stop_words=True) + _whole_words(text)
     fields = {
         "name": Counter(name),
         "server": Counter(server),
@@ -207,7 +218,7 @@ def _analyse(entry: SearchEntry) -> _Document:
         lengths={key: sum(counter.values()) for key, counter in fields.items()},
         name_terms=frozenset(terms(tool)),
         raw_name_tokens=tuple(tokens(tool) + tokens(entry.server)),
-        semantic_text=f"{readable}. {entry.description}"[:600],
+        semantic_text=f"{readable}. {entry.description}"[:_SEMANTIC_CHARS],
     )
 
 
@@ -375,11 +386,10 @@ class SearchIndex:
                     continue
             reach = self._reach(word)
             if word not in self._postings:
-                # Sorted: a frozenset's order changes with the hash seed, the ranking must not.
                 phrase = next(
                     (
                         p
-                        for p in sorted(synonyms(word))
+                        for p in synonyms(word)
                         if " " in p and all(part in self._postings for part in p.split())
                     ),
                     None,

@@ -136,23 +136,27 @@ summary overview describe
 
 
 @functools.cache
-def _table() -> Mapping[str, frozenset[str]]:
-    table: defaultdict[str, set[str]] = defaultdict(set)
+def _table() -> Mapping[str, tuple[str, ...]]:
+    # Dicts, not sets: the order stays as written, whatever the hash seed.
+    table: defaultdict[str, dict[str, None]] = defaultdict(dict)
     for line in _GROUPS.strip().splitlines():
         # A hyphenated entry ("pull-request") is a phrase: its stems joined by spaces.
-        group = {" ".join(stem(t) for t in tokens(word)) for word in line.split()}
+        group = dict.fromkeys(" ".join(stem(t) for t in tokens(word)) for word in line.split())
         for word in group:
-            table[word] |= group - {word}
-    return {word: frozenset(others) for word, others in table.items()}
+            table[word].update((other, None) for other in group if other != word)
+    return {word: tuple(others) for word, others in table.items()}
 
 
-def synonyms(term: str) -> frozenset[str]:
-    """The stems a query term reaches through the thesaurus (never ``term`` itself).
+def synonyms(term: str) -> tuple[str, ...]:
+    """The stems a query term reaches through the thesaurus, as written (never ``term``).
 
-    A phrase is its stems joined by spaces (``pr`` → ``pull request``).
+    A phrase is its stems joined by spaces (``pr`` → ``pull request``); the first
+    phrase of a group is its usual meaning.
 
     Example:
-        >>> sorted(synonyms(stem("rename")))
-        ['move', 'reloc']
+        >>> synonyms(stem("rename"))
+        ('move', 'reloc')
+        >>> synonyms("pr")[:2]
+        ('pull request', 'prs')
     """
-    return _table().get(term, frozenset())
+    return _table().get(term, ())
