@@ -58,8 +58,8 @@ async def test_a_hit_shows_its_server_a_summary_and_its_required_parameters() ->
     text, error = await discover("add two integers")
     assert not error
     first = text.splitlines()[1]
-    assert first.startswith("- sdk__add (sdk): ")
-    assert first.endswith("[requires a, b]")
+    assert first.startswith("- sdk__add: Add two integers")
+    assert first.endswith("[server sdk; requires a, b]")
     assert len(first) < 200
 
 
@@ -74,7 +74,7 @@ async def test_the_originals_and_and_or_forms_are_accepted() -> None:
     assert text.startswith("No tools match")
     text, error = await discover({"or": ["echo", "zebra"]})
     assert not error
-    assert "- sdk__echo (sdk)" in text
+    assert "- sdk__echo: " in text
 
 
 async def test_a_malformed_words_value_is_a_clear_tool_error() -> None:

@@ -169,3 +169,14 @@ def test_the_ranking_does_not_depend_on_the_hash_seed() -> None:
     }
     assert len(outputs) == 1
     assert "gh__list_pull_requests" in outputs.pop()
+
+
+def test_without_the_semantic_extra_search_is_lexical(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "wordllama", None)  # importing it now fails
+    assert load_embedder.__wrapped__() is None
+    assert "lexical: the semantic extra is not installed" in caplog.text
+    index = SearchIndex(TOOLS, embedder=None)
+    assert not index.semantic
+    assert index.search("rename a file")[0].name == "fs__move_file"

@@ -173,24 +173,27 @@ def _one_line(description: str) -> str:
 
 
 def _summary(entry: ToolEntry) -> str:
-    """One hit in about 40 tokens: name, server, one line, required parameters."""
+    """One hit in about 40 tokens: name, one line, server, required parameters.
+
+    The line starts ``- name: `` as it always did, so clients that read names out of
+    it keep working; the rest goes in brackets at the end.
+    """
     summary = _one_line(str(entry.definition.get("description") or ""))
-    line = f"- {entry.name} ({entry.server})"
-    if summary:
-        line += f": {summary}"
+    line = f"- {entry.name}: {summary}" if summary else f"- {entry.name}:"
+    details = [f"server {entry.server}"]
     schema = entry.definition.get("inputSchema")
     properties = schema.get("properties") if isinstance(schema, dict) else None
     if isinstance(properties, dict) and properties:
-        required = [str(n) for n in (schema.get("required") or ()) if n in properties]  # type: ignore[union-attr]
-        optional = len(properties) - len(required)
+        listed = schema.get("required") if isinstance(schema, dict) else None
+        required = [str(n) for n in listed or () if n in properties]
         shown = ", ".join(required[:_REQUIRED_SHOWN])
         if len(required) > _REQUIRED_SHOWN:
             shown += f", +{len(required) - _REQUIRED_SHOWN} more"
-        parts = [f"requires {shown}"] if required else []
-        if optional:
-            parts.append(f"{optional} optional")
-        line += f" [{'; '.join(parts)}]"
-    return line
+        if required:
+            details.append(f"requires {shown}")
+        if len(properties) > len(required):
+            details.append(f"{len(properties) - len(required)} optional")
+    return f"{line} [{'; '.join(details)}]"
 
 
 def _query(words: str | dict[str, list[str]]) -> tuple[str, bool]:
