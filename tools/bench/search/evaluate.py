@@ -354,12 +354,63 @@ def speed(entries: list[SearchEntry], labelled: list[tuple[str, dict[str, int]]]
     print(" (plus the embedding table, 16 MiB, once per process)" if embedder else "")
 
 
+async def _stdio(queries_: Sequence[str]) -> tuple[list[float], list[float], int]:
+    sys.path.insert(0, str(HERE.parent))
+    from _common import Workspace, funnel_command, session
+    from _surface import SERVERS, _servers
+
+    ws = Workspace()
+    try:
+        command = funnel_command(ws, _servers(), exposeTools=[])
+        async with command.transport("funnel") as transport, session(transport) as client:
+            listed = await client.list_tools()
+            assert len(listed) == 4, "core tools mode lists only the core tools"
+            searches: list[float] = []
+            schemas: list[float] = []
+            for query in queries_:
+                start = time.perf_counter()
+                result = await client.call_tool("discover_tools_by_words", {"words": query})
+                searches.append(time.perf_counter() - start)
+                assert not result.get("isError"), result
+                # The round trip of a core tool that does next to nothing, interleaved:
+                # what the pipe, the codec and the server cost without a search.
+                start = time.perf_counter()
+                await client.call_tool("get_tool_schema", {"tool": "github__echo"})
+                schemas.append(time.perf_counter() - start)
+    finally:
+        ws.cleanup()
+    return searches, schemas, SERVERS
+
+
+def stdio(labelled: list[tuple[str, dict[str, int]]]) -> None:
+    """``discover_tools_by_words`` through ``funnel-server --stdio``, from the client.
+
+    20 copies of ``tools/bench/backend.py`` serve 250 tools each; the first query is
+    sent right after the client's first ``tools/list`` answers, as an agent would.
+    """
+    import anyio
+
+    searches, schemas, servers = anyio.run(_stdio, [query for query, _ in labelled] * 2)
+    print(f"\nthrough funnel-server --stdio, {servers} backends x 250 tools, client round trip")
+    print(f"{'':28} {'discover_tools_by_words':>24} {'get_tool_schema':>16}")
+    for label, at in (("first call", None), ("p50", 0.5), ("p95 (first included)", 0.95)):
+        if at is None:
+            row = (searches[0], schemas[0])
+        else:
+            row = tuple(sorted(t)[int(len(t) * at)] for t in (searches, schemas))  # type: ignore[assignment]
+        print(f"  {label:<26} {row[0] * 1000:21.2f} ms {row[1] * 1000:13.2f} ms")
+    print(f"  ({len(searches)} calls of each, interleaved)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--split", choices=["dev", "heldout", "both"], default="both")
     parser.add_argument("--explain", action="store_true", help="explain every query not at 1")
     parser.add_argument("--ablate", action="store_true", help="what each part adds")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument(
+        "--no-stdio", action="store_true", help="skip the funnel-server --stdio round trips"
+    )
     args = parser.parse_args(argv)
     entries = catalogue()
     servers = len({e.server for e in entries})
@@ -389,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ablations(entries, labelled)
     if not args.no_speed:
         speed(entries, queries("dev") + queries("heldout"))
+    if not args.no_stdio:
+        stdio(queries("dev") + queries("heldout"))
     return 0
 
 

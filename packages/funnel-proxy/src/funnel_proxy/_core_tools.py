@@ -17,7 +17,8 @@ marked with ``*``.
 
 from __future__ import annotations
 
-import functools
+import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from funnel_proxy._funnel import Funnel, Surface, ToolEntry
 
 __all__ = ["CORE_SERVER", "CoreTools"]
+
+logger = logging.getLogger(__name__)
 
 CORE_SERVER: Final = "funnel"
 """The ``server`` of core tool entries."""
@@ -162,7 +165,7 @@ def _text(value: str, *, error: bool = False) -> Raw:
 
 def _one_line(description: str) -> str:
     """The first sentence or line of ``description``, at most :data:`_SUMMARY_CHARS`."""
-    text = " ".join(description.split("\n\n", 1)[0].split())
+    text = " ".join(description[: _SUMMARY_CHARS * 3].split("\n\n", 1)[0].split())
     for end in (". ", "? ", "! "):
         cut = text.find(end)
         if 0 < cut < _SUMMARY_CHARS:
@@ -396,19 +399,29 @@ class CoreTools:
             surface = self._funnel.surface
             if self._index is not None and self._indexed is surface:
                 return self._index
-            entries = [
-                search_entry(entry.name, entry.server, entry.definition) for entry in surface.tools
-            ]
-            if self._index is None or entries != self._entries:
+            # Thousands of tools take a while: off the event loop, in a thread.
+            started = time.perf_counter()
+            index = await anyio.to_thread.run_sync(self._build, surface, self._index)
+            if index is not self._index:
                 if self._semantic_done.is_set() and self._embedder is not False:
                     self._semantic_done = anyio.Event()
-                # Thousands of tools take a while: off the event loop, in a thread.
-                self._index = await anyio.to_thread.run_sync(
-                    functools.partial(SearchIndex, entries, previous=self._index)
+                logger.debug(
+                    "search index: %d tools in %.1f ms",
+                    len(index),
+                    (time.perf_counter() - started) * 1000,
                 )
-                self._entries = entries
-            self._indexed = surface
-            return self._index
+            self._index, self._indexed = index, surface
+            return index
+
+    def _build(self, surface: Surface, previous: SearchIndex | None) -> SearchIndex:
+        """A new index when the searchable tools changed, else ``previous`` (in a thread)."""
+        entries = [
+            search_entry(entry.name, entry.server, entry.definition) for entry in surface.tools
+        ]
+        if previous is not None and entries == self._entries:
+            return previous
+        self._entries = entries
+        return SearchIndex(entries, previous=previous)
 
     async def _load_embedder(self) -> None:
         if self._embedder is None:
@@ -417,10 +430,14 @@ class CoreTools:
     async def _add_semantic(self, index: SearchIndex) -> None:
         await self._load_embedder()
         if self._embedder and not index.semantic:
+            started = time.perf_counter()
             await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
             # The first search through a new matrix and the tokenizer costs a few ms
             # more than the rest: spend them here, not in a client's first query.
             await anyio.to_thread.run_sync(index.search, "find a tool", 1)
+            logger.debug(
+                "search index: embedded in %.1f ms", (time.perf_counter() - started) * 1000
+            )
         self._semantic_done.set()
 
     async def _search_index(self) -> SearchIndex:

@@ -301,6 +301,8 @@ class Funnel:
             try:
                 with anyio.move_on_after(self._ready_timeout):
                     await self._settled.wait()
+                    # The first discovery search then finds its index built.
+                    await self.core.index_ready()
                 yield
             finally:
                 self._task_group = None

@@ -87,8 +87,8 @@ def load_embedder() -> Embedder | None:
         with safe_open(str(root.joinpath(*_WEIGHTS)), framework="np", device="cpu") as weights:
             table = weights.get_tensor("embedding.weight")
         model = WordLlamaInference(table, tokenizer, binary=False)
-    except (OSError, ValueError, KeyError) as exc:
-        logger.warning("discovery search is lexical: wordllama did not load (%s)", exc)
+    except Exception as exc:  # noqa: BLE001 - an optional extra that fails must not stop the funnel
+        logger.warning("discovery search is lexical: wordllama did not load (%r)", exc)
         return None
     logger.info("discovery search is semantic and lexical (wordllama)")
     return Embedder(model)
