@@ -17,6 +17,7 @@ marked with ``*``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -225,6 +226,7 @@ class CoreTools:
         self._embedder: Embedder | Literal[False] | None = None
         self._semantic_done = anyio.Event()
         self._idle = anyio.Event()
+        self._settled: SearchIndex | None = None
         self._maintained = False
         self._index_lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -423,20 +425,32 @@ class CoreTools:
         self._entries = entries
         return SearchIndex(entries, previous=previous)
 
+    @staticmethod
+    def _settle(index: SearchIndex) -> None:
+        """Pay a new index's one-off costs now, in a thread, not in a client's query."""
+        # The first search through a new matrix and the tokenizer costs a few ms more.
+        index.search("find a tool", 1)
+        # A build allocates hundreds of thousands of objects; the full collection they
+        # make due would otherwise land on whichever query allocates next (about 10 ms
+        # at 5,000 tools).
+        gc.collect()
+
     async def _load_embedder(self) -> None:
         if self._embedder is None:
             self._embedder = await anyio.to_thread.run_sync(load_embedder) or False
 
     async def _add_semantic(self, index: SearchIndex) -> None:
+        """Embed the new index's tools (with the extra), then settle it."""
         await self._load_embedder()
-        if self._embedder and not index.semantic:
+        if index is not self._settled:
             started = time.perf_counter()
-            await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
-            # The first search through a new matrix and the tokenizer costs a few ms
-            # more than the rest: spend them here, not in a client's first query.
-            await anyio.to_thread.run_sync(index.search, "find a tool", 1)
+            if self._embedder and not index.semantic:
+                await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
+            await anyio.to_thread.run_sync(self._settle, index)
+            self._settled = index
             logger.debug(
-                "search index: embedded in %.1f ms", (time.perf_counter() - started) * 1000
+                "search index: embedded and settled in %.1f ms",
+                (time.perf_counter() - started) * 1000,
             )
         self._semantic_done.set()
 

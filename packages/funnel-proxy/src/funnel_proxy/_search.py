@@ -16,10 +16,12 @@ in the description, but two query words in the description beat one in the name.
 A query is cut the same way, its stop words dropped, and each remaining word becomes a
 *concept* that reaches, besides its own stem:
 
-- the stems of its synonyms (:mod:`funnel_proxy._synonyms`), at a reduced weight;
-- longer terms it is a prefix of and shorter terms that are a prefix of it (at least
-  four letters each), at a reduced weight: ``repo`` → ``repositori``, never ``add`` →
-  ``address``;
+- the stems of its synonyms (:mod:`funnel_proxy._synonyms`), at a reduced weight; a
+  word the index does not know whose synonym is a phrase becomes the phrase's words
+  (``pr`` → pull, request);
+- longer terms it is a prefix of (from four letters) and shorter terms it extends by at
+  most two letters, at about a third of the weight: ``repo`` → ``repositori``, never
+  ``add`` → ``address`` or ``report`` → ``repo``;
 - a word unknown to the index that splits into two known terms becomes both
   (``filesystem`` → file, system); two adjacent query words whose concatenation is a
   term add it (``git hub`` → ``github``).
@@ -27,7 +29,9 @@ A query is cut the same way, its stop words dropped, and each remaining word bec
 A concept scores a tool by its best reach into it; a tool's lexical score is the sum
 over concepts, times ``(matched concepts / concepts) ** COORDINATION`` so that tools
 matching every concept come first. Only tools in the posting lists of reached terms
-are scored: a query costs its posting lists, not the catalogue.
+are scored: a query costs its posting lists, not the catalogue. With numpy installed
+(the semantic extra brings it) the same sums run over dense arrays, ten times faster
+at 5,000 tools; the two paths rank alike (a test holds them to it).
 
 With an embedder (:mod:`funnel_proxy._semantic`, an optional extra), every tool also
 has a unit vector of its name and description, the query gets one too, and the two
