@@ -399,6 +399,8 @@ class Funnel:
         """Wait up to ``timeout`` seconds until every backend made its first attempt."""
         with anyio.move_on_after(timeout):
             await self._settled.wait()
+            # The first discovery search then finds its index built.
+            await self.core.index_ready()
         if not self._settled.is_set():
             starting = [b.name for b in self._backends.values() if b.state.status == "connecting"]
             logger.warning(
