@@ -47,7 +47,7 @@ CORE_SERVER: Final = "funnel"
 _SEARCH_LIMIT: Final = 10
 _SUMMARY_CHARS: Final = 120
 _REQUIRED_SHOWN: Final = 4
-_SEMANTIC_WAIT_SECONDS: Final = 5.0
+_SEMANTIC_WAIT_SECONDS: Final = 2.0
 _WORDS_FORMAT: Final = "Invalid words format - use string, {and: [...]}, or {or: [...]}"
 
 _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
@@ -224,6 +224,7 @@ class CoreTools:
         self._entries: list[SearchEntry] = []
         # None: not loaded yet; False: the semantic extra is not installed.
         self._embedder: Embedder | Literal[False] | None = None
+        self._embedder_loaded: anyio.Event | None = None
         self._semantic_done = anyio.Event()
         self._idle = anyio.Event()
         self._settled: SearchIndex | None = None
@@ -385,13 +386,15 @@ class CoreTools:
         """
         self._maintained = True
         try:
-            await self._load_embedder()
-            while True:
-                await self._add_semantic(await self._rebuild())
-                if not self._wake.is_set():
-                    self._idle.set()
-                await self._wake.wait()
-                self._wake = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                # The table loads while the lexical index is built and published.
+                tg.start_soon(self._load_embedder)
+                while True:
+                    await self._add_semantic(await self._rebuild())
+                    if not self._wake.is_set():
+                        self._idle.set()
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
         finally:
             self._maintained = False
 
@@ -436,8 +439,13 @@ class CoreTools:
         gc.collect()
 
     async def _load_embedder(self) -> None:
-        if self._embedder is None:
+        """Load the embedder once; concurrent callers wait for the first one."""
+        if self._embedder_loaded is None:
+            self._embedder_loaded = anyio.Event()
             self._embedder = await anyio.to_thread.run_sync(load_embedder) or False
+            self._embedder_loaded.set()
+        else:
+            await self._embedder_loaded.wait()
 
     async def _add_semantic(self, index: SearchIndex) -> None:
         """Embed the new index's tools (with the extra), then settle it."""
@@ -463,8 +471,8 @@ class CoreTools:
             await self._add_semantic(index)
         elif not self._semantic_done.is_set():
             # The ranking should not depend on how soon a query follows a change: wait
-            # (bounded) for the new tools' vectors, a few ms after a change, up to about
-            # a second after start-up while the embedding table loads.
+            # (bounded) for the new tools' vectors, a few ms after a change, longer only
+            # right after start-up while the embedding table loads.
             with anyio.move_on_after(_SEMANTIC_WAIT_SECONDS):
                 await self._semantic_done.wait()
         return index
