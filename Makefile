@@ -11,7 +11,7 @@ PACKAGES := funnel-tokenstore funnel-auth funnel-transports funnel-proxy funnel-
 export UV_PYTHON_DOWNLOADS := never
 UV_RUN := uv run --locked --group dev
 
-.PHONY: install lint format typecheck test build release-check release-check-all bench clean
+.PHONY: install lint format typecheck test build release-check release-check-all bench bench-search clean
 
 install:
 	uv sync --locked --group dev
@@ -64,3 +64,8 @@ bench:
 
 clean:
 	rm -rf dist .mypy_cache .ruff_cache .pytest_cache
+
+# Discovery search quality (labelled dev and held-out sets, beside a plain BM25) and speed
+# at 5,000 tools: tools/bench/search/evaluate.py --help for the options.
+bench-search:
+	uv run --locked python tools/bench/search/evaluate.py --ablate

@@ -49,7 +49,7 @@ from funnel_proxy._names import (
 )
 from funnel_proxy._patterns import PatternSet
 from funnel_proxy._reload import ReloadReport, diff_configs
-from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, words
+from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, search_entry, words
 from funnel_proxy._secrets import (
     DotenvProvider,
     InlineProvider,
@@ -58,6 +58,7 @@ from funnel_proxy._secrets import (
     parse_dotenv,
     resolve_secrets,
 )
+from funnel_proxy._semantic import Embedder, load_embedder
 from funnel_proxy._stdio_server import serve_stdio
 from funnel_proxy._visibility import Reason, Visibility, VisibilityPolicy
 
@@ -76,6 +77,7 @@ __all__ = [
     "ConfigError",
     "ConfigNotFound",
     "DotenvProvider",
+    "Embedder",
     "Funnel",
     "FunnelConfig",
     "FunnelEvent",
@@ -111,11 +113,13 @@ __all__ = [
     "diff_configs",
     "is_valid_tool_name",
     "load_config",
+    "load_embedder",
     "namespaced_name",
     "parse_config",
     "parse_dotenv",
     "passthrough_env",
     "resolve_secrets",
+    "search_entry",
     "serve_stdio",
     "server_name_problem",
     "suggest_server_name",

@@ -17,8 +17,11 @@ marked with ``*``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+import gc
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import msgspec
@@ -26,7 +29,8 @@ from msgspec import Raw
 
 from funnel_proxy._errors import ToolNotFound
 from funnel_proxy._patterns import PatternSet
-from funnel_proxy._search import SearchEntry, SearchIndex
+from funnel_proxy._search import SearchEntry, SearchIndex, search_entry
+from funnel_proxy._semantic import Embedder, load_embedder
 from funnel_proxy._visibility import Reason
 from funnel_transports import ProgressHandler, to_raw
 
@@ -35,11 +39,16 @@ if TYPE_CHECKING:
 
 __all__ = ["CORE_SERVER", "CoreTools"]
 
+logger = logging.getLogger(__name__)
+
 CORE_SERVER: Final = "funnel"
 """The ``server`` of core tool entries."""
 
 _SEARCH_LIMIT: Final = 10
-_DESCRIPTION_CHARS: Final = 160
+_SUMMARY_CHARS: Final = 120
+_REQUIRED_SHOWN: Final = 4
+_SEMANTIC_WAIT_SECONDS: Final = 2.0
+_WORDS_FORMAT: Final = "Invalid words format - use string, {and: [...]}, or {or: [...]}"
 
 _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
     "discover_tools_by_words": {
@@ -51,7 +60,22 @@ _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
         "inputSchema": {
             "type": "object",
             "properties": {
-                "words": {"type": "string", "description": "Keywords, e.g. 'create github issue'."},
+                "words": {
+                    "description": (
+                        "What you want to do, in a few words, e.g. 'create github issue'; "
+                        "or {and: [...]} for tools matching every word, {or: [...]} for any."
+                    ),
+                    "anyOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "and": {"type": "array", "items": {"type": "string"}},
+                                "or": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    ],
+                },
                 "enable": {
                     "type": "boolean",
                     "description": "Expose the matches as tools.",
@@ -110,7 +134,7 @@ _DEFINITIONS: Final[dict[str, dict[str, Any]]] = {
 
 
 class _DiscoverArgs(msgspec.Struct):
-    words: str
+    words: str | dict[str, list[str]]
     enable: bool = False
     limit: int = _SEARCH_LIMIT
 
@@ -140,24 +164,50 @@ def _text(value: str, *, error: bool = False) -> Raw:
     return to_raw(result)
 
 
-def _parameters(definition: Mapping[str, Any]) -> str:
-    schema = definition.get("inputSchema")
-    if not isinstance(schema, dict):
-        return ""
-    properties = schema.get("properties")
-    required = set(schema.get("required") or ())
-    if not isinstance(properties, dict) or not properties:
-        return ""
-    return ", ".join(f"{name}*" if name in required else str(name) for name in properties)
+def _one_line(description: str) -> str:
+    """The first sentence or line of ``description``, at most :data:`_SUMMARY_CHARS`."""
+    text = " ".join(description[: _SUMMARY_CHARS * 3].split("\n\n", 1)[0].split())
+    for end in (". ", "? ", "! "):
+        cut = text.find(end)
+        if 0 < cut < _SUMMARY_CHARS:
+            text = text[: cut + 1]
+    if len(text) > _SUMMARY_CHARS:
+        text = text[: _SUMMARY_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    return text
 
 
 def _summary(entry: ToolEntry) -> str:
-    description = " ".join(str(entry.definition.get("description") or "").split())
-    if len(description) > _DESCRIPTION_CHARS:
-        description = description[: _DESCRIPTION_CHARS - 1] + "…"
-    params = _parameters(entry.definition)
-    line = f"- {entry.name}: {description}" if description else f"- {entry.name}"
-    return f"{line} ({params})" if params else line
+    """One hit in about 40 tokens: name, one line, server, required parameters.
+
+    The line starts ``- name: `` as it always did, so clients that read names out of
+    it keep working; the rest goes in brackets at the end.
+    """
+    summary = _one_line(str(entry.definition.get("description") or ""))
+    line = f"- {entry.name}: {summary}" if summary else f"- {entry.name}:"
+    details = [f"server {entry.server}"]
+    schema = entry.definition.get("inputSchema")
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(properties, dict) and properties:
+        listed = schema.get("required") if isinstance(schema, dict) else None
+        required = [str(n) for n in listed or () if n in properties]
+        shown = ", ".join(required[:_REQUIRED_SHOWN])
+        if len(required) > _REQUIRED_SHOWN:
+            shown += f", +{len(required) - _REQUIRED_SHOWN} more"
+        if required:
+            details.append(f"requires {shown}")
+        if len(properties) > len(required):
+            details.append(f"{len(properties) - len(required)} optional")
+    return f"{line} [{'; '.join(details)}]"
+
+
+def _query(words: str | dict[str, list[str]]) -> tuple[str, bool]:
+    """The query text and whether every word must match (the original's forms)."""
+    if isinstance(words, str):
+        return words, False
+    if len(words) != 1 or not ({"and", "or"} >= words.keys()):
+        raise CoreToolError(_WORDS_FORMAT)
+    ((mode, items),) = words.items()
+    return " ".join(items), mode == "and"
 
 
 class CoreTools:
@@ -169,8 +219,18 @@ class CoreTools:
 
     def __init__(self, funnel: Funnel) -> None:
         self._funnel = funnel
-        self._index: tuple[Surface, SearchIndex] | None = None
+        self._index: SearchIndex | None = None
+        self._indexed: Surface | None = None
+        self._entries: list[SearchEntry] = []
+        # None: not loaded yet; False: the semantic extra is not installed.
+        self._embedder: Embedder | Literal[False] | None = None
+        self._embedder_loaded: anyio.Event | None = None
+        self._semantic_done = anyio.Event()
+        self._idle = anyio.Event()
+        self._settled: SearchIndex | None = None
+        self._maintained = False
         self._index_lock = anyio.Lock()
+        self._wake = anyio.Event()
 
     def definitions(self) -> list[dict[str, Any]]:
         """The enabled core tools' definitions, in name order."""
@@ -226,15 +286,19 @@ class CoreTools:
     # ------------------------------------------------------------------ the tools
 
     async def _discover(self, args: _DiscoverArgs) -> Raw:
+        query, match_all = _query(args.words)
+        if not query.strip():
+            raise CoreToolError('Missing or invalid "words" parameter')
         index = await self._search_index()
         limit = max(1, min(args.limit, 50))
-        hits = index.search(args.words, limit)
+        hits = index.search(query, limit, match_all=match_all)
         by_name = self._funnel.surface.by_name
         entries = [by_name[hit.name] for hit in hits if hit.name in by_name]
         if not entries:
-            return _text(f'No tools match "{args.words}". Try other or fewer words.')
+            return _text(f'No tools match "{query}". Try other or fewer words.')
         lines = [
-            f'Tools matching "{args.words}" (call with bridge_tool_request, or get_tool_schema first):'
+            f'Tools matching "{query}", best first (call with bridge_tool_request, '
+            "or get_tool_schema first):"
         ]
         lines += [_summary(entry) for entry in entries]
         if args.enable:
@@ -296,23 +360,125 @@ class CoreTools:
                 f"Unknown tool {name!r}. Find tools with discover_tools_by_words."
             ) from None
 
-    async def _search_index(self) -> SearchIndex:
+    # ------------------------------------------------------------------ the index
+
+    def surface_changed(self) -> None:
+        """The funnel's surface changed: rebuild the search index in the background."""
+        self._wake.set()
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+    @property
+    def search_index(self) -> SearchIndex | None:
+        """The current search index (``None`` before the first build)."""
+        return self._index
+
+    async def index_ready(self) -> None:
+        """Wait until the index is built for the current surface (callers bound it)."""
+        await self._idle.wait()
+
+    async def maintain_index(self) -> None:
+        """Keep the search index built for the current surface, until cancelled.
+
+        The funnel runs this in its task group from its start, so the embedder loads
+        while the backends connect. Each surface change rebuilds the lexical index in a
+        worker thread (reusing what did not change), then embeds the new tools.
+        """
+        self._maintained = True
+        try:
+            async with anyio.create_task_group() as tg:
+                loading = False
+                while True:
+                    # Only a funnel that offers the search pays for its index (and the
+                    # embedding table's memory); a config reload may turn it on later.
+                    if self.offers("discover_tools_by_words"):
+                        if not loading:
+                            # The table loads while the lexical index is built.
+                            tg.start_soon(self._load_embedder)
+                            loading = True
+                        await self._add_semantic(await self._rebuild())
+                    if not self._wake.is_set():
+                        self._idle.set()
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+        finally:
+            self._maintained = False
+
+    async def _rebuild(self) -> SearchIndex:
+        """The lexical index of the current surface, built unless it already is."""
         async with self._index_lock:
             surface = self._funnel.surface
-            if self._index is not None and self._index[0] is surface:
-                return self._index[1]
-            entries = [
-                SearchEntry(
-                    name=entry.name,
-                    server=entry.server,
-                    description=str(entry.definition.get("description") or ""),
-                    parameters=tuple(_parameters(entry.definition).replace("*", "").split(", "))
-                    if _parameters(entry.definition)
-                    else (),
+            if self._index is not None and self._indexed is surface:
+                return self._index
+            # Thousands of tools take a while: off the event loop, in a thread.
+            started = time.perf_counter()
+            index = await anyio.to_thread.run_sync(self._build, surface, self._index)
+            if index is not self._index:
+                if self._semantic_done.is_set() and self._embedder is not False:
+                    self._semantic_done = anyio.Event()
+                logger.debug(
+                    "search index: %d tools in %.1f ms",
+                    len(index),
+                    (time.perf_counter() - started) * 1000,
                 )
-                for entry in surface.tools
-            ]
-            # Building the index for thousands of tools takes a while: off the event loop.
-            index = await anyio.to_thread.run_sync(SearchIndex, entries)
-            self._index = (surface, index)
+            self._index, self._indexed = index, surface
             return index
+
+    def _build(self, surface: Surface, previous: SearchIndex | None) -> SearchIndex:
+        """A new index when the searchable tools changed, else ``previous`` (in a thread)."""
+        entries = [
+            search_entry(entry.name, entry.server, entry.definition) for entry in surface.tools
+        ]
+        if previous is not None and entries == self._entries:
+            return previous
+        self._entries = entries
+        return SearchIndex(entries, previous=previous)
+
+    @staticmethod
+    def _settle(index: SearchIndex) -> None:
+        """Pay a new index's one-off costs now, in a thread, not in a client's query."""
+        # The first search through a new matrix and the tokenizer costs a few ms more.
+        index.search("find a tool", 1)
+        # A build allocates hundreds of thousands of objects; the full collection they
+        # make due would otherwise land on whichever query allocates next (about 10 ms
+        # at 5,000 tools).
+        gc.collect()
+
+    async def _load_embedder(self) -> None:
+        """Load the embedder once; concurrent callers wait for the first one."""
+        if self._embedder_loaded is None:
+            self._embedder_loaded = anyio.Event()
+            self._embedder = await anyio.to_thread.run_sync(load_embedder) or False
+            self._embedder_loaded.set()
+        else:
+            await self._embedder_loaded.wait()
+
+    async def _add_semantic(self, index: SearchIndex) -> None:
+        """Embed the new index's tools (with the extra), then settle it."""
+        await self._load_embedder()
+        if index is not self._settled:
+            started = time.perf_counter()
+            if self._embedder and not index.semantic:
+                await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
+            await anyio.to_thread.run_sync(self._settle, index)
+            self._settled = index
+            logger.debug(
+                "search index: embedded and settled in %.1f ms",
+                (time.perf_counter() - started) * 1000,
+            )
+        self._semantic_done.set()
+
+    async def _search_index(self) -> SearchIndex:
+        if self._index is not None and self._indexed is self._funnel.surface:
+            index = self._index
+        else:
+            index = await self._rebuild()
+        if not self._maintained:
+            await self._add_semantic(index)
+        elif not self._semantic_done.is_set():
+            # The ranking should not depend on how soon a query follows a change: wait
+            # (bounded) for the new tools' vectors, a few ms after a change, longer only
+            # right after start-up while the embedding table loads.
+            with anyio.move_on_after(_SEMANTIC_WAIT_SECONDS):
+                await self._semantic_done.wait()
+        return index

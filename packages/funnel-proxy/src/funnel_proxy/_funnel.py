@@ -321,10 +321,13 @@ class Funnel:
             for backend in self._backends.values():
                 self._start(backend)
             host.tg.start_soon(self._coalesce)
+            host.tg.start_soon(self.core.maintain_index, name="search index")
             self._check_settled()
             try:
                 with anyio.move_on_after(self._ready_timeout):
                     await self._settled.wait()
+                    # The first discovery search then finds its index built.
+                    await self.core.index_ready()
                 yield
             finally:
                 self._task_group = None
@@ -534,6 +537,8 @@ class Funnel:
         """Wait up to ``timeout`` seconds until every backend made its first attempt."""
         with anyio.move_on_after(timeout):
             await self._settled.wait()
+            # The first discovery search then finds its index built.
+            await self.core.index_ready()
         if not self._settled.is_set():
             starting = [b.name for b in self._backends.values() if b.state.status == "connecting"]
             logger.warning(
@@ -952,6 +957,7 @@ class Funnel:
         """Rebuild the surface; announce only the lists a client now sees differently."""
         before = self._surface
         self._rebuild()
+        self.core.surface_changed()
         self._mark_dirty(_differences(before, self._surface))
 
     def _check_settled(self) -> None:
