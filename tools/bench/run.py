@@ -88,7 +88,7 @@ def plans(*, quick: bool, calls: int | None) -> Plans:
             _memory.Plan(cycles=10, warmup=3),
         )
     return Plans(
-        _calls.Plan(rounds=5, serial=500, pipelined=2048, warmup=200),
+        _calls.Plan(rounds=10, serial=250, pipelined=1024, warmup=200),
         _http.Plan(rounds=5, serial=30, concurrent=256, warmup=5),
         _startup.Plan(rounds=3),
         _surface.Plan(list_repeats=30, stdio_repeats=10, search_repeats=20),
