@@ -122,6 +122,7 @@ class McpHttpClient:
         }
         self._next_id = 0
         self.tool = ""
+        self.retries = 0
 
     async def open(self) -> None:
         """The handshake (session era), then find ``echo``."""
@@ -206,8 +207,23 @@ class McpHttpClient:
         )
         headers = self._request_headers("tools/call", self.tool)
         start = time.perf_counter()
-        response = await self._http.post(self._url, content=body, headers=headers)
-        messages = _messages(response)
+        try:
+            try:
+                response = await self._http.post(self._url, content=body, headers=headers)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # The server closed this idle keep-alive connection as the request went out
+                # (uvicorn does after 5 s; a round can be longer): send it once more, anew.
+                self.retries += 1
+                response = await self._http.post(self._url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            # A dropped connection is a failed answer, not the end of the bench.
+            checks.checked += 1
+            checks.fail(f"{type(exc).__name__} from {self._url}: {exc}")
+            return (time.perf_counter() - start) * 1e6
+        try:
+            messages = _messages(response)
+        except msgspec.DecodeError:
+            messages = []  # not JSON-RPC (an error page): counted as a failure below
         elapsed = (time.perf_counter() - start) * 1e6
         for message in messages:
             if message.method is None and message.id == request_id:
@@ -446,6 +462,7 @@ def report(found: list[HttpTarget], plan: Plan) -> Section:
             "throughput_x_direct": t_direct,
             "throughput_x_fastmcp": t_fastmcp,
             "driver_cpu_us": target.driver_cpu,
+            "retries_on_stale_connections": sum(c.retries for c in target.clients),
             "checked": target.checks.checked,
             "failed": target.checks.failed,
             "failure": target.failure or target.checks.first_failure,
