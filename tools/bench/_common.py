@@ -252,9 +252,9 @@ def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
 
 
 def ratios(values: Sequence[float], bases: Sequence[float]) -> list[float]:
-    """Per-round ``value / base`` (rounds paired by index)."""
+    """Per-round ``value / base`` (rounds paired by index; a target that failed has fewer)."""
     return [
-        v / b if b and not math.isnan(b) else math.nan for v, b in zip(values, bases, strict=True)
+        v / b if b and not math.isnan(b) else math.nan for v, b in zip(values, bases, strict=False)
     ]
 
 
