@@ -52,9 +52,13 @@ class Plan:
     """How many calls, in how many rounds."""
 
     rounds: int
-    serial: int  # per target per round
-    pipelined: int  # per target per round
+    serial: int  # calls per target per round, at least
+    pipelined: int  # calls per target per round, at least (a multiple of this)
     warmup: int
+    # A block also lasts at least this long: 250 calls of a 20 µs target take 5 ms, which
+    # one scheduling hiccup on a shared machine would dominate.
+    serial_seconds: float = 0.0
+    pipelined_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -97,13 +101,23 @@ def targets(ws: Workspace, fastmcp: str | None) -> list[Target]:
 def _visit(target: Target, plan: Plan) -> None:
     peer = target.peer
     assert peer is not None
-    latencies = [ns / 1e3 for ns in peer.serial(plan.serial, target.checks)]
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while True:
+        latencies += [ns / 1e3 for ns in peer.serial(plan.serial, target.checks)]
+        if time.perf_counter() - start >= plan.serial_seconds:
+            break
     target.latencies += latencies
     target.p50.append(quantile(latencies, 0.5))
     cpu = time.thread_time()
-    wall = peer.pipelined(plan.pipelined, target.checks, in_flight=IN_FLIGHT)
-    target.driver_cpu.append((time.thread_time() - cpu) / plan.pipelined * 1e6)
-    target.throughput.append(plan.pipelined / wall)
+    calls, wall = 0, 0.0
+    while True:
+        wall += peer.pipelined(plan.pipelined, target.checks, in_flight=IN_FLIGHT)
+        calls += plan.pipelined
+        if wall >= plan.pipelined_seconds:
+            break
+    target.driver_cpu.append((time.thread_time() - cpu) / calls * 1e6)
+    target.throughput.append(calls / wall)
 
 
 def measure(ws: Workspace, found: list[Target], plan: Plan) -> None:
@@ -190,8 +204,9 @@ def report(found: list[Target], plan: Plan) -> Section:
     return Section(
         title=(
             f"stdio: tools/call echo on server-everything, bare driver; {plan.rounds} rounds "
-            f"interleaved, each {plan.serial} serial + {plan.pipelined} pipelined calls per "
-            "target; ranges are min–max over rounds"
+            f"interleaved, each at least {plan.serial} serial calls ({plan.serial_seconds:g} s) "
+            f"+ {plan.pipelined} pipelined ({plan.pipelined_seconds:g} s) per target; ranges "
+            "are min–max over rounds"
         ),
         headers=[
             "target",

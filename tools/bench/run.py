@@ -81,14 +81,28 @@ def plans(*, quick: bool, calls: int | None) -> Plans:
         )
     if quick:
         return Plans(
-            _calls.Plan(rounds=2, serial=200, pipelined=512, warmup=50),
+            _calls.Plan(
+                rounds=2,
+                serial=200,
+                pipelined=512,
+                warmup=50,
+                serial_seconds=0.05,
+                pipelined_seconds=0.1,
+            ),
             _http.Plan(rounds=2, serial=10, concurrent=256, warmup=2),
             _startup.Plan(rounds=1),
             _surface.Plan(list_repeats=5, stdio_repeats=2, search_repeats=2),
             _memory.Plan(cycles=10, warmup=3),
         )
     return Plans(
-        _calls.Plan(rounds=10, serial=250, pipelined=1024, warmup=200),
+        _calls.Plan(
+            rounds=10,
+            serial=250,
+            pipelined=1024,
+            warmup=200,
+            serial_seconds=0.1,
+            pipelined_seconds=0.25,
+        ),
         _http.Plan(rounds=5, serial=30, concurrent=256, warmup=5),
         _startup.Plan(rounds=3),
         _surface.Plan(list_repeats=30, stdio_repeats=10, search_repeats=20),
