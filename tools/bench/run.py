@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -198,6 +199,7 @@ async def _main(args: argparse.Namespace) -> tuple[int, dict[str, str]]:
         flush=True,
     )
     ws = Workspace()
+    load_start = os.getloadavg()
     started = time.perf_counter()
     shown: list[Section] = []
     data: dict[str, dict[str, Any]] = {}
@@ -236,6 +238,14 @@ async def _main(args: argparse.Namespace) -> tuple[int, dict[str, str]]:
     if goals:
         print("\nTargets (medians over rounds; benchmarks prove these, tests never time)\n")
         print(table(goal_headers, goals))
+    load = os.getloadavg()
+    cores = os.cpu_count() or 1
+    if max(load_start[0], load[0]) > cores:
+        print(
+            f"\nnote: load average {load_start[0]:.1f} at the start and {load[0]:.1f} at the end, "
+            f"on {cores} cores: other work shared the CPU, so these figures are noisy and "
+            "the verdicts above unreliable (CPU-starved targets look alike)."
+        )
     failures = _failures(data)
     for failure in failures:
         print(f"FAILED CHECK: {failure}")
@@ -250,7 +260,8 @@ async def _main(args: argparse.Namespace) -> tuple[int, dict[str, str]]:
         )
     if args.markdown:
         parts = [
-            f"Measured by `make bench` ({kind} run, {elapsed:.0f} s): {header[1]}; {header[2]}."
+            f"Measured by `make bench` ({kind} run, {elapsed:.0f} s): {header[1]}; "
+            f"{header[2]} at the start, {load[0]:.2f} at the end."
         ]
         parts += [section.markdown() for section in shown]
         if goals:
