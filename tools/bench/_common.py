@@ -327,10 +327,16 @@ def machine_info() -> str:
 
 
 def commit_info() -> str:
-    """The commit measured, and whether the work tree had changes."""
+    """The commit measured, whether the work tree had changes, and the last code commit."""
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "log", "-1", "--format=%h %cs %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        code = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "packages", "apps"],
             capture_output=True,
             text=True,
             check=True,
@@ -343,4 +349,5 @@ def commit_info() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown commit"
-    return head + (" (with uncommitted changes)" if dirty else "")
+    changes = " (with uncommitted changes)" if dirty else ""
+    return f"{head}{changes}; funnel's code (packages/, apps/) as of {code}"

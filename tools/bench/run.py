@@ -46,6 +46,7 @@ import _surface
 import anyio
 from _common import (
     FASTMCP_VERSION,
+    REPO,
     Section,
     Workspace,
     commit_info,
@@ -53,6 +54,7 @@ from _common import (
     machine_info,
     markdown_table,
     node_everything_command,
+    spread,
     table,
 )
 
@@ -172,6 +174,89 @@ def _failures(data: dict[str, dict[str, Any]]) -> list[str]:
     return found
 
 
+README_START = "<!-- bench:start (written by tools/bench/run.py --readme) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_section(
+    data: dict[str, dict[str, Any]], goals: list[list[str]], measured: str, machine: str
+) -> str:
+    """The root README's performance figures, from this run (between the markers)."""
+    lines = [
+        README_START,
+        f"Measured by `make bench` on {measured}; {machine}.",
+        "",
+    ]
+    calls = data.get("calls", {})
+    if calls:
+        rows = [
+            [
+                label,
+                spread(v["p50_us"]),
+                spread(v["x_direct"], "{:.2f}"),
+                spread(v["x_relay"], "{:.2f}"),
+                spread(v["throughput"]),
+                spread(v["throughput_x_direct"], "{:.2f}"),
+            ]
+            for label, v in calls.items()
+        ]
+        lines += [
+            "`tools/call echo` over stdio (server-everything; ranges are min–max over 10 "
+            "interleaved rounds):",
+            "",
+            markdown_table(
+                ["target", "p50 µs", "x direct", "x msgspec relay", "calls/s @64", "x direct"],
+                rows,
+            ),
+            "",
+        ]
+    http = data.get("http", {})
+    if http:
+        rows = [
+            [
+                label,
+                spread(v["p50_us"]),
+                spread(v["x_direct"], "{:.2f}"),
+                spread(v["throughput"]),
+                spread(v["throughput_x_direct"], "{:.2f}"),
+                spread(v["throughput_x_fastmcp"], "{:.2f}"),
+            ]
+            for label, v in http.items()
+        ]
+        lines += [
+            "`/mcp` over HTTP on 127.0.0.1 (5 rounds; 64 concurrent clients):",
+            "",
+            markdown_table(
+                ["target", "p50 µs", "x direct", "calls/s", "x direct", "x FastMCP"], rows
+            ),
+            "",
+        ]
+    if goals:
+        lines += [
+            "The targets of issue 12 (medians of the per-round ratios):",
+            "",
+            markdown_table(["target", "this run", "goal", "verdict"], goals),
+            "",
+        ]
+    memory = data.get("memory", {})
+    if "kib_per_100_cycles" in memory:
+        lines += [
+            f"Memory across backend reconnects: {memory['kib_per_100_cycles']:+.0f} KiB per "
+            "100 cycles after warm-up.",
+            "",
+        ]
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def _replace_readme(section: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md has no {README_START!r} … {README_END!r} markers")
+    return text[:start] + section + text[end + len(README_END) :]
+
+
 def _print(section: Section) -> None:
     print(f"\n{section.text()}", flush=True)
 
@@ -267,6 +352,11 @@ async def _main(args: argparse.Namespace) -> tuple[int, dict[str, str]]:
         if goals:
             parts.append(f"**Targets of issue 12**\n\n{markdown_table(goal_headers, goals)}\n")
         files[args.markdown] = "\n\n".join(parts)
+    if args.readme:
+        measured = header[1].removeprefix("commit: ")
+        files[str(REPO / "README.md")] = _replace_readme(
+            readme_section(data, goals, f"commit {measured}", header[2].removeprefix("machine: "))
+        )
     return (1 if failures else 0), files
 
 
@@ -282,6 +372,9 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip FastMCP")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
+    parser.add_argument(
+        "--readme", action="store_true", help="rewrite the figures in the root README.md"
+    )
     args = parser.parse_args()
     status, files = anyio.run(_main, args)
     for path, text in files.items():
