@@ -351,3 +351,24 @@ def commit_info() -> str:
         return "unknown commit"
     changes = " (with uncommitted changes)" if dirty else ""
     return f"{head}{changes}; funnel's code (packages/, apps/) as of {code}"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def measured_commits() -> str:
+    """For the README: funnel's code commit, and the bench's."""
+    try:
+        code = _git("log", "-1", "--format=%h (%cs)", "--", "packages", "apps")
+        head = _git("log", "-1", "--format=%h")
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown commit"
+    return f"funnel's code as of commit {code} (bench at {head})"
+
+
+def machine_line() -> str:
+    """For the README: the machine without the load (given separately)."""
+    return machine_info().split(", load average")[0]

@@ -52,7 +52,9 @@ from _common import (
     commit_info,
     fastmcp_python,
     machine_info,
+    machine_line,
     markdown_table,
+    measured_commits,
     node_everything_command,
     spread,
     table,
@@ -179,12 +181,31 @@ README_END = "<!-- bench:end -->"
 
 
 def readme_section(
-    data: dict[str, dict[str, Any]], goals: list[list[str]], measured: str, machine: str
+    data: dict[str, dict[str, Any]],
+    goals: list[list[str]],
+    measured: str,
+    machine: str,
+    load: tuple[float, float],
 ) -> str:
-    """The root README's performance figures, from this run (between the markers)."""
+    """The root README's performance figures, from this run (between the markers).
+
+    Args:
+        data: The figures of every section (as in ``--json``).
+        goals: The targets table.
+        measured: What was measured (the commits).
+        machine: The machine line.
+        load: The 1-minute load average at the start and at the end of the run.
+    """
+    cores = os.cpu_count() or 1
+    busy = (
+        f" The machine was busy (load average {load[0]:.1f} at the start, {load[1]:.1f} at "
+        f"the end, on {cores} cores): absolute times are inflated and the spreads wide."
+        if max(load) > cores
+        else ""
+    )
     lines = [
         README_START,
-        f"Measured by `make bench` on {measured}; {machine}.",
+        f"Measured by `make bench` on {measured}; {machine}.{busy}",
         "",
     ]
     calls = data.get("calls", {})
@@ -339,7 +360,14 @@ async def _main(args: argparse.Namespace) -> tuple[int, dict[str, str]]:
     files: dict[str, str] = {}
     if args.json:
         files[args.json] = json.dumps(
-            {"commit": header[1], "machine": header[2], "sections": data, "targets": goals},
+            {
+                "commit": header[1],
+                "measured": measured_commits(),
+                "machine": header[2],
+                "load": [load_start[0], load[0]],
+                "sections": data,
+                "targets": goals,
+            },
             indent=1,
             default=str,
         )
@@ -353,9 +381,10 @@ async def _main(args: argparse.Namespace) -> tuple[int, dict[str, str]]:
             parts.append(f"**Targets of issue 12**\n\n{markdown_table(goal_headers, goals)}\n")
         files[args.markdown] = "\n\n".join(parts)
     if args.readme:
-        measured = header[1].removeprefix("commit: ")
         files[str(REPO / "README.md")] = _replace_readme(
-            readme_section(data, goals, f"commit {measured}", header[2].removeprefix("machine: "))
+            readme_section(
+                data, goals, measured_commits(), machine_line(), (load_start[0], load[0])
+            )
         )
     return (1 if failures else 0), files
 
