@@ -222,8 +222,8 @@ def readme_section(
             for label, v in calls.items()
         ]
         lines += [
-            "`tools/call echo` over stdio (server-everything; ranges are min–max over 10 "
-            "interleaved rounds):",
+            "`tools/call echo` over stdio (server-everything; ranges are min–max over "
+            f"{max(len(v['p50_us']) for v in calls.values())} interleaved rounds):",
             "",
             markdown_table(
                 ["target", "p50 µs", "x direct", "x msgspec relay", "calls/s @64", "x direct"],
@@ -245,7 +245,8 @@ def readme_section(
             for label, v in http.items()
         ]
         lines += [
-            "`/mcp` over HTTP on 127.0.0.1 (5 rounds; 64 concurrent clients):",
+            f"`/mcp` over HTTP on 127.0.0.1 ({max(len(v['p50_us']) for v in http.values())} "
+            "rounds; 64 concurrent clients):",
             "",
             markdown_table(
                 ["target", "p50 µs", "x direct", "calls/s", "x direct", "x FastMCP"], rows
