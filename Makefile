@@ -59,8 +59,10 @@ release-check: tools/node_modules/.package-lock.json
 release-check-all: build
 	@set -e; for p in $(PACKAGES); do $(MAKE) --no-print-directory release-check PACKAGE=$$p RELEASE_CHECK_ARGS=--reuse; done
 
-bench:
-	$(UV_RUN) python tools/bench/run.py
+# About 2 minutes on a quiet 2-core machine; BENCH_ARGS="--quick" for a smoke run,
+# "--only calls,http", "--readme" to rewrite the README's figures (tools/bench/README.md).
+bench: tools/node_modules/.package-lock.json
+	$(UV_RUN) python tools/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf dist .mypy_cache .ruff_cache .pytest_cache

@@ -1,213 +1,232 @@
-"""The headline: a trivial ``tools/call`` direct, through funnel, through each peer proxy.
+"""The headline: ``tools/call echo`` over stdio, direct, through two floor relays and proxies.
 
-Theory of operation: every target (a backend alone, or a proxy in front of its own copy
-of the same backend) is started once and kept open for the whole section, each behind its
-own funnel ``ClientSession`` (handshake era), all in this one process. After a warm-up,
-the calls are made in rounds; each round visits every target in a fresh random order and
-makes one block of calls on it. So every target sees the same machine noise (another
-engineer's test suite, a CPU frequency change) in about equal shares, and the ratios
-proxy/direct are taken from numbers measured side by side.
+Theory of operation. Every target reaches the same tool, ``echo`` of the Node reference
+``server-everything``, each through its own copy of it:
 
-Sequential: one call at a time; the latency of each is recorded.
-Pipelined: 64 calls in flight on the one connection (64 workers share a counter); the
-latency of each call and the wall time of each block (throughput) are recorded.
+- **direct**: the driver talks to server-everything itself;
+- **relay, copy**: ``relay_copy.py`` in between, copying bytes (the cost of a hop);
+- **relay, msgspec**: ``relay_msgspec.py``, decoding every envelope, remapping ids,
+  re-encoding: the realistic floor for a proxy written in Python;
+- **funnel**: ``funnel-server --stdio`` over one stdio backend (``everything__echo``);
+- **FastMCP**: its documented proxy (``fastmcp_proxy.py``) over the same.
+
+All of them are opened first and warmed up, then measured in rounds; round ``r`` visits
+the targets in an order rotated by ``r``, each visit making a serial block and then a
+pipelined block (64 in flight). So every target sees the machine's noise in about equal
+shares, and a ratio is taken *per round*, between blocks measured seconds apart; the
+table shows its spread (min–max over rounds). The driver (``_driver.py``) checks every
+answer; a target with a failed answer is reported as failed, not as fast.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-import anyio
 from _common import (
     FASTMCP_VERSION,
+    RELAY_COPY,
+    RELAY_MSGSPEC,
     Command,
-    Summary,
+    Section,
     Workspace,
-    backend_command,
-    echo_tool,
     fastmcp_command,
     funnel_command,
     node_everything_command,
-    ratio,
-    session,
-    table,
+    quantile,
+    ratios,
+    relay_command,
+    rss_kib,
+    spread,
 )
-
-from funnel_transports import ClientSession, TransportError
+from _driver import Checks, PeerError, StdioPeer
 
 IN_FLIGHT = 64
-_ARGS = {"message": "hi"}
-
-
-@dataclass(slots=True)
-class Target:
-    """One way of reaching the ``echo`` tool."""
-
-    backend: str
-    via: str
-    command: Command
-    client: ClientSession | None = None
-    tool: str = ""
-    sequential: list[float] = field(default_factory=list)
-    pipelined: list[float] = field(default_factory=list)
-    pipelined_wall: float = 0.0
-    errors: int = 0
+DIRECT = "server-everything directly"
+RELAY = "relay, msgspec envelope + id remap"
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How many calls, in how many rounds."""
 
-    warmup: int
-    sequential: int
-    pipelined: int
     rounds: int
+    serial: int  # calls per target per round, at least
+    pipelined: int  # calls per target per round, at least (a multiple of this)
+    warmup: int
+    # A block also lasts at least this long: 250 calls of a 20 µs target take 5 ms, which
+    # one scheduling hiccup on a shared machine would dominate.
+    serial_seconds: float = 0.0
+    pipelined_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class Target:
+    """One way of reaching ``echo``, and what was measured through it."""
+
+    label: str
+    command: Command
+    peer: StdioPeer | None = None
+    p50: list[float] = field(default_factory=list)  # µs, per round
+    latencies: list[float] = field(default_factory=list)  # µs, every serial call
+    throughput: list[float] = field(default_factory=list)  # calls/s, per round
+    driver_cpu: list[float] = field(default_factory=list)  # µs of driver CPU per call
+    checks: Checks = field(default_factory=Checks)
+    rss_kib: int = 0
+    failure: str = ""
 
 
 def targets(ws: Workspace, fastmcp: str | None) -> list[Target]:
-    """Direct, funnel and FastMCP over each available backend."""
-    backends: list[tuple[str, Command]] = []
+    """Direct, both relays, funnel and (when it can run) FastMCP, over server-everything."""
     everything = node_everything_command()
-    if everything is not None:
-        backends.append(("node server-everything", everything))
-    backends.append(("python backend.py", backend_command()))
-    found: list[Target] = []
-    for label, backend in backends:
-        found.append(Target(label, "direct", backend))
-        found.append(Target(label, "funnel", funnel_command(ws, {"bench": backend})))
-        if fastmcp is not None:
-            found.append(
-                Target(
-                    label,
-                    f"fastmcp {FASTMCP_VERSION}",
-                    fastmcp_command(ws, fastmcp, {"bench": backend}),
-                )
+    if everything is None:
+        return []
+    found = [
+        Target(DIRECT, everything),
+        Target("relay, copies lines", relay_command(RELAY_COPY, everything)),
+        Target(RELAY, relay_command(RELAY_MSGSPEC, everything)),
+        Target("funnel-server --stdio", funnel_command(ws, {"everything": everything})),
+    ]
+    if fastmcp is not None:
+        found.append(
+            Target(
+                f"FastMCP {FASTMCP_VERSION} proxy",
+                fastmcp_command(ws, fastmcp, {"everything": everything}),
             )
+        )
     return found
 
 
-async def _sequential(target: Target, count: int) -> None:
-    client = target.client
-    assert client is not None
-    for _ in range(count):
-        start = time.perf_counter()
-        try:
-            await client.call_tool(target.tool, _ARGS)
-        except TransportError:
-            target.errors += 1
-            continue
-        target.sequential.append(time.perf_counter() - start)
-
-
-async def _pipelined(target: Target, count: int) -> None:
-    client = target.client
-    assert client is not None
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            try:
-                await client.call_tool(target.tool, _ARGS)
-            except TransportError:
-                target.errors += 1
-                continue
-            target.pipelined.append(time.perf_counter() - start)
-
+def _visit(target: Target, plan: Plan) -> None:
+    peer = target.peer
+    assert peer is not None
+    latencies: list[float] = []
     start = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(IN_FLIGHT):
-            tg.start_soon(worker)
-    target.pipelined_wall += time.perf_counter() - start
+    while True:
+        latencies += [ns / 1e3 for ns in peer.serial(plan.serial, target.checks)]
+        if time.perf_counter() - start >= plan.serial_seconds:
+            break
+    target.latencies += latencies
+    target.p50.append(quantile(latencies, 0.5))
+    cpu = time.thread_time()
+    calls, wall = 0, 0.0
+    while True:
+        wall += peer.pipelined(plan.pipelined, target.checks, in_flight=IN_FLIGHT)
+        calls += plan.pipelined
+        if wall >= plan.pipelined_seconds:
+            break
+    target.driver_cpu.append((time.thread_time() - cpu) / calls * 1e6)
+    target.throughput.append(calls / wall)
 
 
-async def measure(found: list[Target], plan: Plan, *, seed: int = 7) -> None:
-    """Open every target, warm it up, then measure both modes in interleaved rounds."""
-    rng = random.Random(seed)
-    async with AsyncExitStack() as stack:
+def measure(ws: Workspace, found: list[Target], plan: Plan) -> None:
+    """Open every target, warm it up, run the interleaved rounds, sample RSS at rest."""
+    try:
         for target in found:
-            transport = await stack.enter_async_context(
-                target.command.transport(f"{target.via}/{target.backend}")
-            )
-            # The session's own task group must outlive any scope opened here: it is
-            # bounded by its connect timeout, the listing by the request timeout.
-            target.client = await stack.enter_async_context(session(transport))
-            target.tool = echo_tool(await target.client.list_tools())
+            target.peer = target.command.peer(target.label, ws)
+            try:
+                target.peer.open()
+                warm = Checks()
+                target.peer.serial(plan.warmup, warm)
+                target.peer.pipelined(plan.warmup * 2, warm, in_flight=IN_FLIGHT)
+                target.checks.merge(warm)
+            except PeerError as exc:
+                target.failure = str(exc)
+        live = [t for t in found if not t.failure]
+        for round_ in range(plan.rounds):
+            shift = round_ % len(live)
+            for target in live[shift:] + live[:shift]:
+                if target.failure:
+                    continue
+                try:
+                    _visit(target, plan)
+                except PeerError as exc:
+                    target.failure = str(exc)
+        time.sleep(1.0)  # at rest: what each process keeps after the load
+        for target in live:
+            if target.peer is not None and target.peer.process is not None:
+                target.rss_kib = rss_kib(target.peer.pid)
+    finally:
         for target in found:
-            await _sequential(target, plan.warmup)
-            target.sequential.clear()
-        order = list(found)
-        for _ in range(plan.rounds):
-            rng.shuffle(order)
-            for target in order:
-                await _sequential(target, plan.sequential // plan.rounds)
-        for _ in range(plan.rounds):
-            rng.shuffle(order)
-            for target in order:
-                await _pipelined(target, plan.pipelined // plan.rounds)
+            if target.peer is not None:
+                target.peer.close()
 
 
-def report(found: list[Target]) -> tuple[str, dict[str, str]]:
-    """The two tables, and the headline ratios by ``backend/via`` for the summary."""
-    direct: dict[str, Target] = {t.backend: t for t in found if t.via == "direct"}
-    seq_rows: list[list[str]] = []
-    pipe_rows: list[list[str]] = []
-    headline: dict[str, str] = {}
+def _by_label(found: list[Target], label: str) -> Target | None:
+    return next((t for t in found if t.label == label and not t.failure), None)
+
+
+def report(found: list[Target], plan: Plan) -> Section:
+    """The table: latency, throughput, their ratios per round, answers checked."""
+    direct = _by_label(found, DIRECT)
+    relay = _by_label(found, RELAY)
+    rows: list[list[str]] = []
+    data: dict[str, object] = {}
     for target in found:
-        base = direct[target.backend]
-        seq, base_seq = Summary.of(target.sequential), Summary.of(base.sequential)
-        pipe, base_pipe = Summary.of(target.pipelined), Summary.of(base.pipelined)
-        per_call = target.pipelined_wall / pipe.count if pipe.count else float("nan")
-        base_per_call = base.pipelined_wall / base_pipe.count if base_pipe.count else float("nan")
-        seq_ratio = ratio(seq.median, base_seq.median)
-        headline[f"{target.backend}/{target.via}"] = seq_ratio
-        seq_rows.append(
+        ok = not target.failure and target.checks.failed == 0
+        nan = [math.nan] * len(target.p50)
+        x_direct = ratios(target.p50, direct.p50) if direct and ok else nan
+        x_relay = ratios(target.p50, relay.p50) if relay and ok else nan
+        t_direct = ratios(target.throughput, direct.throughput) if direct and ok else nan
+        checked = f"{target.checks.checked:,}"
+        if not ok:
+            checked += f" FAILED: {target.failure or target.checks.first_failure}"
+        rows.append(
             [
-                f"{target.backend}  {target.via}",
-                f"{seq.count}",
-                f"{seq.median * 1e6:.0f}",
-                f"{seq.p99 * 1e6:.0f}",
-                seq_ratio,
-                f"{target.errors}",
+                target.label,
+                spread(target.p50),
+                f"{quantile(target.latencies, 0.9):,.0f}",
+                f"{quantile(target.latencies, 0.99):,.0f}",
+                spread(x_direct, "{:.2f}"),
+                spread(x_relay, "{:.2f}"),
+                spread(target.throughput),
+                spread(t_direct, "{:.2f}"),
+                spread(target.driver_cpu, "{:.0f}"),
+                f"{target.rss_kib / 1024:.0f}" if target.rss_kib else "-",
+                checked,
             ]
         )
-        pipe_rows.append(
-            [
-                f"{target.backend}  {target.via}",
-                f"{pipe.count}",
-                f"{pipe.median * 1e3:.2f}",
-                f"{pipe.p99 * 1e3:.2f}",
-                f"{1 / per_call:.0f}" if not math.isnan(per_call) else "-",
-                ratio(pipe.median, base_pipe.median),
-                ratio(per_call, base_per_call),
-            ]
-        )
-    text = "\n\n".join(
-        [
-            "Sequential tools/call of `echo` over stdio, one at a time (µs per call)",
-            table(
-                ["backend  via", "calls", "median µs", "p99 µs", "ratio/direct", "errors"],
-                seq_rows,
-            ),
-            f"Pipelined: {IN_FLIGHT} calls in flight on one connection",
-            table(
-                [
-                    "backend  via",
-                    "calls",
-                    "median ms",
-                    "p99 ms",
-                    "calls/s",
-                    "median ratio",
-                    "time/call ratio",
-                ],
-                pipe_rows,
-            ),
-        ]
+        data[target.label] = {
+            "p50_us": target.p50,
+            "p90_us": quantile(target.latencies, 0.9),
+            "p99_us": quantile(target.latencies, 0.99),
+            "throughput": target.throughput,
+            "x_direct": x_direct,
+            "x_relay": x_relay,
+            "throughput_x_direct": t_direct,
+            "driver_cpu_us": target.driver_cpu,
+            "rss_kib": target.rss_kib,
+            "checked": target.checks.checked,
+            "failed": target.checks.failed,
+            "failure": target.failure or target.checks.first_failure,
+        }
+    return Section(
+        title=(
+            f"stdio: tools/call echo on server-everything, bare driver; {plan.rounds} rounds "
+            f"interleaved, each at least {plan.serial} serial calls ({plan.serial_seconds:g} s) "
+            f"+ {plan.pipelined} pipelined ({plan.pipelined_seconds:g} s) per target; ranges "
+            "are min–max over rounds"
+        ),
+        headers=[
+            "target",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "x direct",
+            "x msgspec relay",
+            f"calls/s @{IN_FLIGHT}",
+            "x direct",
+            "driver CPU µs/call",
+            "RSS MiB",
+            "answers checked",
+        ],
+        rows=rows,
+        notes=[
+            "",
+            "p50 per round (range); p90 and p99 over all serial calls of all rounds. Driver CPU: "
+            "what the driver itself spent per pipelined call. RSS at rest after the load (the "
+            "process the driver talks to, not its backend).",
+        ],
+        data=data,
     )
-    return text, headline

@@ -1,55 +1,58 @@
-"""What every benchmark section shares: paths, commands, sessions, statistics, tables.
+"""What every benchmark section shares: paths, commands, statistics, tables.
 
-Every process a section starts is a :class:`funnel_transports.StdioTransport` entered in
-an ``async with``, so it is stopped (stdin closed, then SIGTERM, then SIGKILL) however the
-section ends. Peers that are not part of funnel's lock (FastMCP) run from interpreters
-``uv tool run`` builds in its cache, pinned to one version.
+Every process a section starts is a :class:`~_driver.StdioPeer` (or a
+:class:`ServerProcess` for HTTP servers) closed in a ``with`` or ``finally``, so it is
+stopped, with its process group, however the section ends. FastMCP is not part of
+funnel's lock: it runs from an interpreter ``uv tool run`` builds in its cache, pinned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
-import statistics
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from funnel_transports import ClientSession, StdioTransport
+from _driver import StdioPeer
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO: Final = BENCH_DIR.parent.parent
 BACKEND: Final = BENCH_DIR / "backend.py"
 FASTMCP_PROXY: Final = BENCH_DIR / "fastmcp_proxy.py"
+RELAY_COPY: Final = BENCH_DIR / "relay_copy.py"
+RELAY_MSGSPEC: Final = BENCH_DIR / "relay_msgspec.py"
 EVERYTHING: Final = (
     REPO / "tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 )
-FASTMCP_VERSION: Final = "4.1.6"
-MCP_PROXY_VERSION: Final = "0.13.0"
-MCP_FUNNEL_NPM: Final = "mcp-funnel"
+FASTMCP_VERSION: Final = "4.2.3"
+LOOPBACK: Final = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A stdio server to start: argv and the complete environment."""
+    """A process to start: argv and the complete environment."""
 
     argv: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
-    def transport(self, name: str) -> StdioTransport:
-        """A transport that starts this command (enter it to start the process)."""
-        return StdioTransport(self.argv[0], self.argv[1:], env=self.env, name=name)
+    def peer(self, name: str, ws: Workspace | None = None) -> StdioPeer:
+        """A bare driver for this command (call ``open()`` to start it)."""
+        stderr = ws.path / f"{_slug(name)}.stderr" if ws is not None else None
+        return StdioPeer(self.argv, self.env, name, stderr)
 
 
-def session(transport: StdioTransport, *, timeout: float = 60.0) -> ClientSession:
-    """The one client every measurement uses: funnel's, in the handshake era."""
-    return ClientSession(transport, mode="legacy", request_timeout=timeout)
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:60]
 
 
 def backend_command(*args: str) -> Command:
@@ -65,8 +68,21 @@ def node_everything_command() -> Command | None:
     return Command((node, str(EVERYTHING), "stdio"))
 
 
+def relay_command(relay: Path, backend: Command) -> Command:
+    """One of the floor relays (``relay_copy.py``, ``relay_msgspec.py``) over ``backend``."""
+    return Command((sys.executable, str(relay), *backend.argv), backend.env)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class Workspace:
-    """A temporary directory for config files and funnel's home, removed at the end."""
+    """A temporary directory for configs, logs and funnel's home, removed at the end."""
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="funnel-bench-")
@@ -85,8 +101,13 @@ class Workspace:
         self._dir.cleanup()
 
 
-def funnel_command(ws: Workspace, servers: dict[str, Command], **extra: Any) -> Command:
-    """``funnel-server --stdio`` over ``servers``, with a private funnel home."""
+def funnel_server_argv() -> tuple[str, ...]:
+    """How to start ``funnel-server``: this interpreter, the installed package."""
+    return (sys.executable, "-m", "funnel_server")
+
+
+def funnel_config(ws: Workspace, servers: Mapping[str, Command], **extra: Any) -> Path:
+    """A funnel config file over ``servers`` (stdio backends)."""
     config = {
         "servers": {
             name: {"command": cmd.argv[0], "args": list(cmd.argv[1:])}
@@ -94,13 +115,21 @@ def funnel_command(ws: Workspace, servers: dict[str, Command], **extra: Any) -> 
         },
         **extra,
     }
-    path = ws.write_json("funnel", config)
+    return ws.write_json("funnel", config)
+
+
+def funnel_env(ws: Workspace, **extra: str) -> dict[str, str]:
+    """The environment of a funnel process: a private funnel home (tokens, audit log)."""
     home = ws.path / "funnel-home"
     home.mkdir(exist_ok=True)
-    env = {**os.environ, "MCP_FUNNEL_HOME": str(home)}
-    return Command(
-        (sys.executable, "-m", "funnel_server", "--stdio", "--config", str(path)), env=env
-    )
+    return {**os.environ, "MCP_FUNNEL_HOME": str(home), **extra}
+
+
+def funnel_command(ws: Workspace, servers: Mapping[str, Command], **extra: Any) -> Command:
+    """``funnel-server --stdio`` over ``servers``, its web app on a free loopback port."""
+    path = funnel_config(ws, servers, **extra)
+    argv = (*funnel_server_argv(), "--stdio", "--port", str(free_port()), "--config", str(path))
+    return Command(argv, funnel_env(ws))
 
 
 def fastmcp_python() -> str | None:
@@ -142,8 +171,10 @@ def fastmcp_python() -> str | None:
     return lines[-1] if lines else None
 
 
-def fastmcp_command(ws: Workspace, python: str, servers: dict[str, Command]) -> Command:
-    """FastMCP's proxy over ``servers`` (an ``mcpServers`` config)."""
+def fastmcp_command(
+    ws: Workspace, python: str, servers: Mapping[str, Command], *, http_port: int | None = None
+) -> Command:
+    """FastMCP's proxy over ``servers`` (an ``mcpServers`` config), on stdio or HTTP."""
     config = {
         "mcpServers": {
             name: {"command": cmd.argv[0], "args": list(cmd.argv[1:])}
@@ -151,19 +182,10 @@ def fastmcp_command(ws: Workspace, python: str, servers: dict[str, Command]) -> 
         }
     }
     path = ws.write_json("fastmcp", config)
-    return Command((python, str(FASTMCP_PROXY), str(path)))
-
-
-def echo_tool(tools: Sequence[dict[str, Any]]) -> str:
-    """The name a proxy gives the backend's ``echo`` tool (``echo``, ``x__echo``, ``x_echo``)."""
-    names = [str(tool.get("name")) for tool in tools]
-    for name in names:
-        if name == "echo":
-            return name
-    for name in names:
-        if name.endswith(("__echo", "_echo")):
-            return name
-    raise LookupError(f"no echo tool among {names[:10]}")
+    argv: tuple[str, ...] = (python, str(FASTMCP_PROXY), str(path))
+    if http_port is not None:
+        argv = (*argv, "--http", str(http_port))
+    return Command(argv)
 
 
 def rss_kib(pid: int) -> int:
@@ -174,34 +196,66 @@ def rss_kib(pid: int) -> int:
     raise LookupError(f"no VmRSS for pid {pid}")
 
 
+class ServerProcess:
+    """A long-running server (HTTP) in its own process group, stopped with its children."""
+
+    def __init__(self, command: Command, name: str, ws: Workspace) -> None:
+        self.name = name
+        self._log = ws.path / f"{_slug(name)}.stderr"
+        with self._log.open("ab") as log:
+            self.process = subprocess.Popen(
+                list(command.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=dict(command.env),
+                start_new_session=True,
+            )
+
+    def log_tail(self) -> str:
+        """The last lines the server wrote (for an error message)."""
+        try:
+            return " | ".join(self._log.read_text(errors="replace").strip().splitlines()[-3:])
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        """SIGTERM to the group, then SIGKILL; waits for the process."""
+        process = self.process
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 # --------------------------------------------------------------------------- statistics
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """Order statistics of a sample, in the unit it was given in."""
-
-    count: int
-    median: float
-    p99: float
-    mean: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Summary:
-        ordered = sorted(values)
-        if not ordered:
-            return cls(0, math.nan, math.nan, math.nan)
-        rank = max(0, math.ceil(0.99 * len(ordered)) - 1)  # nearest-rank p99
-        return cls(
-            len(ordered), statistics.median(ordered), ordered[rank], statistics.fmean(ordered)
-        )
+def quantile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile (``q`` in 0..1) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def ratio(value: float, base: float) -> str:
-    """``value / base`` as ``1.23x``, or a dash when it cannot be computed."""
-    if not base or math.isnan(value) or math.isnan(base):
+def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    """``min–max`` of per-round values (one value when they agree), or a dash."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
         return "-"
-    return f"{value / base:.2f}x"
+    low, high = fmt.format(min(finite)), fmt.format(max(finite))
+    return low if low == high else f"{low}–{high}"
+
+
+def ratios(values: Sequence[float], bases: Sequence[float]) -> list[float]:
+    """Per-round ``value / base`` (rounds paired by index; a target that failed has fewer)."""
+    return [
+        v / b if b and not math.isnan(b) else math.nan for v, b in zip(values, bases, strict=False)
+    ]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -216,6 +270,35 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The same table in Markdown."""
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class Section:
+    """One section's output: a title, a table, notes; and the raw figures for ``--json``."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """The section as plain text."""
+        return "\n".join([self.title, "", table(self.headers, self.rows), *self.notes])
+
+    def markdown(self) -> str:
+        """The section as Markdown."""
+        notes = "\n".join(self.notes)
+        return f"**{self.title}**\n\n{markdown_table(self.headers, self.rows)}\n" + (
+            f"\n{notes}\n" if notes else ""
+        )
 
 
 def machine_info() -> str:
@@ -241,3 +324,51 @@ def machine_info() -> str:
         f"{os.cpu_count()} cores ({model}), Python {sys.version.split()[0]}, "
         f"Node {node_version}, load average {load}"
     )
+
+
+def commit_info() -> str:
+    """The commit measured, whether the work tree had changes, and the last code commit."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h %cs %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        code = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "packages", "apps"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown commit"
+    changes = " (with uncommitted changes)" if dirty else ""
+    return f"{head}{changes}; funnel's code (packages/, apps/) as of {code}"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def measured_commits() -> str:
+    """For the README: funnel's code commit, and the bench's."""
+    try:
+        code = _git("log", "-1", "--format=%h (%cs)", "--", "packages", "apps")
+        head = _git("log", "-1", "--format=%h")
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown commit"
+    return f"funnel's code as of commit {code} (bench at {head})"
+
+
+def machine_line() -> str:
+    """For the README: the machine without the load (given separately)."""
+    return machine_info().split(", load average")[0]

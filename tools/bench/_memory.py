@@ -15,10 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import anyio
-from _common import Workspace, backend_command, echo_tool, funnel_command, rss_kib, session, table
-
-from funnel_transports import ClientSession, TransportError
+from _common import Section, Workspace, backend_command, funnel_command, rss_kib
+from _driver import Checks, PeerError, StdioPeer
 
 CALLS_PER_LIFE = 5
 
@@ -31,24 +29,25 @@ class Plan:
     warmup: int
 
 
-async def _cycle(client: ClientSession, tool: str) -> None:
-    """Call until the backend's life ends, then until it is back (bounded)."""
-    with anyio.fail_after(30):
-        for _ in range(CALLS_PER_LIFE * 4):
-            try:
-                await client.call_tool(tool, {"message": "hi"})
-            except TransportError:
-                break
-        while True:
-            try:
-                await client.call_tool(tool, {"message": "hi"})
-            except TransportError:
-                await anyio.sleep(0.005)
-                continue
+def _cycle(peer: StdioPeer) -> None:
+    """Call until the backend's life ends (a failed answer), then until it is back."""
+    deadline = time.monotonic() + 30
+    checks = Checks()
+    for _ in range(CALLS_PER_LIFE * 4):
+        peer.serial(1, checks)
+        if checks.failed:
+            break
+    while True:
+        before = checks.failed
+        peer.serial(1, checks)
+        if checks.failed == before:
             return
+        if time.monotonic() > deadline:
+            raise PeerError(f"the backend did not come back in 30 s: {checks.first_failure}")
+        time.sleep(0.005)
 
 
-async def measure(ws: Workspace, plan: Plan) -> str:
+def measure(ws: Workspace, plan: Plan) -> Section:
     """Run the cycles and render the table."""
     command = funnel_command(
         ws,
@@ -56,27 +55,29 @@ async def measure(ws: Workspace, plan: Plan) -> str:
         autoReconnect={"initialDelayMs": 10, "maxDelayMs": 10, "jitter": 0, "maxAttempts": 100},
     )
     samples: list[tuple[str, int, float]] = []
-    async with command.transport("funnel") as transport, session(transport) as client:
-        pid = transport.pid
-        assert pid is not None
-        tool = echo_tool(await client.list_tools())
+    with command.peer("funnel-churn", ws) as peer:
+        peer.open()
         start = time.perf_counter()
-        samples.append(("connected, 0 cycles", rss_kib(pid), 0.0))
+        samples.append(("connected, 0 cycles", rss_kib(peer.pid), 0.0))
         for done in range(1, plan.cycles + 1):
-            await _cycle(client, tool)
+            _cycle(peer)
             if done in (plan.warmup, plan.cycles) or done == plan.cycles // 2:
-                samples.append((f"after {done} cycles", rss_kib(pid), time.perf_counter() - start))
+                samples.append(
+                    (f"after {done} cycles", rss_kib(peer.pid), time.perf_counter() - start)
+                )
     warm = next(kib for label, kib, _ in samples if label == f"after {plan.warmup} cycles")
     rows = [
         [label, f"{kib / 1024:.1f}", f"{(kib - warm) / 1024:+.1f}", f"{elapsed:.1f}"]
         for label, kib, elapsed in samples
     ]
     per_100 = (samples[-1][1] - warm) / max(1, plan.cycles - plan.warmup) * 100
-    return "\n\n".join(
-        [
-            f"Memory: RSS of funnel-server while its backend exits every {CALLS_PER_LIFE} calls "
-            "and is reconnected",
-            table(["when", "RSS MiB", "vs warm-up MiB", "seconds"], rows),
-            f"growth after warm-up: {per_100:+.0f} KiB per 100 reconnect cycles",
-        ]
+    return Section(
+        title=(
+            f"Memory: RSS of funnel-server --stdio while its backend exits every "
+            f"{CALLS_PER_LIFE} calls and is reconnected"
+        ),
+        headers=["when", "RSS MiB", "vs warm-up MiB", "seconds"],
+        rows=rows,
+        notes=["", f"growth after warm-up: {per_100:+.0f} KiB per 100 reconnect cycles"],
+        data={"kib_per_100_cycles": per_100, "samples": samples},
     )

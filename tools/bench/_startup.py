@@ -1,36 +1,45 @@
-"""Start-up with 20 slow backends: it should cost the slowest backend, not the sum.
+"""Start-up: how long until a client's first ``tools/list``, and what funnel keeps at rest.
 
-Theory of operation: each backend is ``backend.py --delay 0.3`` (it sleeps 300 ms before
-it reads anything, like a server that loads a model or a big config). A measurement is
-the wall time from starting the proxy process to the first successful ``tools/list``
-answer on a fresh client session (``initialize`` included). Configurations are measured
-in interleaved rounds: a backend alone (direct), funnel with 1 and with 20 such backends,
-and FastMCP's proxy with 1 and with 20. funnel connects its backends concurrently, so
-20 should cost about what 1 does (plus 19 more Python interpreters starting on two
-cores); a proxy that connects them one after another would pay 20 x 300 ms.
+Theory of operation. A measurement starts the process and, with the bare driver, does
+the handshake and ``tools/list`` at once, repeating ``tools/list`` every 5 ms until the
+backend's ``echo`` is in it; two times are taken from the start of the process: the
+first answer, and the first answer that has the backend's tools (what a user waits for).
+Configurations, measured in rounds whose order rotates:
+
+- server-everything alone, and ``funnel-server --stdio`` in front of it: the target is
+  funnel's first complete ``tools/list`` within the backend's own start time + 0.3 s;
+  the difference is shown per round;
+- ``backend.py --delay 0.3`` (a backend that takes 300 ms to start) alone, and funnel in
+  front of 1 and of 20 of them: connecting concurrently, 20 should cost about what 1
+  does, not 20 x 300 ms.
+
+In the last round, funnel in front of server-everything stays open 2 s after its first
+``tools/list``, idle, and its RSS is read from ``/proc`` (the funnel process alone, not
+its backend).
 """
 
 from __future__ import annotations
 
-import random
+import math
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import anyio
 from _common import (
-    FASTMCP_VERSION,
     Command,
-    Summary,
+    Section,
     Workspace,
     backend_command,
-    fastmcp_command,
     funnel_command,
-    session,
-    table,
+    node_everything_command,
+    rss_kib,
+    spread,
 )
+from _driver import PeerError, find_echo
 
 DELAY = 0.3
 MANY = 20
+IDLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,67 +49,140 @@ class Plan:
     rounds: int
 
 
-async def _time_to_first_list(command: Command, name: str) -> tuple[float, int]:
-    start = time.perf_counter()
-    with anyio.fail_after(120):
-        async with command.transport(name) as transport, session(transport, timeout=120) as client:
-            tools = await client.list_tools()
-            elapsed = time.perf_counter() - start
-    return elapsed, len(tools)
+@dataclass(slots=True)
+class Config:
+    """One configuration to start, and its times (seconds, per round)."""
+
+    label: str
+    command: Command
+    base: str | None = None  # the label of the backend alone, for the difference
+    measure_rss: bool = False
+    first: list[float] = field(default_factory=list)
+    complete: list[float] = field(default_factory=list)
+    tools: int = 0
+    rss_kib: int = 0
+    failure: str = ""
 
 
-async def measure(ws: Workspace, plan: Plan, fastmcp: str | None) -> str:
-    """Run the rounds and render the table."""
-    slow = backend_command("--delay", str(DELAY))
-    one = {"slow": slow}
-    many = {f"slow{i:02d}": slow for i in range(MANY)}
-    configs: list[tuple[str, Command]] = [
-        ("direct: 1 backend alone", slow),
-        ("funnel, 1 backend", funnel_command(ws, one)),
-        (f"funnel, {MANY} backends", funnel_command(ws, many)),
-    ]
-    if fastmcp is not None:
-        configs += [
-            (f"fastmcp {FASTMCP_VERSION}, 1 backend", fastmcp_command(ws, fastmcp, one)),
-            (f"fastmcp {FASTMCP_VERSION}, {MANY} backends", fastmcp_command(ws, fastmcp, many)),
+def _start_once(ws: Workspace, config: Config, *, rss: bool) -> None:
+    peer = config.command.peer(config.label, ws)
+    deadline = time.monotonic() + 120
+    try:
+        start = time.perf_counter()
+        peer.start()
+        peer.handshake(timeout=120)
+        first = None
+        while True:
+            tools = peer.list_tools(timeout=120)
+            now = time.perf_counter() - start
+            first = now if first is None else first
+            try:
+                find_echo(tools)
+                break
+            except PeerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+        config.first.append(first)
+        config.complete.append(now)
+        config.tools = len(tools)
+        if rss:
+            time.sleep(IDLE_SECONDS)
+            config.rss_kib = rss_kib(peer.pid)
+    finally:
+        peer.close()
+
+
+def configs(ws: Workspace) -> list[Config]:
+    """The configurations this machine can run."""
+    found: list[Config] = []
+    everything = node_everything_command()
+    if everything is not None:
+        found += [
+            Config("server-everything alone", everything),
+            Config(
+                "funnel-server --stdio, 1 server-everything",
+                funnel_command(ws, {"everything": everything}),
+                base="server-everything alone",
+                measure_rss=True,
+            ),
         ]
-    times: dict[str, list[float]] = {label: [] for label, _ in configs}
-    tools: dict[str, int] = {}
-    failures: dict[str, str] = {}
-    rng = random.Random(11)
-    order = list(configs)
-    for _ in range(plan.rounds):
-        rng.shuffle(order)
-        for label, command in order:
-            if label in failures:
+    slow = backend_command("--delay", str(DELAY))
+    found += [
+        Config(f"backend.py alone ({DELAY * 1e3:.0f} ms to start)", slow),
+        Config(
+            "funnel-server --stdio, 1 slow backend",
+            funnel_command(ws, {"slow": slow}),
+            base=f"backend.py alone ({DELAY * 1e3:.0f} ms to start)",
+        ),
+        Config(
+            f"funnel-server --stdio, {MANY} slow backends",
+            funnel_command(ws, {f"slow{i:02d}": slow for i in range(MANY)}),
+            base=f"backend.py alone ({DELAY * 1e3:.0f} ms to start)",
+        ),
+    ]
+    return found
+
+
+def measure(ws: Workspace, found: list[Config], plan: Plan) -> None:
+    """Run the interleaved rounds."""
+    for round_ in range(plan.rounds):
+        shift = round_ % len(found)
+        for config in found[shift:] + found[:shift]:
+            if config.failure:
                 continue
             try:
-                elapsed, count = await _time_to_first_list(command, label.split(",")[0])
-            except Exception as exc:  # a peer that cannot start is reported, not fatal
-                failures[label] = f"{type(exc).__name__}: {exc}"[:60]
-                continue
-            times[label].append(elapsed)
-            tools[label] = count
-    medians = {label: Summary.of(values).median for label, values in times.items()}
-    rows = []
-    for label, _ in configs:
-        if label in failures:
-            rows.append([label, "failed", "-", "-", failures[label]])
+                _start_once(ws, config, rss=config.measure_rss and round_ == plan.rounds - 1)
+            except (PeerError, OSError) as exc:
+                config.failure = f"{type(exc).__name__}: {exc}"[:200]
+
+
+def report(found: list[Config], plan: Plan) -> Section:
+    """The table: times to the first and the complete ``tools/list``, differences, RSS."""
+    by_label = {c.label: c for c in found}
+    rows: list[list[str]] = []
+    data: dict[str, object] = {}
+    for config in found:
+        if config.failure:
+            rows.append([config.label, "-", "-", "-", "-", f"FAILED: {config.failure}"])
             continue
-        base_label = label.replace(f"{MANY} backends", "1 backend")
+        base = by_label.get(config.base) if config.base else None
+        extra = (
+            [(c - b) * 1e3 for c, b in zip(config.complete, base.complete, strict=False)]
+            if base is not None and not base.failure
+            else []
+        )
         rows.append(
             [
-                label,
-                f"{medians[label] * 1e3:.0f}",
-                f"{min(times[label]) * 1e3:.0f}",
-                f"{medians[label] / medians[base_label]:.2f}x" if base_label != label else "-",
-                f"{tools[label]} tools",
+                config.label,
+                spread([t * 1e3 for t in config.first]),
+                spread([t * 1e3 for t in config.complete]),
+                spread(extra, "{:+,.0f}") if extra else "-",
+                f"{config.rss_kib / 1024:.1f}" if config.rss_kib else "-",
+                f"{config.tools} tools",
             ]
         )
-    return "\n\n".join(
-        [
-            f"Start-up: process start to the first tools/list answer; each backend sleeps "
-            f"{DELAY * 1e3:.0f} ms before serving ({plan.rounds} rounds, interleaved)",
-            table(["configuration", "median ms", "min ms", f"{MANY} vs 1", "listed"], rows),
-        ]
+        data[config.label] = {
+            "first_ms": [t * 1e3 for t in config.first],
+            "complete_ms": [t * 1e3 for t in config.complete],
+            "extra_ms": extra,
+            "median_extra_ms": statistics.median(extra) if extra else math.nan,
+            "rss_kib": config.rss_kib,
+            "tools": config.tools,
+        }
+    return Section(
+        title=(
+            f"Start-up: process start to the first tools/list answer, bare driver; "
+            f"{plan.rounds} rounds interleaved, ranges min–max"
+        ),
+        headers=[
+            "configuration",
+            "first answer ms",
+            "with backend tools ms",
+            "vs backend alone ms",
+            f"idle RSS MiB ({IDLE_SECONDS:.0f} s)",
+            "listed",
+        ],
+        rows=rows,
+        data=data,
     )
