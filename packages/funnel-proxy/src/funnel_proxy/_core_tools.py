@@ -226,6 +226,7 @@ class CoreTools:
         self._embedder: Embedder | Literal[False] | None = None
         self._embedder_loaded: anyio.Event | None = None
         self._semantic_done = anyio.Event()
+        self._semantic_wanted = False
         self._idle = anyio.Event()
         self._settled: SearchIndex | None = None
         self._maintained = False
@@ -389,14 +390,16 @@ class CoreTools:
             async with anyio.create_task_group() as tg:
                 loading = False
                 while True:
-                    # Only a funnel that offers the search pays for its index (and the
-                    # embedding table's memory); a config reload may turn it on later.
+                    # Only a funnel that offers the search pays for its index; the
+                    # embedding table's memory only one that relies on the search (core
+                    # tools mode, or core tools configured), or once a search was asked.
                     if self.offers("discover_tools_by_words"):
-                        if not loading:
+                        semantic = self._semantic_wanted or self._relies_on_search()
+                        if semantic and not loading:
                             # The table loads while the lexical index is built.
                             tg.start_soon(self._load_embedder)
                             loading = True
-                        await self._add_semantic(await self._rebuild())
+                        await self._add_semantic(await self._rebuild(), load=semantic)
                     if not self._wake.is_set():
                         self._idle.set()
                     await self._wake.wait()
@@ -453,13 +456,18 @@ class CoreTools:
         else:
             await self._embedder_loaded.wait()
 
-    async def _add_semantic(self, index: SearchIndex) -> None:
-        """Embed the new index's tools (with the extra), then settle it."""
-        await self._load_embedder()
+    def _relies_on_search(self) -> bool:
+        policy = self._funnel.policy
+        return policy.core_tools_mode or self._funnel.config.expose_core_tools is not None
+
+    async def _add_semantic(self, index: SearchIndex, *, load: bool = True) -> None:
+        """Embed the new index's tools (with the extra, when ``load``), then settle it."""
+        if load:
+            await self._load_embedder()
+        started = time.perf_counter()
+        if self._embedder and not index.semantic:
+            await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
         if index is not self._settled:
-            started = time.perf_counter()
-            if self._embedder and not index.semantic:
-                await anyio.to_thread.run_sync(index.add_semantic, self._embedder)
             await anyio.to_thread.run_sync(self._settle, index)
             self._settled = index
             logger.debug(
@@ -475,6 +483,11 @@ class CoreTools:
             index = await self._rebuild()
         if not self._maintained:
             await self._add_semantic(index)
+        elif not self._semantic_wanted and not self._relies_on_search():
+            # The first search of a funnel that lists every tool anyway: answered
+            # lexically now, while the embedding table loads for the next ones.
+            self._semantic_wanted = True
+            self._wake.set()
         elif not self._semantic_done.is_set():
             # The ranking should not depend on how soon a query follows a change: wait
             # (bounded) for the new tools' vectors, a few ms after a change, longer only

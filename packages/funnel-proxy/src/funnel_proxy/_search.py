@@ -61,14 +61,26 @@ from funnel_proxy._text import STOP_WORDS, stem, terms, tokens
 if TYPE_CHECKING:
     from funnel_proxy._semantic import Embedder, Vectors
 
-_numpy: ModuleType | None
-try:
-    # With numpy (it comes with the semantic extra) scoring runs over dense arrays.
-    import numpy
+_UNLOADED: Final[Any] = object()
+#: numpy once looked for (``None``: not installed); the tests set ``None`` for the pure path.
+_numpy: ModuleType | Any | None = _UNLOADED
+#: Below this many tools the pure-Python scoring is as fast, and numpy (20 MiB of a
+#: process that may never search) is not imported for it.
+_NUMPY_FROM: Final = 256
 
-    _numpy = numpy
-except ImportError:  # pragma: no cover - the tests force the pure path instead
-    _numpy = None
+
+def _np() -> ModuleType | None:
+    """Numpy (it comes with the semantic extra), imported on first need; else ``None``."""
+    global _numpy  # noqa: PLW0603 - a lazily imported module, looked up once
+    if _numpy is _UNLOADED:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - the tests force the pure path instead
+            _numpy = None
+        else:
+            _numpy = numpy
+    return _numpy
+
 
 __all__ = ["SearchEntry", "SearchHit", "SearchIndex", "search_entry", "words"]
 
@@ -492,7 +504,7 @@ class SearchIndex:
 
     def _ranked_numpy(self, query: str, limit: int, *, match_all: bool) -> list[tuple[int, float]]:
         """The same scores as :meth:`_scores`, computed over dense arrays."""
-        np = _numpy
+        np = _np()
         if np is None:  # pragma: no cover - _ranked only calls this with numpy
             raise RuntimeError("numpy is not installed")
         concepts = self._reached(query, match_all=match_all)
@@ -533,7 +545,8 @@ class SearchIndex:
         return [(int(doc), float(score[doc])) for doc in found]
 
     def _ranked(self, query: str, limit: int, *, match_all: bool) -> list[tuple[int, float]]:
-        if _numpy is not None and self._docs:
+        dense = self._docs and (self.semantic or len(self._docs) >= _NUMPY_FROM)
+        if dense and _np() is not None:
             candidates = self._ranked_numpy(query, limit, match_all=match_all)
         else:
             candidates = list(self._scores(query, match_all=match_all).items())

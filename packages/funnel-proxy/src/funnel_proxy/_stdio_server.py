@@ -35,7 +35,9 @@ from funnel_transports import (
     MessageTooLarge,
     ParseError,
     decode_message,
+    defer,
     encode_message,
+    write_batch,
 )
 
 __all__ = ["serve_stdio"]
@@ -124,6 +126,7 @@ class _Writer:
         self._fd = fd
         self._limit = limit
         self._queue: deque[bytes] = deque()
+        self._batched: list[bytes] = []
         self._queued = 0
         self._wake = anyio.Event()
         self._drained = anyio.Event()
@@ -131,6 +134,22 @@ class _Writer:
         self.broken = False
 
     def write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        if not self._queue and (self._batched or defer(self)):
+            # Within a reader's batch: written with the rest of the batch, in order.
+            self._batched.append(data)
+            return
+        self._write(data)
+
+    def flush(self) -> None:
+        """Write what a batch collected in one system call (see ``write_batch``)."""
+        if self._batched:
+            data = b"".join(self._batched)
+            self._batched.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         if self.broken:
             return
         if not self._queue:
@@ -200,19 +219,29 @@ async def _pump(read: Reader, session: McpServerSession, tg: anyio.abc.TaskGroup
         except MessageTooLarge as exc:
             logger.error("%s; closing the stdio session", exc)
             return
-        for line in lines:
-            try:
-                decoded = decode_message(line)
-            except DecodeError as exc:
-                tg.start_soon(session.handle, exc)
-                continue
-            except (RecursionError, UnicodeError, ValueError) as exc:
-                # The decoder is meant to be total; never let one line end the session.
-                tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
-                continue
-            for message in decoded if isinstance(decoded, list) else [decoded]:
-                if not handle_nowait(message):
-                    tg.start_soon(session.handle, message)
+        with write_batch():
+            for line in lines:
+                _take(line, session, tg, handle_nowait)
+
+
+def _take(
+    line: bytes,
+    session: McpServerSession,
+    tg: anyio.abc.TaskGroup,
+    handle_nowait: Callable[[Message | DecodeError], bool],
+) -> None:
+    try:
+        decoded = decode_message(line)
+    except DecodeError as exc:
+        tg.start_soon(session.handle, exc)
+        return
+    except (RecursionError, UnicodeError, ValueError) as exc:
+        # The decoder is meant to be total; never let one line end the session.
+        tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
+        return
+    for message in decoded if isinstance(decoded, list) else [decoded]:
+        if not handle_nowait(message):
+            tg.start_soon(session.handle, message)
 
 
 async def serve_stdio(

@@ -8,6 +8,7 @@ streamable HTTP, legacy SSE, WebSocket) behind one :class:`Transport` protocol, 
 from importlib import metadata as _metadata
 
 from funnel_transports._backoff import Backoff
+from funnel_transports._batch import Deferrable, defer, write_batch
 from funnel_transports._errors import (
     AuthRequired,
     ConnectError,
@@ -80,6 +81,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "DecodeError",
+    "Deferrable",
     "DiscoverResult",
     "ErrorObject",
     "ErrorResponse",
@@ -118,10 +120,12 @@ __all__ = [
     "WebSocketTransport",
     "__version__",
     "decode_message",
+    "defer",
     "encode_message",
     "from_raw",
     "header_params",
     "hosted_tasks",
     "param_headers",
     "to_raw",
+    "write_batch",
 ]

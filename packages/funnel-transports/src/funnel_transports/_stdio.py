@@ -48,6 +48,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from funnel_transports._batch import defer, write_batch
 from funnel_transports._errors import (
     ConnectError,
     ConnectionLost,
@@ -143,6 +144,7 @@ class StdioTransport:
         self._process: subprocess.Popen[bytes] | None = None
         self._stdin_fd = -1
         self._queue: deque[memoryview] = deque()
+        self._batched: list[bytes] = []
         self._queued = 0
         self._write_wake = anyio.Event()
         self._drained = anyio.Event()
@@ -278,6 +280,27 @@ class StdioTransport:
         if self._queue:
             self._enqueue(memoryview(data))
             return
+        if self._batched or defer(self):
+            # Within a reader's batch: written with the rest of the batch, in order.
+            self._batched.append(data)
+            return
+        self._write_now(data)
+
+    def flush(self) -> None:
+        """Write what a batch collected, in one system call (see :func:`write_batch`)."""
+        if not self._batched:
+            return
+        data = b"".join(self._batched)
+        self._batched.clear()
+        try:
+            self._write_now(data)
+        except TransportError as exc:
+            logger.debug("[%s] %s", self._name, exc)
+
+    def _write_now(self, data: bytes) -> None:
+        if self._queue:
+            self._enqueue(memoryview(data))
+            return
         try:
             written = os.write(self._stdin_fd, data)
         except BlockingIOError:
@@ -364,8 +387,9 @@ class StdioTransport:
                     continue
                 if not chunk:
                     break
-                for line in framer.feed(chunk):
-                    self._deliver(line)
+                with write_batch():
+                    for line in framer.feed(chunk):
+                        self._deliver(line)
                 streak += 1
                 if streak >= _READS_BEFORE_YIELD:
                     streak = 0
