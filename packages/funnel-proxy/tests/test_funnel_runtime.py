@@ -86,6 +86,7 @@ class Client:
 
 
 def text(result: Any) -> str:
+    assert "content" in result, result
     return str(result["content"][0]["text"])
 
 

@@ -306,7 +306,11 @@ class Backend:
             TransportError: The call failed on the way (connection lost, timeout).
         """
         seconds = timeout if timeout is not None else self.request_timeout
-        if self.session is None and self._state.status in ("connecting", "reconnecting"):
+        if self.session is None and self._state.status in (
+            "connecting",
+            "reconnecting",
+            "connected",
+        ):
             await self._wait_for_connection(min(seconds or math.inf, _ON_DEMAND_WAIT))
         session = self._live_session()
         try:
@@ -494,12 +498,13 @@ class Backend:
             tg.start_soon(self._relister, session)
             reason = await session.wait_closed()
             tg.cancel_scope.cancel()
+        # Never "connected" without a session: the status changes the moment it ends.
         if self._wake.is_set():
-            self._publish(status=self._state.status, error="reconnect requested")
+            self._publish(status="reconnecting", error="reconnect requested")
         elif reason is not None:
             if isinstance(reason, SessionExpired):
                 self._expired = True
-            self._publish(status=self._state.status, error=str(reason))
+            self._publish(status="reconnecting", error=str(reason))
             logger.warning("[%s] disconnected: %s", self.name, reason)
 
     async def _relister(self, session: ClientSession) -> None:
