@@ -24,3 +24,14 @@ def test_the_readme_example_runs(
     assert out[0] == "modern 2026-07-28"
     assert out[1].endswith("Echo: hi")
     assert "'echo'" in out[1]
+
+
+def test_the_bad_input_example_runs(tmp_path: Path) -> None:
+    (example,) = (
+        block
+        for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+        if "MAX_DEPTH" in block
+    )
+    script = tmp_path / "bad_input.py"
+    script.write_text(example)
+    runpy.run_path(str(script), run_name="__main__")

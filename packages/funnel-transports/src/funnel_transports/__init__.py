@@ -15,6 +15,7 @@ from funnel_transports._errors import (
     ConnectionLost,
     DecodeError,
     HttpStatusError,
+    InvalidParams,
     InvalidRequest,
     MessageTooLarge,
     NegotiationError,
@@ -29,6 +30,7 @@ from funnel_transports._framing import LineFramer
 from funnel_transports._http import StreamableHttpTransport
 from funnel_transports._inbox import Inbox
 from funnel_transports._jsonrpc import (
+    MAX_DEPTH,
     ErrorObject,
     ErrorResponse,
     Message,
@@ -39,7 +41,9 @@ from funnel_transports._jsonrpc import (
     decode_message,
     encode_message,
     from_raw,
+    recover_request_id,
     to_raw,
+    validate_params,
 )
 from funnel_transports._mcp import (
     HANDSHAKE_VERSIONS,
@@ -74,6 +78,7 @@ __version__ = _metadata.version("funnel-transports")  # one source: pyproject.to
 __all__ = [
     "HANDSHAKE_VERSIONS",
     "LATEST_VERSION",
+    "MAX_DEPTH",
     "MODERN_VERSIONS",
     "AuthRequired",
     "Backoff",
@@ -91,6 +96,7 @@ __all__ = [
     "Inbox",
     "InitializeResult",
     "InvalidHeaderAnnotation",
+    "InvalidParams",
     "InvalidRequest",
     "LineFramer",
     "Message",
@@ -126,6 +132,8 @@ __all__ = [
     "header_params",
     "hosted_tasks",
     "param_headers",
+    "recover_request_id",
     "to_raw",
+    "validate_params",
     "write_batch",
 ]

@@ -5,7 +5,8 @@ The tree is drawn by what a caller does about each branch::
     TransportError                    anything from this package
     ├── DecodeError                   a message that is not valid JSON-RPC; carries `code`
     │   ├── ParseError                  -32700: not JSON at all
-    │   └── InvalidRequest              -32600: JSON, but not a JSON-RPC message
+    │   ├── InvalidRequest              -32600: JSON, but not a JSON-RPC message
+    │   └── InvalidParams               -32602: params unsafe to pass on (bad UTF-8, too deep)
     ├── MessageTooLarge               a peer sent more than the configured maximum
     ├── TransportClosed               the transport was closed cleanly; stop reading
     ├── ConnectError                  could not start or reach the peer; retry with backoff
@@ -36,6 +37,7 @@ __all__ = [
     "ConnectionLost",
     "DecodeError",
     "HttpStatusError",
+    "InvalidParams",
     "InvalidRequest",
     "MessageTooLarge",
     "NegotiationError",
@@ -97,13 +99,33 @@ class InvalidRequest(DecodeError):
     code = INVALID_REQUEST
 
 
-class MessageTooLarge(TransportError):
-    """A peer sent a message larger than the transport accepts."""
+class InvalidParams(DecodeError):
+    """Params or arguments that must not be passed on (JSON-RPC code -32602).
 
-    def __init__(self, size: int, limit: int, *, peer: str = "peer") -> None:
+    Raised by :func:`~funnel_transports.validate_params` for JSON that msgspec accepted
+    inside a :class:`msgspec.Raw` but a peer might not: invalid UTF-8, unpaired
+    surrogate escapes, nesting beyond the bound.
+    """
+
+    code = INVALID_PARAMS
+
+
+class MessageTooLarge(TransportError):
+    """A peer sent a message larger than the transport accepts.
+
+    Attributes:
+        size: How many bytes had arrived when the limit was passed.
+        limit: The limit.
+        head: The first bytes of the oversized message (at most 256), from which a
+            caller may recover its id (:func:`~funnel_transports.recover_request_id`)
+            and fail or answer just that request.
+    """
+
+    def __init__(self, size: int, limit: int, *, peer: str = "peer", head: bytes = b"") -> None:
         super().__init__(f"{peer} sent a message of at least {size} bytes; the limit is {limit}")
         self.size = size
         self.limit = limit
+        self.head = head
 
 
 class TransportClosed(TransportError):
