@@ -515,3 +515,15 @@ def test_deep_recursion_limit_is_untouched() -> None:
     with pytest.raises(ParseError):
         decode_message(b'{"jsonrpc":"2.0","id":1,"result":' + _nested(10_000) + b"}")
     assert sys.getrecursionlimit() == limit
+
+
+def test_an_id_inside_params_is_never_taken_for_the_messages_id() -> None:
+    assert recover_request_id(b'{"jsonrpc":"2.0","method":"x","params":{"id":5') is None
+    assert recover_request_id(b'{"jsonrpc":"2.0","method":"x","params":[{"id":5') is None
+    assert recover_request_id(b'{"jsonrpc":"2.0","id":5,"method":"x","params":{"id":6') == 5
+
+
+def test_a_parse_error_after_a_readable_id_is_addressed_to_it() -> None:
+    with pytest.raises(ParseError) as caught:
+        decode_message(b'{"jsonrpc":"2.0","id":"q","method":"x","params":{"s":"\\ud800"}}')
+    assert caught.value.request_id == "q"

@@ -220,6 +220,12 @@ def recover_request_id(head: bytes) -> RequestId | None:
     match = _ID_PATTERN.search(head[:4096])
     if match is None:
         return None
+    # Only a member of the envelope itself: an "id" inside params (a notification's, say)
+    # must not address an error to some other request. Conservative: a brace or bracket
+    # inside an earlier string also makes it give up.
+    before = head[: match.start()]
+    if before.count(b"{") != 1 or b"[" in before or not before.lstrip().startswith(b"{"):
+        return None
     token = match.group(1)
     try:
         value = msgspec.json.decode(token)
@@ -341,7 +347,9 @@ def decode_message(
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"not a JSON-RPC message: {exc}") from exc
     except msgspec.DecodeError as exc:
-        raise ParseError(f"invalid JSON: {exc}") from exc
+        raise ParseError(
+            f"invalid JSON: {exc}", request_id=recover_request_id(data[:4096])
+        ) from exc
     except RecursionError as exc:
         raise ParseError(
             "invalid JSON: nested too deeply", request_id=recover_request_id(data[:4096])

@@ -1,0 +1,1 @@
+"""The fault suite: hostile input and misbehaving backends against funnel-server."""
