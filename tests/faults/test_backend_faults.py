@@ -173,6 +173,7 @@ async def test_a_backend_stopped_with_sigstop_blocks_nobody_and_resumes(
     await funnel.assert_serving()
 
 
+@pytest.mark.slow
 async def test_a_notification_flood_keeps_progress_before_the_result_and_memory_flat(
     funnel: StdioSession,
 ) -> None:
@@ -199,10 +200,10 @@ async def test_a_notification_flood_keeps_progress_before_the_result_and_memory_
         assert order[-1] == "reply", "a progress notification arrived after the result"
 
     try:
-        await flood("warm", 2000)
+        await flood("warm", 1000)
         before = rss_kib(funnel.funnel.pid)
         for round_ in range(3):
-            await flood(f"t{round_}", 5000)
+            await flood(f"t{round_}", 3000)
         after = rss_kib(funnel.funnel.pid)
     finally:
         funnel.keep_notifications = True
@@ -210,6 +211,7 @@ async def test_a_notification_flood_keeps_progress_before_the_result_and_memory_
     await funnel.assert_serving()
 
 
+@pytest.mark.slow
 async def test_a_list_changed_flood_is_absorbed(funnel: StdioSession) -> None:
     await funnel.ensure()
     funnel.keep_notifications = False

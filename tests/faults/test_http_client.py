@@ -81,10 +81,12 @@ class HttpFunnel:
         assert self.session is not None
         return {**MCP_HEADERS, "Mcp-Session-Id": self.session, "MCP-Protocol-Version": self.version}
 
-    async def post(self, body: bytes) -> tuple[httpx.Response, list[dict[str, Any]]]:
+    async def post(
+        self, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[httpx.Response, list[dict[str, Any]]]:
         """POST a body to /mcp; the JSON-RPC messages of the answer (JSON or SSE)."""
         async with self.client() as http:
-            response = await http.post("/mcp", content=body, headers=self.headers())
+            response = await http.post("/mcp", content=body, headers=headers or self.headers())
         assert "Traceback" not in response.text
         kind = response.headers.get("content-type", "")
         if kind.startswith("text/event-stream"):
@@ -160,6 +162,7 @@ async def test_a_hostile_mcp_body_gets_a_clear_answer(server: HttpFunnel, probe:
     await server.assert_serving()
 
 
+@pytest.mark.slow
 async def test_a_huge_mcp_body_is_refused_with_413_or_400(server: HttpFunnel) -> None:
     await server.ensure()
     with anyio.fail_after(30):
@@ -192,6 +195,44 @@ async def test_an_mcp_body_that_is_not_declared_json_is_refused(server: HttpFunn
             "/mcp", content=b"\xff\xfe", headers={**server.headers(), "Content-Type": "text/plain"}
         )
     assert response.status_code in (400, 415), response.text
+    await server.assert_serving()
+
+
+MODERN_BODIES: list[tuple[str, bytes, bool]] = [
+    ("no-meta", b'{"jsonrpc":"2.0","id":"m","method":"tools/list"}', False),
+    (
+        "version-is-number",
+        b'{"jsonrpc":"2.0","id":"m","method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":5}}}',
+        False,
+    ),
+    (
+        "meta-is-string",
+        b'{"jsonrpc":"2.0","id":"m","method":"tools/list","params":{"_meta":"x"}}',
+        False,
+    ),
+    (
+        "capabilities-is-string",
+        b'{"jsonrpc":"2.0","id":"m","method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":"x"}}}',
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "ok"), MODERN_BODIES, ids=[name for name, _, _ in MODERN_BODIES]
+)
+async def test_a_stateless_request_with_bad_meta_gets_a_clear_answer(
+    server: HttpFunnel, name: str, body: bytes, ok: bool
+) -> None:
+    await server.ensure()
+    headers = {**MCP_HEADERS, "MCP-Protocol-Version": "2026-07-28"}
+    with anyio.fail_after(PROBE):
+        response, messages = await server.post(body, headers)
+    assert response.status_code in (200, 400), f"{response.status_code}: {response.text[:300]}"
+    replies = [m for m in messages if m.get("id") in ("m", None) and "method" not in m]
+    assert replies, f"no JSON-RPC answer: {response.text[:300]}"
+    if not ok:
+        assert "error" in replies[-1], replies[-1]
     await server.assert_serving()
 
 

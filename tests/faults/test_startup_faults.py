@@ -16,6 +16,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["hang-init", "crash-init", "deep-init"])
 async def test_a_backend_failing_at_start_delays_and_endangers_nothing(
     tmp_path: Path, mode: str

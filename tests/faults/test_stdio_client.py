@@ -52,6 +52,7 @@ async def test_a_hostile_line_gets_a_clear_answer_and_the_session_survives(
     await funnel.assert_serving()
 
 
+@pytest.mark.slow
 async def test_a_line_over_the_size_limit_is_refused_and_the_session_survives(
     funnel: StdioSession,
 ) -> None:
@@ -83,6 +84,7 @@ async def test_a_batch_is_answered_or_refused_as_a_whole_and_the_session_survive
     await funnel.assert_serving()
 
 
+@pytest.mark.slow
 async def test_a_flood_of_requests_and_notifications_leaves_memory_flat(
     funnel: StdioSession,
 ) -> None:
@@ -103,10 +105,10 @@ async def test_a_flood_of_requests_and_notifications_leaves_memory_flat(
                 assert "result" in await funnel.reply_to(rid, timeout=60)
 
     try:
-        await flood(2000)  # warm up allocators and caches
+        await flood(1000)  # warm up allocators and caches
         before = rss_kib(funnel.funnel.pid)
         for _ in range(3):
-            await flood(5000)
+            await flood(2000)
         after = rss_kib(funnel.funnel.pid)
     finally:
         funnel.keep_notifications = True

@@ -592,6 +592,17 @@ CORPUS: list[Hostile] = [
         ok=True,
     ),
     Hostile(
+        "meta-version-is-number",
+        b'{"jsonrpc":"2.0","id":"__ID__","method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":5}}}',
+        frozenset({PARAMS, INVALID, -32022, -32020}),
+    ),
+    Hostile(
+        "meta-is-array",
+        b'{"jsonrpc":"2.0","id":"__ID__","method":"tools/list","params":{"_meta":[1]}}',
+        frozenset({PARAMS, INVALID}),
+        ok=True,
+    ),
+    Hostile(
         "lone-surrogate-escape",
         _call(b'{"message":"\\ud800"}'),
         frozenset({PARSE, PARAMS}),
