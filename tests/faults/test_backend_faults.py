@@ -57,7 +57,7 @@ async def remote(funnel: StdioSession, http_backend: HttpBackend) -> AsyncIterat
 @pytest.fixture(autouse=True)
 async def _independent(funnel: StdioSession) -> AsyncIterator[None]:
     yield
-    if funnel.funnel.alive and not await _answers(funnel, "hostile__echo"):
+    if funnel.serving and not await _answers(funnel, "hostile__echo"):
         await funnel.heal("hostile")
 
 

@@ -201,8 +201,14 @@ class StdioSession:
         self.log: list[tuple[str, object]] = []  # ("reply"|"note", id/token) in order
         self.invalid_utf8_lines = 0
         self.keep_notifications = True
+        self.eof = False  # funnel closed its stdout: it is ending, whatever returncode says
+
+    @property
+    def serving(self) -> bool:
+        return self.funnel.alive and not self.eof
 
     async def start(self, init_timeout: float = 60) -> None:
+        self.eof = False
         await self.funnel.start()
         assert self.funnel.process is not None
         self._tg.start_soon(self._read, self.funnel.process)
@@ -220,7 +226,7 @@ class StdioSession:
 
     async def ensure(self) -> None:
         """Start a fresh process if the last probe killed this one."""
-        if not self.funnel.alive:
+        if not self.serving:
             await self.funnel.stop()
             self._replies.clear()
             self.orphans.clear()
@@ -238,6 +244,7 @@ class StdioSession:
                     self._line(line)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
+        self.eof = True
         self._arrived.set()
 
     def _line(self, line: bytes) -> None:
@@ -283,14 +290,14 @@ class StdioSession:
 
     def _why(self, what: str) -> str:
         tail = "\n".join(self.funnel.stderr_text().splitlines()[-15:])
-        state = "alive" if self.funnel.alive else "EXITED"
+        state = "alive" if self.serving else "EXITED"
         return f"{what}; funnel-server {state}; its stderr ends:\n{tail}"
 
     async def _until(self, ready: Any, timeout: float, what: str) -> None:
         try:
             with anyio.fail_after(timeout):
                 while not ready():
-                    if not self.funnel.alive:
+                    if not self.serving:
                         raise AssertionError(self._why(f"{what}: funnel-server exited"))
                     await self._arrived.wait()
         except TimeoutError:
@@ -358,7 +365,7 @@ class StdioSession:
 
     async def assert_serving(self) -> None:
         """The process is alive, has printed no traceback, and the healthy backend answers."""
-        assert self.funnel.alive, f"funnel-server exited:\n{self.funnel.stderr_text()[-3000:]}"
+        assert self.serving, f"funnel-server exited:\n{self.funnel.stderr_text()[-3000:]}"
         reply = await self.call("healthy__echo", {"message": "still here"})
         assert result_text(reply) == ECHO_OK, reply
         self.funnel.assert_no_traceback()

@@ -8,7 +8,9 @@ Usage (from the repository root)::
 The baseline is the ``_jsonrpc.py`` of another git revision, loaded from ``git show``
 into a module of its own, so both versions run in this one process, interleaved in
 rounds (machine noise lands on both sides of each ratio). A third column is the floor:
-msgspec decoding the envelope alone, which no total decoder can beat.
+msgspec decoding the envelope alone, which no total decoder can beat; the last is the
+new decoder with the fixed nesting bound (``max_depth=MAX_DEPTH``) a server applies to
+its clients' input.
 
 Messages: a small request, a ``tools/call`` result of about 2 KB, a non-ASCII result,
 a 5,000-tool ``tools/list`` result (about 1.5 MB, thousands of brackets: the case that
@@ -113,24 +115,31 @@ def main() -> None:
     after = _load(None)
     floor = before._any_decoder.decode  # the bare msgspec envelope decode
 
+    def bounded(data: bytes) -> object:
+        return after.decode_message(data, max_depth=after.MAX_DEPTH)
+
     print(f"python {sys.version.split()[0]}, msgspec {msgspec.__version__}")
     print(f"baseline: {args.baseline}; median of {args.rounds} rounds, microseconds per message")
-    header = f"{'message':<32}{'msgspec floor':>14}{'before':>10}{'after':>10}{'after/before':>14}"
+    header = (
+        f"{'message':<32}{'msgspec floor':>14}{'before':>10}{'after':>10}{'after/before':>14}"
+        f"{'max_depth=128':>15}{'/before':>9}"
+    )
     print(header)
     print("-" * len(header))
     for name, data in _messages().items():
         number = max(20, 200_000 // max(len(data), 1))
-        samples: dict[str, list[float]] = {"floor": [], "before": [], "after": []}
+        samples: dict[str, list[float]] = {"floor": [], "before": [], "after": [], "bounded": []}
         for _ in range(args.rounds):
             samples["floor"].append(_time(floor, data, number))
             samples["before"].append(_time(before.decode_message, data, number))
             samples["after"].append(_time(after.decode_message, data, number))
-        floor_us, before_us, after_us = (
-            statistics.median(samples[k]) * 1e6 for k in ("floor", "before", "after")
+            samples["bounded"].append(_time(bounded, data, number))
+        floor_us, before_us, after_us, bounded_us = (
+            statistics.median(samples[k]) * 1e6 for k in ("floor", "before", "after", "bounded")
         )
         print(
             f"{name:<32}{floor_us:>14.2f}{before_us:>10.2f}{after_us:>10.2f}"
-            f"{after_us / before_us:>13.2f}x"
+            f"{after_us / before_us:>13.2f}x{bounded_us:>15.2f}{bounded_us / before_us:>8.2f}x"
         )
 
 
