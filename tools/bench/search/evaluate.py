@@ -356,13 +356,18 @@ def speed(entries: list[SearchEntry], labelled: list[tuple[str, dict[str, int]]]
 
 async def _stdio(queries_: Sequence[str]) -> tuple[list[float], list[float], int]:
     sys.path.insert(0, str(HERE.parent))
-    from _common import Workspace, funnel_command, session
+    from _common import Workspace, funnel_command
     from _surface import SERVERS, _servers
+
+    from funnel_transports import ClientSession, StdioTransport
 
     ws = Workspace()
     try:
         command = funnel_command(ws, _servers(), exposeTools=[])
-        async with command.transport("funnel") as transport, session(transport) as client:
+        transport = StdioTransport(
+            command.argv[0], command.argv[1:], env=dict(command.env), name="funnel"
+        )
+        async with transport, ClientSession(transport, mode="legacy") as client:
             listed = await client.list_tools()
             assert len(listed) == 4, "core tools mode lists only the core tools"
             searches: list[float] = []
