@@ -62,7 +62,7 @@ from funnel_server._middleware import SecurityMiddleware
 from funnel_server._security import InboundAuth, OriginPolicy
 from funnel_server._settings import AppSettings
 from funnel_server._ws import WsConnection
-from funnel_transports import RequestTimeout, RpcError, TransportError, from_raw
+from funnel_transports import DecodeError, RequestTimeout, RpcError, TransportError, from_raw
 
 __all__ = [
     "AppSettings",
@@ -280,6 +280,15 @@ LOGIN_PAGE: Final = _page(
     '<form method=get action="/"><input name=token type=password autocomplete=off '
     'aria-label="API token" placeholder="API token" required><button>Sign in</button></form>',
 )
+
+
+def _bad_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """400 for a request body that cannot be decoded at all."""
+    reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deep"
+    return Response(
+        content={"status_code": 400, "detail": f"Invalid request body: {reason}"},
+        status_code=400,
+    )
 
 
 def _auth_http_error(exc: AuthError, server: str) -> HTTPException:
@@ -570,6 +579,8 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
             ) from None
         except BackendUnavailable as exc:
             raise ServiceUnavailableException(detail=str(exc)) from None
+        except DecodeError as exc:  # arguments funnel will not pass on (InvalidParams)
+            raise ClientException(detail=str(exc), extra={"code": exc.code}) from None
         except RpcError as exc:
             raise HTTPException(
                 status_code=502, detail=exc.message, extra={"code": exc.code}
@@ -691,6 +702,9 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
             mcp,
         ],
         middleware=[SecurityMiddleware(auth, policy, login_page=LOGIN_PAGE)],
+        # A body msgspec cannot take (invalid UTF-8, nesting beyond its stack) is the
+        # client's error, answered 400 like any other malformed body, never a 500.
+        exception_handlers={UnicodeDecodeError: _bad_body, RecursionError: _bad_body},
         openapi_config=OpenAPIConfig(
             title="funnel-server",
             version=settings.version,

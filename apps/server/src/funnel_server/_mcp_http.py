@@ -730,7 +730,11 @@ def _progress_token(request: Request) -> Any:
         meta = from_raw(request.params, _Meta).meta
     except DecodeError:
         return None
-    return meta.get("progressToken") if isinstance(meta, dict) else None
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    # A progress token is a string or an integer; anything else is not one we can route.
+    if isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool)):
+        return token
+    return None
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -44,10 +44,11 @@ from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 from msgspec import UNSET, Raw, UnsetType
 
+from funnel_auth import AuthError, redact
 from funnel_proxy import BackendState, BackendUnavailable, Funnel, FunnelEvent, ToolNotFound
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._logs import LogBuffer, LogEntry
-from funnel_transports import RpcError, TransportError
+from funnel_transports import DecodeError, RpcError, TransportError
 
 __all__ = [
     "EVENT_KINDS",
@@ -373,6 +374,10 @@ class WsConnection:
         except msgspec.DecodeError as exc:
             self._answer(ErrorMessage(message=f"invalid message: {exc}"))
             return
+        except (UnicodeDecodeError, RecursionError):
+            # Not UTF-8, or nested beyond msgspec's stack: refused like any bad frame.
+            self._answer(ErrorMessage(message="invalid message: not UTF-8 JSON or nested too deep"))
+            return
         if isinstance(message, Subscribe | Unsubscribe):
             unknown = [kind for kind in message.events if kind not in (*EVENT_KINDS, "*")]
             if unknown:
@@ -489,8 +494,11 @@ class WsConnection:
                 except RpcError as exc:
                     self._answer(ToolError(id=execution, error=exc.message, code=exc.code))
                     return
-                except (BackendUnavailable, TransportError) as exc:
-                    self._answer(ToolError(id=execution, error=str(exc), code=-32000))
+                except DecodeError as exc:  # arguments funnel will not pass on
+                    self._answer(ToolError(id=execution, error=str(exc), code=exc.code))
+                    return
+                except (BackendUnavailable, TransportError, AuthError) as exc:
+                    self._answer(ToolError(id=execution, error=redact(str(exc)), code=-32000))
                     return
                 duration = round((time.perf_counter() - started) * 1000, 1)
                 self._answer(ToolResult(id=execution, result=result, duration_ms=duration))

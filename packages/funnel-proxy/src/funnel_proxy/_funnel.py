@@ -66,6 +66,7 @@ from funnel_transports import (
     DecodeError,
     ErrorResponse,
     Implementation,
+    InvalidParams,
     Notification,
     Outcome,
     ProgressHandler,
@@ -77,6 +78,7 @@ from funnel_transports import (
     from_raw,
     hosted_tasks,
     to_raw,
+    validate_params,
 )
 
 __all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
@@ -175,6 +177,21 @@ def tool_outcome(result: Raw) -> str:
     if b'"isError"' not in data:
         return "success"
     return "error" if b'"isError":true' in data.replace(b" ", b"") else "success"
+
+
+def checked_arguments(arguments: Raw | Mapping[str, Any] | None) -> Raw | None:
+    """A tool call's arguments as raw JSON, refused unless safe to pass on.
+
+    Raises:
+        InvalidParams: Not an object, not valid UTF-8, or nested too deep (-32602).
+    """
+    if arguments is None:
+        return None
+    raw = arguments if isinstance(arguments, Raw) else to_raw(arguments)
+    if not bytes(memoryview(raw)[:1]) == b"{":
+        raise InvalidParams("arguments must be an object")
+    validate_params(raw, what="arguments")
+    return raw
 
 
 def _ms_since(started: float) -> float:
@@ -864,13 +881,11 @@ class Funnel:
         on_progress: ProgressHandler | None,
         extra: Mapping[str, Any] | None,
     ) -> Raw:
+        checked = checked_arguments(arguments)
         if entry.server == CORE_SERVER and self.core.offers(entry.name):
-            raw_arguments = (
-                arguments if isinstance(arguments, Raw) or arguments is None else to_raw(arguments)
-            )
-            return await self.core.call(entry.name, raw_arguments, on_progress=on_progress)
+            return await self.core.call(entry.name, checked, on_progress=on_progress)
         return await self._backend(entry.server).request(
-            "tools/call", _call_params(entry, arguments, meta, extra), on_progress=on_progress
+            "tools/call", _call_params(entry, checked, meta, extra), on_progress=on_progress
         )
 
     def start_tool_call(
@@ -901,6 +916,7 @@ class Funnel:
             or session.era != "legacy"
         ):
             return None
+        checked = checked_arguments(arguments)
         context = self.admit(entry)
         started = time.perf_counter()
 
@@ -916,7 +932,7 @@ class Funnel:
 
         request_id = session.start_request(
             "tools/call",
-            _call_params(entry, arguments, meta, None),
+            _call_params(entry, checked, meta, None),
             done,
             timeout=backend.request_timeout,
             on_progress=on_progress,

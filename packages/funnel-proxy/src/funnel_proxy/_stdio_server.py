@@ -30,6 +30,7 @@ from funnel_proxy._dispatcher import McpServerSession
 from funnel_proxy._funnel import Funnel
 from funnel_transports import (
     DecodeError,
+    InvalidRequest,
     LineFramer,
     Message,
     MessageTooLarge,
@@ -37,6 +38,7 @@ from funnel_transports import (
     decode_message,
     defer,
     encode_message,
+    recover_request_id,
     write_batch,
 )
 
@@ -214,14 +216,18 @@ async def _pump(read: Reader, session: McpServerSession, tg: anyio.abc.TaskGroup
     framer = LineFramer(_MAX_MESSAGE_SIZE, peer="the client")
     handle_nowait = session.handle_nowait
     while chunk := await read():
-        try:
-            lines = framer.feed(chunk)
-        except MessageTooLarge as exc:
-            logger.error("%s; closing the stdio session", exc)
-            return
         with write_batch():
-            for line in lines:
-                _take(line, session, tg, handle_nowait)
+            for line in framer.feed(chunk, skip_oversized=True):
+                if isinstance(line, MessageTooLarge):
+                    # The line is dropped, the stream resumes after it; the client hears why.
+                    logger.warning("%s; skipped it", line)
+                    tg.start_soon(session.handle, _too_large(line))
+                else:
+                    _take(line, session, tg, handle_nowait)
+
+
+def _too_large(exc: MessageTooLarge) -> InvalidRequest:
+    return InvalidRequest(str(exc), request_id=recover_request_id(exc.head))
 
 
 def _take(

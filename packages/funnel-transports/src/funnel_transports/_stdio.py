@@ -50,6 +50,7 @@ import anyio.lowlevel
 
 from funnel_transports._batch import defer, write_batch
 from funnel_transports._errors import (
+    INTERNAL_ERROR,
     ConnectError,
     ConnectionLost,
     DecodeError,
@@ -59,7 +60,13 @@ from funnel_transports._errors import (
 )
 from funnel_transports._framing import LineFramer
 from funnel_transports._inbox import Inbox, MessageSink
-from funnel_transports._jsonrpc import Message, decode_message, encode_message
+from funnel_transports._jsonrpc import (
+    ErrorObject,
+    ErrorResponse,
+    Message,
+    decode_message,
+    encode_message,
+)
 from funnel_transports._tasks import TaskHost, hosted_tasks
 
 __all__ = ["StdioTransport"]
@@ -417,6 +424,7 @@ class StdioTransport:
             logger.warning(
                 "[%s] skipped output that is not JSON-RPC (%s): %s", self._name, exc, _preview(line)
             )
+            self._answer_unreadable(line, exc)
             return
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("[%s] ← %s", self._name, _preview(line))
@@ -428,6 +436,27 @@ class StdioTransport:
                     self._inbox.put(item)
         else:
             self._inbox.put(decoded)
+
+    def _answer_unreadable(self, line: bytes, exc: DecodeError) -> None:
+        """An answer that could not be read still ends its request, with an error.
+
+        Only when its beginning shows a response (``result`` or ``error``, no ``method``):
+        the id of a request *from* the server must never be taken for one of ours.
+        """
+        head = line[:256]
+        if exc.request_id is None or b'"method"' in head:
+            return
+        if b'"result"' not in head and b'"error"' not in head:
+            return
+        self._inbox.put(
+            ErrorResponse(
+                id=exc.request_id,
+                error=ErrorObject(
+                    code=INTERNAL_ERROR,
+                    message=f"{self._name} sent an answer funnel could not read: {exc}",
+                ),
+            )
+        )
 
     async def _read_stderr(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stderr is not None  # noqa: S101 - opened with stderr=PIPE above
