@@ -317,6 +317,19 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str:
 
 
 @server.tool()
+async def test_streaming_elicitation(ctx: Context) -> str:
+    """Ask the user mid-call; in the stateless era that must come back as an input request."""
+    return await _elicit(ctx, "Please answer", Answer, "User response")
+
+
+@server.tool()
+async def test_logging_tool(ctx: Context) -> str:
+    """Log one message (sent only when the request asked for a log level)."""
+    await ctx.info("test_logging_tool ran")
+    return "logged"
+
+
+@server.tool()
 async def test_missing_capability(ctx: Context) -> str:
     """Refuse with a JSON-RPC error unless the client declared sampling."""
     capabilities = ctx.session.client_capabilities
