@@ -173,8 +173,8 @@ def _run(
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
-        raw = exc.stdout
-        output = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+        # TimeoutExpired carries bytes even when the run was in text mode.
+        output = exc.stdout.decode(errors="replace") if exc.stdout else ""
         return Outcome(-1, _checks(out), f"harness did not finish in {timeout} s\n{output}")
     return Outcome(done.returncode, _checks(out), done.stdout + done.stderr)
 
