@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -31,6 +33,9 @@ from funnel_proxy import FunnelConfig
 from funnel_server._app import AppSettings, create_app
 from funnel_server._calls import ServerFunnel
 from support.peers import REPO, listening_socket
+from support.stdio_bridge import stdio_bridge
+
+FUNNEL = str(Path(sys.executable).with_name("funnel-server"))
 
 __all__ = [
     "REVISIONS",
@@ -38,6 +43,7 @@ __all__ = [
     "Outcome",
     "Revision",
     "funnel_http",
+    "funnel_stdio",
     "run_client",
     "run_server",
     "scenarios",
@@ -241,44 +247,68 @@ def with_token(app: ASGIApp, token: str = TOKEN) -> ASGIApp:
 
 
 @asynccontextmanager
-async def funnel_http(config: FunnelConfig) -> AsyncIterator[str]:
-    """funnel-server's app over ``config`` on 127.0.0.1 (a free port); yields the ``/mcp`` URL.
+async def _uvicorn(
+    app: Any, on_exit: Callable[[], None] = lambda: None
+) -> AsyncIterator[int]:  # any ASGI app
+    """Serve ``app`` on 127.0.0.1 (a free port) for the duration of the block; yields the port.
 
     The socket listens before uvicorn starts, so the first request simply queues.
     """
     sock = listening_socket()
-    port = sock.getsockname()[1]
+    port: int = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=2
+        )
+    )
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await server.serve([sock])
+        finally:
+            stopped.set()
+
     try:
-        async with ServerFunnel(config, ready_timeout=30.0) as funnel:
-            app = create_app(funnel, AppSettings(api_token=TOKEN))
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    with_token(app),
-                    log_config=None,
-                    access_log=False,
-                    lifespan="on",
-                    timeout_graceful_shutdown=2,
-                )
-            )
-            stopped = anyio.Event()
-
-            async def serve() -> None:
-                try:
-                    await server.serve([sock])
-                finally:
-                    stopped.set()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(serve)
-                try:
-                    yield f"http://127.0.0.1:{port}/mcp"
-                finally:
-                    app.state.mcp_endpoint.close_all()  # long-lived streams end at once
-                    server.should_exit = True
-                    with anyio.CancelScope(shield=True), anyio.fail_after(10):
-                        await stopped.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            try:
+                yield port
+            finally:
+                on_exit()
+                server.should_exit = True
+                with anyio.CancelScope(shield=True), anyio.fail_after(10):
+                    await stopped.wait()
     finally:
         sock.close()
+
+
+@asynccontextmanager
+async def funnel_http(config: FunnelConfig) -> AsyncIterator[str]:
+    """funnel-server's app over ``config`` behind the token pass-through; yields the ``/mcp`` URL."""
+    async with ServerFunnel(config, ready_timeout=30.0) as funnel:
+        app = create_app(funnel, AppSettings(api_token=TOKEN))
+        # close_all: funnel's long-lived /mcp streams end at once, so shutdown is quick.
+        async with _uvicorn(with_token(app), app.state.mcp_endpoint.close_all) as port:
+            yield f"http://127.0.0.1:{port}/mcp"
+
+
+@asynccontextmanager
+async def funnel_stdio(config: Mapping[str, object], workdir: Path) -> AsyncIterator[str]:
+    """``funnel-server --stdio`` over ``config`` behind the stdio bridge; yields its ``/mcp`` URL."""
+    path = workdir / ".mcp-funnel.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    argv = [FUNNEL, "--stdio", "--config", str(path), "--port", "0"]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "MCP_FUNNEL_HOME": str(workdir / "home"),
+        "FUNNEL_LOG_LEVEL": "WARNING",
+    }
+    async with (
+        stdio_bridge(argv, env=env, cwd=str(workdir)) as bridge,
+        _uvicorn(bridge, bridge.close_all) as port,
+    ):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 @contextmanager
