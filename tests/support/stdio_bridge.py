@@ -174,7 +174,7 @@ class StdioBridge:
             sender.close()
 
         try:
-            async with anyio.create_task_group() as tg:
+            async with receiver, anyio.create_task_group() as tg:
                 tg.start_soon(until_disconnected)
                 await _sse(send, receiver, [])
                 tg.cancel_scope.cancel()
