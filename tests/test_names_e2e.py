@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, types
 
 from funnel_proxy import load_config
 from funnel_server.testing import serving
@@ -68,16 +68,31 @@ async def test_two_transparent_backends_with_the_same_names_both_stay_reachable(
         env=env(tmp_path),
         cwd=str(tmp_path),
     )
+    expected = sorted(
+        [
+            *("echo", "add", "slow", "wait_forever"),
+            *("alpha__echo", "alpha__add", "alpha__slow", "alpha__wait_forever"),
+            *("n__echo", "n__add", "n__slow", "n__wait_forever"),
+        ]
+    )
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        nonlocal changed
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+            changed = anyio.Event()
+
     with anyio.fail_after(60):
-        async with Client(params, mode="legacy") as client:
-            names = sorted(tool.name for tool in (await client.list_tools()).tools)
-            assert names == sorted(
-                [
-                    *("echo", "add", "slow", "wait_forever"),
-                    *("alpha__echo", "alpha__add", "alpha__slow", "alpha__wait_forever"),
-                    *("n__echo", "n__add", "n__slow", "n__wait_forever"),
-                ]
-            )
+        async with Client(params, mode="legacy", message_handler=on_message) as client:
+            # funnel answers before its backends are up and announces them with list_changed.
+            while True:
+                announced = changed  # taken before listing: no announcement slips between
+                names = sorted(tool.name for tool in (await client.list_tools()).tools)
+                if names == expected:
+                    break
+                assert set(names) <= set(expected)
+                await announced.wait()
             texts = {}
             for name in ("echo", "alpha__echo", "n__echo"):
                 result = await client.call_tool(name, {"message": "hi"})

@@ -80,13 +80,39 @@ async def on_roots(context: ClientRequestContext) -> types.ListRootsResult | typ
     )
 
 
+class ListChanges:
+    """Counts ``notifications/tools/list_changed`` (the SDK client's message handler)."""
+
+    def __init__(self) -> None:
+        self.changed = anyio.Event()
+
+    async def __call__(self, message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    @staticmethod
+    async def wait(event: anyio.Event, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await event.wait()
+
+
+# funnel-server --stdio answers before its backend is connected and announces the
+# backend's tools with list_changed; a mock without tools announces nothing, so the
+# client waits this long at most before it takes an empty list for the answer.
+TOOLS_WAIT = 10.0
+
+
 class Run:
     """One scenario against one funnel."""
 
-    def __init__(self, client: Client, scenario: str, context: dict[str, Any]) -> None:
+    def __init__(
+        self, client: Client, scenario: str, context: dict[str, Any], changes: ListChanges
+    ) -> None:
         self.client = client
         self.scenario = scenario
         self.context = context
+        self.changes = changes
 
     async def call(self, name: str, arguments: dict[str, Any]) -> None:
         try:
@@ -97,7 +123,11 @@ class Run:
         log(f"tools/call {name}: isError={result.is_error}")
 
     async def tools(self) -> list[types.Tool]:
+        announced = self.changes.changed  # taken before listing: nothing slips between
         listed = await self.client.list_tools()
+        if not listed.tools:
+            await self.changes.wait(announced, TOOLS_WAIT)
+            listed = await self.client.list_tools()
         log(f"tools: {[tool.name for tool in listed.tools]}")
         return list(listed.tools)
 
@@ -165,13 +195,15 @@ async def run(url: str) -> int:
             env=env,
             cwd=tmp,
         )
+        changes = ListChanges()
         async with Client(
             params,
             elicitation_callback=on_elicit,
             sampling_callback=on_sample,
             list_roots_callback=on_roots,
+            message_handler=changes,
         ) as client:
-            await Run(client, scenario, context).main()
+            await Run(client, scenario, context, changes).main()
     return 0
 
 

@@ -308,6 +308,8 @@ async def funnel_stdio(config: Mapping[str, object], workdir: Path) -> AsyncIter
         stdio_bridge(argv, env=env, cwd=str(workdir)) as bridge,
         _uvicorn(bridge, bridge.close_all) as port,
     ):
+        with anyio.fail_after(60):
+            await bridge.wait_until_listed()
         yield f"http://127.0.0.1:{port}/mcp"
 
 

@@ -107,6 +107,48 @@ class StdioBridge:
         for target in targets:
             await self._deliver(target, message)
 
+    async def wait_until_listed(self) -> None:
+        """Be the process's first client until its backends' tools are listed.
+
+        ``funnel-server --stdio`` answers at once, before its backends are connected; a
+        harness run that came too early would judge an empty funnel. This initializes a
+        session on the pipe and lists tools until some are there, waiting for
+        ``notifications/tools/list_changed`` in between (bound it with ``fail_after``).
+        """
+        sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+        watcher = _Stream(sender)
+        self._streams.append(watcher)
+        try:
+            async with receiver:
+                await self._ask(
+                    "initialize",
+                    {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "stdio-bridge", "version": "1"},
+                    },
+                )
+                await self.write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                while not (await self._ask("tools/list", {})).get("result", {}).get("tools"):
+                    async for message in receiver:
+                        if message.get("method") == "notifications/tools/list_changed":
+                            break
+        finally:
+            self._streams.remove(watcher)
+
+    async def _ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+        self._next_id += 1
+        self._pending[self._next_id] = _Stream(sender, client_id=self._next_id)
+        await self.write(
+            {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
+        )
+        async with receiver:
+            async for message in receiver:
+                if "method" not in message:
+                    return message
+        raise RuntimeError(f"no answer to {method}")
+
     @staticmethod
     async def _deliver(stream: _Stream, message: dict[str, Any]) -> None:
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
