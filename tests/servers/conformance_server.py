@@ -17,6 +17,7 @@ import json
 from typing import Annotated, Any
 
 from mcp.server import ServerRequestContext
+from mcp.server.elicitation import render_elicitation_schema
 from mcp.server.mcpserver import Context, MCPServer, RequestStateSecurity
 from mcp.server.mcpserver.prompts.base import Prompt, UserMessage
 from mcp.shared.exceptions import MCPError
@@ -213,9 +214,20 @@ async def test_trigger_prompt_change(ctx: Context) -> str:
 # ---------------------------------------------------------------------- server → client
 
 
+def stateless(ctx: Context) -> bool:
+    """Whether this request is in the 2026-07-28 era, where a server asks through input
+    requests (SEP-2322) and cannot send requests of its own mid-call."""
+    return (ctx.protocol_version or "") >= "2026-07-28"
+
+
 @server.tool()
-async def test_sampling(prompt: str, ctx: Context) -> str:
+async def test_sampling(prompt: str, ctx: Context) -> str | InputRequiredResult:
     """Ask the client's model to complete ``prompt``."""
+    if stateless(ctx):
+        responses = ctx.input_responses or {}
+        if "sample" in responses:
+            return f"LLM response: {sampled_text(responses['sample'])}"
+        return InputRequiredResult(input_requests={"sample": sampling(prompt, 100)})
     try:
         result = await ctx.session.create_message(
             messages=[SamplingMessage(role="user", content=text(prompt))],
@@ -284,7 +296,24 @@ class Enums(BaseModel):
     )
 
 
-async def _elicit(ctx: Context, message: str, schema: type[BaseModel], label: str) -> str:
+async def _elicit(
+    ctx: Context, message: str, schema: type[BaseModel], label: str
+) -> str | InputRequiredResult:
+    if stateless(ctx):
+        responses = ctx.input_responses or {}
+        answer = responses.get("answer")
+        if isinstance(answer, ElicitResult):
+            accepted = answer.action == "accept"
+            content = (
+                schema.model_validate(answer.content or {}).model_dump_json() if accepted else "{}"
+            )
+            return f"{label}: action={answer.action}, content={content}"
+        request = ElicitRequest(
+            params=ElicitRequestFormParams(
+                message=message, requested_schema=render_elicitation_schema(schema)
+            )
+        )
+        return InputRequiredResult(input_requests={"answer": request})
     try:
         result = await ctx.elicit(message=message, schema=schema)
     except Exception as exc:
@@ -294,19 +323,19 @@ async def _elicit(ctx: Context, message: str, schema: type[BaseModel], label: st
 
 
 @server.tool()
-async def test_elicitation(message: str, ctx: Context) -> str:
+async def test_elicitation(message: str, ctx: Context) -> str | InputRequiredResult:
     """Ask the user ``message`` (one string answer)."""
     return await _elicit(ctx, message, Answer, "User response")
 
 
 @server.tool()
-async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
+async def test_elicitation_sep1034_defaults(ctx: Context) -> str | InputRequiredResult:
     """Ask with a default for every primitive type (SEP-1034)."""
     return await _elicit(ctx, "Please provide user information", Defaults, "Elicitation result")
 
 
 @server.tool()
-async def test_elicitation_sep1330_enums(ctx: Context) -> str:
+async def test_elicitation_sep1330_enums(ctx: Context) -> str | InputRequiredResult:
     """Ask with every enum schema form (SEP-1330)."""
     return await _elicit(
         ctx,
@@ -317,7 +346,7 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str:
 
 
 @server.tool()
-async def test_streaming_elicitation(ctx: Context) -> str:
+async def test_streaming_elicitation(ctx: Context) -> str | InputRequiredResult:
     """Ask the user mid-call; in the stateless era that must come back as an input request."""
     return await _elicit(ctx, "Please answer", Answer, "User response")
 
@@ -332,7 +361,7 @@ async def test_logging_tool(ctx: Context) -> str:
 @server.tool()
 async def test_missing_capability(ctx: Context) -> str:
     """Refuse with a JSON-RPC error unless the client declared sampling."""
-    capabilities = ctx.session.client_capabilities
+    capabilities = ctx.client_capabilities  # the session's, or this request's _meta (2026-07-28)
     if capabilities is None or capabilities.sampling is None:
         raise MCPError(
             code=MISSING_REQUIRED_CLIENT_CAPABILITY,

@@ -135,6 +135,7 @@ class StdioBridge:
                             break
         finally:
             self._streams.remove(watcher)
+            sender.close()
 
     async def _ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
@@ -222,6 +223,7 @@ class StdioBridge:
                 tg.cancel_scope.cancel()
         finally:
             self._streams.remove(stream)
+            sender.close()
 
     def close_streams(self) -> None:
         """End every GET stream."""
