@@ -33,8 +33,14 @@ from _common import (
 from _driver import StdioPeer
 from backend import server_name
 
-from funnel_proxy import Funnel, McpServerSession, Surface, parse_config
-from funnel_proxy._search import SearchEntry, SearchIndex
+from funnel_proxy import (
+    Funnel,
+    McpServerSession,
+    SearchEntry,
+    SearchIndex,
+    Surface,
+    parse_config,
+)
 from funnel_transports import Message, Request, encode_message
 
 SERVERS = 20
