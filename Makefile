@@ -22,6 +22,9 @@ install:
 tools/node_modules/.package-lock.json:
 	npm ci --prefix tools --no-audit --no-fund
 
+tools/conformance-%/node_modules/.package-lock.json:
+	npm ci --prefix tools/conformance-$* --no-audit --no-fund
+
 lint:
 	$(UV_RUN) ruff check .
 	$(UV_RUN) ruff format --check .
@@ -35,7 +38,7 @@ typecheck:
 	@set -e; for m in $(MEMBERS); do echo "mypy $$m"; $(UV_RUN) mypy $$m/src $$(test -d $$m/tests && echo $$m/tests); done
 	$(UV_RUN) mypy tests tools/release $$(test -d tools/bench && echo tools/bench)
 
-test: tools/node_modules/.package-lock.json
+test: tools/node_modules/.package-lock.json tools/conformance-0.1/node_modules/.package-lock.json tools/conformance-0.2/node_modules/.package-lock.json
 	uv sync --locked --group dev
 	bash tools/with-keyring.sh $(UV_RUN) pytest $(PYTEST_ARGS)
 

@@ -6,6 +6,8 @@ stateless (2026-07-28) and the handshake era.
 
 from __future__ import annotations
 
+import os
+
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 
@@ -15,7 +17,8 @@ server = MCPServer("sdk-peer", instructions="A test peer for funnel.")
 @server.tool()
 def echo(message: str) -> str:
     """Echo the message back."""
-    return f"Echo: {message}"
+    # A test can tell two copies of this server apart by their echo (default "Echo").
+    return f"{os.environ.get('SDK_PEER_ECHO', 'Echo')}: {message}"
 
 
 @server.tool()

@@ -19,10 +19,10 @@ from funnel_proxy import (
     RateLimit,
     ReconnectPolicy,
     ServerConfig,
-    SseTransport,
-    StdioTransport,
-    StreamableHttpTransport,
-    WebSocketTransport,
+    SseTransportConfig,
+    StdioTransportConfig,
+    StreamableHttpTransportConfig,
+    WebSocketTransportConfig,
     load_config,
     parse_config,
     user_config_path,
@@ -75,7 +75,8 @@ def test_legacy_form_becomes_a_stdio_transport() -> None:
         {"servers": {"memory": {"command": "npx", "args": ["-y", "srv"], "env": {"K": "v"}}}}
     )
     assert config.servers[0] == ServerConfig(
-        name="memory", transport=StdioTransport(command="npx", args=("-y", "srv"), env={"K": "v"})
+        name="memory",
+        transport=StdioTransportConfig(command="npx", args=("-y", "srv"), env={"K": "v"}),
     )
     assert config.servers[0].env == {"K": "v"}
 
@@ -93,13 +94,13 @@ def test_stdio_transport_falls_back_to_root_command_and_merges_env() -> None:
             }
         }
     )
-    assert config.servers[0].transport == StdioTransport(
+    assert config.servers[0].transport == StdioTransportConfig(
         command="root-cmd", args=("root",), env={"A": "root", "B": "transport"}
     )
     config = parse(
         {"servers": {"s": {"command": "root", "transport": {"type": "stdio", "command": "t"}}}}
     )
-    assert config.servers[0].transport == StdioTransport(command="t")
+    assert config.servers[0].transport == StdioTransportConfig(command="t")
 
 
 def test_extended_transports_with_defaults_and_units() -> None:
@@ -120,12 +121,12 @@ def test_extended_transports_with_defaults_and_units() -> None:
         }
     )
     h, s, w, r = (server.transport for server in config.servers)
-    assert h == StreamableHttpTransport(url="https://h/mcp", timeout=30.0, reconnect=None)
-    assert isinstance(s, SseTransport)
+    assert h == StreamableHttpTransportConfig(url="https://h/mcp", timeout=30.0, reconnect=None)
+    assert isinstance(s, SseTransportConfig)
     assert s.timeout == 5.0  # milliseconds in the file, seconds in the model
-    assert isinstance(w, WebSocketTransport)
+    assert isinstance(w, WebSocketTransportConfig)
     assert w.url == "wss://h/ws"  # https → wss
-    assert isinstance(r, StreamableHttpTransport)
+    assert isinstance(r, StreamableHttpTransportConfig)
     assert r.reconnect == ReconnectPolicy(
         max_attempts=7, initial_delay_ms=1000, max_delay_ms=30000, backoff_multiplier=1.5
     )
@@ -153,15 +154,15 @@ def test_claude_desktop_file_loads() -> None:
     config = parse(claude)
     kinds = {s.name: type(s.transport).__name__ for s in config.servers}
     assert kinds == {
-        "filesystem": "StdioTransport",
-        "remote": "StreamableHttpTransport",
-        "legacy-sse": "SseTransport",
-        "cursor-style": "StreamableHttpTransport",
-        "with-env": "StdioTransport",
+        "filesystem": "StdioTransportConfig",
+        "remote": "StreamableHttpTransportConfig",
+        "legacy-sse": "SseTransportConfig",
+        "cursor-style": "StreamableHttpTransportConfig",
+        "with-env": "StdioTransportConfig",
     }
     remote = config.server("cursor-style")
     assert remote is not None
-    assert isinstance(remote.transport, StreamableHttpTransport)
+    assert isinstance(remote.transport, StreamableHttpTransportConfig)
     assert remote.transport.headers == {"X-Key": "k"}
     # env templates are kept for start time.
     with_env = config.server("with-env")
@@ -187,7 +188,7 @@ def test_vscode_file_loads_with_comments_env_file_and_warnings(
         config = parse(vscode, environ={"API_KEY": "k"}, source="mcp.json", base_dir=tmp_path)
     github = config.server("github")
     assert github is not None
-    assert isinstance(github.transport, StreamableHttpTransport)
+    assert isinstance(github.transport, StreamableHttpTransportConfig)
     # ${env:NAME} is VS Code's spelling of ${NAME}.
     assert github.transport.headers == {"Authorization": "Bearer k"}
     local = config.server("local")
@@ -203,7 +204,7 @@ def test_vscode_env_reference_resolves() -> None:
         environ={"K": "v"},
     )
     transport = config.servers[0].transport
-    assert isinstance(transport, StreamableHttpTransport)
+    assert isinstance(transport, StreamableHttpTransportConfig)
     assert transport.headers == {"A": "v"}
 
 
@@ -309,7 +310,7 @@ def test_disabled_server_and_stdio_cwd(tmp_path: Path) -> None:
     )
     server = config.servers[0]
     assert server.disabled is True
-    assert isinstance(server.transport, StdioTransport)
+    assert isinstance(server.transport, StdioTransportConfig)
     assert server.transport.cwd == str(tmp_path / "sub")
     # A disabled server's missing variables do not fail the whole config.
     assert server.transport.args == ("${MISSING}",)
@@ -407,10 +408,10 @@ def test_interpolation_in_every_string(template: str, expected: str) -> None:
         environ=environ,
     )
     stdio = config.servers[0].transport
-    assert isinstance(stdio, StdioTransport)
+    assert isinstance(stdio, StdioTransportConfig)
     assert stdio.args == (expected,)
     http = config.servers[1].transport
-    assert isinstance(http, StreamableHttpTransport)
+    assert isinstance(http, StreamableHttpTransportConfig)
     assert http.headers == {"X": expected}
     auth = config.servers[1].auth
     assert isinstance(auth, BearerAuth)
@@ -431,7 +432,7 @@ def test_url_and_dotenv_path_are_interpolated(tmp_path: Path) -> None:
         base_dir=tmp_path,
     )
     server = config.servers[0]
-    assert isinstance(server.transport, StreamableHttpTransport)
+    assert isinstance(server.transport, StreamableHttpTransportConfig)
     assert server.transport.url == "https://example.com/mcp"
     assert server.secret_providers == (DotenvProvider(path=str(tmp_path / "conf" / ".env")),)
 
@@ -457,7 +458,7 @@ def test_server_secrets_win_over_the_environment_for_its_own_values(tmp_path: Pa
     a, b = config.servers
     assert isinstance(a.auth, BearerAuth)
     assert a.auth.token.reveal() == "from-server-file"
-    assert isinstance(a.transport, StreamableHttpTransport)
+    assert isinstance(a.transport, StreamableHttpTransportConfig)
     assert a.transport.url == "https://default.example"
     assert isinstance(b.auth, BearerAuth)
     assert b.auth.token.reveal() == "from-default-file"
@@ -584,11 +585,11 @@ def test_servers_merge_by_name_project_first(home: Path, project: Path) -> None:
     shared = config.server("shared")
     assert shared is not None
     # The project entry replaces the user's entry whole (a different transport even).
-    assert shared.transport == StreamableHttpTransport(url="https://shared")
+    assert shared.transport == StreamableHttpTransportConfig(url="https://shared")
     switched = config.server("switched-off")
     assert switched is not None
     assert switched.disabled is True
-    assert switched.transport == StdioTransport(command="s")
+    assert switched.transport == StdioTransportConfig(command="s")
     # Lists are replaced; toolsets and rate limits merge by name; objects are replaced.
     assert config.hide_tools == ("project__*",)
     assert config.toolsets == {"a": ("user__*",), "b": ("project__*",)}

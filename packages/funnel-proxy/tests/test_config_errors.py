@@ -48,7 +48,7 @@ CASES: list[tuple[str, Any, str]] = [
     (
         "unknown server key without a close match",
         srv(command="x", timeout=5),
-        f'{F}: $.servers.x.timeout: unknown key "timeout" (expected one of: args, auth, command, cwd, disabled, env, envFile, headers, name, secretProviders, transport, type, url)',
+        f'{F}: $.servers.x.timeout: unknown key "timeout" (expected one of: args, auth, command, cwd, disabled, env, envFile, headers, name, prefix, secretProviders, transport, type, url)',
     ),
     (
         "unknown transport key",

@@ -1,6 +1,7 @@
 import pytest
 
-from funnel_proxy import ConfigError, parse_dotenv
+from funnel_proxy import ConfigError
+from funnel_proxy._secrets import parse_dotenv
 
 CASES = [
     ("A=1", {"A": "1"}),

@@ -3,18 +3,17 @@ from pathlib import Path
 import pytest
 
 from funnel_proxy import (
-    DEFAULT_PASSTHROUGH_ENV,
     ConfigError,
     DotenvProvider,
     FunnelConfig,
     InlineProvider,
     ProcessProvider,
     ServerConfig,
-    StdioTransport,
-    StreamableHttpTransport,
-    build_server_env,
+    StdioTransportConfig,
+    StreamableHttpTransportConfig,
     parse_config,
 )
+from funnel_proxy._environment import DEFAULT_PASSTHROUGH_ENV, build_server_env
 
 PARENT = {
     "HOME": "/home/u",
@@ -31,7 +30,7 @@ PARENT = {
 def stdio(env: dict[str, str] | None = None, **kwargs: object) -> ServerConfig:
     return ServerConfig(
         name="s",
-        transport=StdioTransport(command="x", env=env or {}),
+        transport=StdioTransportConfig(command="x", env=env or {}),
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -179,7 +178,7 @@ def test_an_unreadable_dotenv_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_http_servers_get_only_passthrough_and_secrets(tmp_path: Path) -> None:
-    server = ServerConfig(name="h", transport=StreamableHttpTransport(url="https://h"))
+    server = ServerConfig(name="h", transport=StreamableHttpTransportConfig(url="https://h"))
     assert build_server_env(
         server, FunnelConfig(default_passthrough_env=("PATH",)), environ=PARENT, base_dir=tmp_path
     ) == {"PATH": "/usr/bin"}

@@ -2,7 +2,8 @@ import random
 
 import pytest
 
-from funnel_proxy import (
+from funnel_proxy._names import (
+    NameCollision,
     NameTable,
     is_valid_tool_name,
     namespaced_name,
@@ -18,6 +19,7 @@ def test_plain_names_are_server_double_underscore_tool() -> None:
     assert table.lookup("github__create_issue") == ("github", "create_issue")
     assert table.lookup("nope") is None
     assert namespaced_name("a", "b") == "a__b"
+    assert namespaced_name("", "b") == "b"
 
 
 @pytest.mark.parametrize(
@@ -79,12 +81,14 @@ def test_a_taken_alias_gets_a_longer_hash(monkeypatch: pytest.MonkeyPatch) -> No
     real = names._alias
     # Force the first-choice aliases of two pairs to coincide.
     monkeypatch.setattr(
-        names, "_alias", lambda s, t, n: "srv__same_00000000" if n == 8 else real(s, t, n)
+        names,
+        "_alias",
+        lambda p, s, t, n: "srv__same_00000000" if n == 8 else real(p, s, t, n),
     )
     table = NameTable([("srv", "x/1"), ("srv", "x/2")])
     assert table.name_for("srv", "x/1") == "srv__same_00000000"
     longer = table.name_for("srv", "x/2")
-    assert longer == real("srv", "x/2", 12)
+    assert longer == real("srv", "srv", "x/2", 12)
     assert len(longer.rsplit("_", 1)[1]) == 12
 
 
@@ -154,3 +158,67 @@ def test_suggested_server_names_are_usable(name: str, suggestion: str) -> None:
 )
 def test_tool_name_validity(name: str, valid: bool) -> None:
     assert is_valid_tool_name(name) is valid
+
+
+def test_a_prefix_replaces_the_server_name_in_exposed_names() -> None:
+    table = NameTable([("github-enterprise", "create_issue")], prefixes={"github-enterprise": "gh"})
+    assert table.name_for("github-enterprise", "create_issue") == "gh__create_issue"
+    assert table.lookup("gh__create_issue") == ("github-enterprise", "create_issue")
+    assert table.collisions == ()
+
+
+def test_an_empty_prefix_exposes_the_backends_own_names() -> None:
+    table = NameTable(
+        [("everything", "echo"), ("everything", "files/read")], prefixes={"everything": ""}
+    )
+    assert table.name_for("everything", "echo") == "echo"
+    alias = table.name_for("everything", "files/read")
+    assert alias == "files_read_" + alias.rsplit("_", 1)[1]
+    assert is_valid_tool_name(alias)
+    assert table.collisions == ()
+
+
+def test_the_first_server_in_config_order_keeps_a_contested_plain_name() -> None:
+    pairs = [("zeta", "echo"), ("alpha", "echo"), ("alpha", "add")]
+    prefixes = {"zeta": "", "alpha": ""}
+    table = NameTable(pairs, prefixes=prefixes, priority=["zeta", "alpha"])
+    assert table.name_for("zeta", "echo") == "echo"
+    assert table.name_for("alpha", "echo") == "alpha__echo"
+    assert table.name_for("alpha", "add") == "add"
+    assert table.collisions == (NameCollision("echo", "zeta", "alpha", "echo", "alpha__echo"),)
+    # The other order of the config gives the other winner; the input order never matters.
+    flipped = NameTable(reversed(pairs), prefixes=prefixes, priority=["alpha", "zeta"])
+    assert flipped.name_for("alpha", "echo") == "echo"
+    assert flipped.name_for("zeta", "echo") == "zeta__echo"
+
+
+def test_two_servers_given_one_prefix_follow_the_same_rule() -> None:
+    table = NameTable(
+        [("a", "x"), ("b", "x"), ("b", "y")], prefixes={"a": "p", "b": "p"}, priority=["a", "b"]
+    )
+    assert [table.name_for("a", "x"), table.name_for("b", "x"), table.name_for("b", "y")] == [
+        "p__x",
+        "b__x",
+        "p__y",
+    ]
+    assert [c.resolved for c in table.collisions] == ["b__x"]
+
+
+def test_a_disambiguated_name_never_takes_a_name_another_tool_wants() -> None:
+    # "b__echo" is wanted as-is by the transparent server a, so b's echo gets an alias.
+    table = NameTable(
+        [("a", "echo"), ("a", "b__echo"), ("b", "echo")],
+        prefixes={"a": "", "b": ""},
+        priority=["a", "b"],
+    )
+    assert table.name_for("a", "b__echo") == "b__echo"
+    other = table.name_for("b", "echo")
+    assert other not in ("echo", "b__echo")
+    assert other.startswith("echo_")
+    assert is_valid_tool_name(other)
+    assert table.collisions[0].resolved == other
+
+
+def test_prompt_tables_accept_names_that_are_not_tool_names() -> None:
+    table = NameTable([("s", "a prompt")], prefixes={"s": ""}, require_valid=False)
+    assert table.name_for("s", "a prompt") == "a prompt"

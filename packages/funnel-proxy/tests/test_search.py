@@ -3,7 +3,7 @@ import string
 
 import pytest
 
-from funnel_proxy import SearchEntry, SearchHit, SearchIndex, words
+from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, words
 
 CATALOGUE = [
     SearchEntry(

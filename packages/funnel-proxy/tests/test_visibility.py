@@ -1,6 +1,8 @@
 import pytest
 
-from funnel_proxy import CORE_TOOL_NAMES, FunnelConfig, Reason, Visibility, VisibilityPolicy
+from funnel_proxy import FunnelConfig, Reason
+from funnel_proxy._names import CORE_TOOL_NAMES
+from funnel_proxy._visibility import Visibility, VisibilityPolicy
 
 
 def policy(**kwargs: object) -> VisibilityPolicy:

@@ -129,10 +129,32 @@ class ServerInfo(msgspec.Struct, frozen=True, rename="camel"):
     authorize_url: str | None
 
 
+class ConflictInfo(msgspec.Struct, frozen=True):
+    """Two servers offered one name or URI, and how funnel resolved it.
+
+    Attributes:
+        kind: ``tool``, ``prompt``, ``resource`` or ``resource_template``.
+        name: The contested exposed name, URI or URI template.
+        owner: The server that keeps it (the first in the config).
+        server: The server that does not.
+        resolved: The name the later server's tool or prompt has instead (``None`` for
+            resources: the owner alone serves the URI).
+        message: The same as one sentence.
+    """
+
+    kind: str
+    name: str
+    owner: str
+    server: str
+    resolved: str | None
+    message: str
+
+
 class ServerList(msgspec.Struct, frozen=True):
-    """Every backend."""
+    """Every backend, and the name conflicts between them."""
 
     servers: list[ServerInfo]
+    conflicts: list[ConflictInfo]
 
 
 class ReconnectAccepted(msgspec.Struct, frozen=True):
@@ -188,9 +210,10 @@ class ToolInfo(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class ToolList(msgspec.Struct, frozen=True):
-    """The tool surface: registered tools, exposed or not."""
+    """The tool surface: registered tools, exposed or not, and the name conflicts."""
 
     tools: list[ToolInfo]
+    conflicts: list[ConflictInfo]
 
 
 class CallRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -375,7 +398,7 @@ def _tool_infos(funnel: Funnel) -> list[ToolInfo]:
             original = tool.get("name")
             if not isinstance(original, str) or (state.name, original) in registered:
                 continue
-            name = namespaced_name(state.name, original)
+            name = namespaced_name(funnel.config.prefixes.get(state.name, state.name), original)
             if funnel.policy.decide(name).reason is Reason.HIDDEN:
                 infos.append(
                     ToolInfo(
@@ -389,6 +412,20 @@ def _tool_infos(funnel: Funnel) -> list[ToolInfo]:
                     )
                 )
     return infos
+
+
+def _conflicts(funnel: Funnel) -> list[ConflictInfo]:
+    return [
+        ConflictInfo(
+            kind=c.kind,
+            name=c.name,
+            owner=c.owner,
+            server=c.server,
+            resolved=c.resolved,
+            message=c.describe(),
+        )
+        for c in funnel.surface.conflicts
+    ]
 
 
 def _description(definition: Any) -> str | None:
@@ -488,7 +525,7 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
     @get("/api/servers", tags=["servers"], sync_to_thread=False)
     def servers() -> ServerList:
         """Every backend: status, last error, tool count, auth state."""
-        return ServerList(servers=_server_info(funnel))
+        return ServerList(servers=_server_info(funnel), conflicts=_conflicts(funnel))
 
     @post(
         "/api/servers/{name:str}/reconnect", status_code=202, tags=["servers"], sync_to_thread=False
@@ -548,7 +585,7 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
     @get("/api/tools", tags=["tools"], sync_to_thread=False)
     def tools() -> ToolList:
         """The tool surface: every registered tool, exposed or not, and why; then hidden ones."""
-        return ToolList(tools=_tool_infos(funnel))
+        return ToolList(tools=_tool_infos(funnel), conflicts=_conflicts(funnel))
 
     @post("/api/tools/{name:str}/call", status_code=200, tags=["tools"])
     async def call(

@@ -53,7 +53,7 @@ from funnel_proxy import (
     FunnelConfig,
     ProxyError,
     ServerConfig,
-    StdioTransport,
+    StdioTransportConfig,
     serve_stdio,
 )
 from funnel_proxy._config import load_config
@@ -89,7 +89,7 @@ def _version() -> str:
 
 def demo_config() -> FunnelConfig:
     """The config used when there is none: the built-in demo backend only."""
-    demo = StdioTransport(command=sys.executable, args=("-m", "funnel_server._demo"))
+    demo = StdioTransportConfig(command=sys.executable, args=("-m", "funnel_server._demo"))
     return FunnelConfig(
         servers=(ServerConfig(name="demo", transport=demo),),
         default_passthrough_env=("PATH", "HOME"),
@@ -319,7 +319,7 @@ def _login_refusal(config: FunnelConfig, name: str, source: str) -> str | None:
         return f"no server named {name!r} (configured: {names})"
     if isinstance(chosen.auth, OAuth2AuthorizationCode):
         return None
-    if isinstance(chosen.transport, StdioTransport):
+    if isinstance(chosen.transport, StdioTransportConfig):
         return (
             f"{name} is a stdio server: it has no login; it gets credentials through its "
             '"env" or "secretProviders" in ' + source
@@ -749,7 +749,7 @@ def _fix(state: BackendState, server: ServerConfig | None, source: str) -> str:
         return ""
     transport = server.transport
     where = f"servers.{name} in {source}"
-    if isinstance(transport, StdioTransport):
+    if isinstance(transport, StdioTransportConfig):
         shown = " ".join([transport.command, *transport.args])
         return (
             f'check "command"/"args" of {where}: run `{shown}` yourself to see why it fails '
@@ -764,6 +764,7 @@ def _fix(state: BackendState, server: ServerConfig | None, source: str) -> str:
 async def _check(config: FunnelConfig, base_dir: Path, out: TextIO, source: str) -> int:
     async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
         states = funnel.states()
+        conflicts = funnel.surface.conflicts
     width = max((len(state.name) for state in states), default=4)
     print(f"{'server':<{width}}  {'status':<13} tools  error", file=out)
     for state in states:
@@ -771,6 +772,13 @@ async def _check(config: FunnelConfig, base_dir: Path, out: TextIO, source: str)
             f"{state.name:<{width}}  {state.status:<13} {len(state.tools):>5}  {state.error or ''}",
             file=out,
         )
+    if conflicts:
+        # Resolved by the config order (not an error), but a person should know.
+        print(
+            f"\n{len(conflicts)} name conflicts (the server listed first keeps the name):", file=out
+        )
+        for conflict in conflicts:
+            print(f"  {conflict.describe()}", file=out)
     failed = [state for state in states if state.status not in ("connected", "disabled")]
     if failed:
         # Advice goes to stderr: stdout stays the table, one line per backend, for scripts.

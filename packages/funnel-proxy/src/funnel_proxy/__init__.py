@@ -1,8 +1,14 @@
-"""funnel-proxy: many MCP servers behind one filtered, namespaced tool surface."""
+"""funnel-proxy: many MCP servers behind one filtered, namespaced tool surface.
+
+The names here are what an embedder uses: load a config, run a :class:`Funnel` over it,
+serve it (:func:`serve_stdio`, :class:`McpServerSession`), read its :class:`Surface`.
+The building blocks behind them (name tables, patterns, search, environments) live in
+private modules and may change between releases.
+"""
 
 from importlib import metadata as _metadata
 
-from funnel_proxy._backend import Backend, BackendState
+from funnel_proxy._backend import BackendState
 from funnel_proxy._config import (
     CONFIG_FILE_NAME,
     LoadedConfig,
@@ -11,12 +17,6 @@ from funnel_proxy._config import (
     user_config_path,
 )
 from funnel_proxy._dispatcher import McpServerSession
-from funnel_proxy._environment import (
-    DEFAULT_PASSTHROUGH_ENV,
-    WINDOWS_ESSENTIAL_ENV,
-    build_server_env,
-    passthrough_env,
-)
 from funnel_proxy._errors import (
     BackendUnavailable,
     ConfigError,
@@ -24,7 +24,7 @@ from funnel_proxy._errors import (
     ProxyError,
     ToolNotFound,
 )
-from funnel_proxy._funnel import Funnel, FunnelEvent, Surface, ToolEntry
+from funnel_proxy._funnel import Funnel, FunnelEvent
 from funnel_proxy._models import (
     AutoReconnect,
     FunnelConfig,
@@ -32,21 +32,13 @@ from funnel_proxy._models import (
     RateLimits,
     ReconnectPolicy,
     ServerConfig,
-    SseTransport,
-    StdioTransport,
-    StreamableHttpTransport,
-    Transport,
-    WebSocketTransport,
+    SseTransportConfig,
+    StdioTransportConfig,
+    StreamableHttpTransportConfig,
+    TransportConfig,
+    WebSocketTransportConfig,
 )
-from funnel_proxy._names import (
-    CORE_TOOL_NAMES,
-    MAX_SERVER_NAME_LENGTH,
-    NameTable,
-    is_valid_tool_name,
-    namespaced_name,
-    server_name_problem,
-    suggest_server_name,
-)
+from funnel_proxy._names import namespaced_name
 from funnel_proxy._patterns import PatternSet
 from funnel_proxy._reload import ReloadReport, diff_configs
 from funnel_proxy._search import SearchEntry, SearchHit, SearchIndex, search_entry, words
@@ -55,27 +47,22 @@ from funnel_proxy._secrets import (
     InlineProvider,
     ProcessProvider,
     SecretProvider,
-    parse_dotenv,
-    resolve_secrets,
 )
 from funnel_proxy._semantic import Embedder, load_embedder
 from funnel_proxy._stdio_server import serve_stdio
-from funnel_proxy._visibility import Reason, Visibility, VisibilityPolicy
+from funnel_proxy._surface import Conflict, Surface, ToolEntry, build_surface
+from funnel_proxy._visibility import Reason
 
 __version__ = _metadata.version("funnel-proxy")  # one source: pyproject.toml
 
 __all__ = [
     "CONFIG_FILE_NAME",
-    "CORE_TOOL_NAMES",
-    "DEFAULT_PASSTHROUGH_ENV",
-    "MAX_SERVER_NAME_LENGTH",
-    "WINDOWS_ESSENTIAL_ENV",
     "AutoReconnect",
-    "Backend",
     "BackendState",
     "BackendUnavailable",
     "ConfigError",
     "ConfigNotFound",
+    "Conflict",
     "DotenvProvider",
     "Embedder",
     "Funnel",
@@ -84,7 +71,6 @@ __all__ = [
     "InlineProvider",
     "LoadedConfig",
     "McpServerSession",
-    "NameTable",
     "PatternSet",
     "ProcessProvider",
     "ProxyError",
@@ -98,31 +84,23 @@ __all__ = [
     "SearchIndex",
     "SecretProvider",
     "ServerConfig",
-    "SseTransport",
-    "StdioTransport",
-    "StreamableHttpTransport",
+    "SseTransportConfig",
+    "StdioTransportConfig",
+    "StreamableHttpTransportConfig",
     "Surface",
     "ToolEntry",
     "ToolNotFound",
-    "Transport",
-    "Visibility",
-    "VisibilityPolicy",
-    "WebSocketTransport",
+    "TransportConfig",
+    "WebSocketTransportConfig",
     "__version__",
-    "build_server_env",
+    "build_surface",
     "diff_configs",
-    "is_valid_tool_name",
     "load_config",
     "load_embedder",
     "namespaced_name",
     "parse_config",
-    "parse_dotenv",
-    "passthrough_env",
-    "resolve_secrets",
     "search_entry",
     "serve_stdio",
-    "server_name_problem",
-    "suggest_server_name",
     "user_config_path",
     "words",
 ]

@@ -53,10 +53,10 @@ from funnel_proxy._errors import BackendUnavailable
 from funnel_proxy._models import (
     FunnelConfig,
     ServerConfig,
-    SseTransport,
-    StdioTransport,
-    StreamableHttpTransport,
-    WebSocketTransport,
+    SseTransportConfig,
+    StdioTransportConfig,
+    StreamableHttpTransportConfig,
+    WebSocketTransportConfig,
 )
 from funnel_tokenstore import TokenStore
 from funnel_transports import (
@@ -580,7 +580,7 @@ class Backend:
 
     def _make_transport(self) -> Transport:
         transport = self._server.transport
-        if isinstance(transport, StdioTransport):
+        if isinstance(transport, StdioTransportConfig):
             from funnel_proxy._environment import build_server_env
 
             env = build_server_env(
@@ -594,7 +594,7 @@ class Backend:
                 name=self.name,
             )
         auth = self._http_auth(transport.url)
-        if isinstance(transport, StreamableHttpTransport):
+        if isinstance(transport, StreamableHttpTransportConfig):
             return HttpClientTransport(
                 transport.url,
                 name=self.name,
@@ -603,7 +603,7 @@ class Backend:
                 connect_timeout=transport.timeout,
                 backoff=transport.reconnect.backoff() if transport.reconnect else None,
             )
-        if isinstance(transport, SseTransport):
+        if isinstance(transport, SseTransportConfig):
             return SseClientTransport(
                 transport.url,
                 name=self.name,
@@ -611,7 +611,7 @@ class Backend:
                 auth=auth,
                 connect_timeout=transport.timeout,
             )
-        if isinstance(transport, WebSocketTransport):
+        if isinstance(transport, WebSocketTransportConfig):
             return WebSocketClientTransport(
                 transport.url,
                 name=self.name,

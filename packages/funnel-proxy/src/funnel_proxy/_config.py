@@ -62,7 +62,7 @@ from funnel_proxy._config_text import describe, did_you_mean, join, one_of, tran
 from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_proxy._interpolate import interpolate, references
 from funnel_proxy._jsonc import Document
-from funnel_proxy._models import FunnelConfig, RateLimit, StreamableHttpTransport
+from funnel_proxy._models import FunnelConfig, RateLimit, StreamableHttpTransportConfig
 from funnel_proxy._names import CORE_TOOL_NAMES
 from funnel_proxy._normalise import ENV_NAME_CHARS, Layer, Normaliser, Origin, ServerTree
 from funnel_proxy._secrets import DotenvProvider, ProcessProvider, SecretProvider, resolve_secrets
@@ -572,6 +572,8 @@ class _Builder:
             "secretProviders": providers,
             "disabled": tree.data.get("disabled", False),
         }
+        if "prefix" in tree.data:
+            data["prefix"] = tree.data["prefix"]
         if "auth" in tree.data:
             origin = tree.where[".auth"]
             auth = self.interp(tree.data["auth"], origin, lookup, keep_missing=disabled)
@@ -667,7 +669,10 @@ class _Builder:
             )
         for i, server in enumerate(config.servers):
             transport = server.transport
-            if isinstance(transport, StreamableHttpTransport) and transport.reconnect is not None:
+            if (
+                isinstance(transport, StreamableHttpTransportConfig)
+                and transport.reconnect is not None
+            ):
                 origin, _ = self.locate(f"$.servers[{i}].transport.reconnect")
                 policy_r = transport.reconnect
                 self.check_delays(policy_r.initial_delay_ms, policy_r.max_delay_ms, origin)
@@ -677,7 +682,7 @@ class _Builder:
         self.lint_patterns(config, origins)
 
     def lint_patterns(self, config: FunnelConfig, origins: Mapping[str, Origin]) -> None:
-        names = [server.name for server in config.servers]
+        names = list(dict.fromkeys(p for s in config.servers for p in (s.name, s.namespace) if p))
         if not names:
             return
         items: list[tuple[Origin, str]] = []

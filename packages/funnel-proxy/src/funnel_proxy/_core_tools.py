@@ -20,24 +20,23 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, Literal, Protocol
 
 import anyio
 import msgspec
 from msgspec import Raw
 
 from funnel_proxy._errors import ToolNotFound
+from funnel_proxy._models import FunnelConfig
 from funnel_proxy._patterns import PatternSet
 from funnel_proxy._search import SearchEntry, SearchIndex, search_entry
 from funnel_proxy._semantic import Embedder, load_embedder
-from funnel_proxy._visibility import Reason
+from funnel_proxy._surface import Surface, ToolEntry
+from funnel_proxy._visibility import Reason, VisibilityPolicy
 from funnel_transports import ProgressHandler, to_raw
 
-if TYPE_CHECKING:
-    from funnel_proxy._funnel import Funnel, Surface, ToolEntry
-
-__all__ = ["CORE_SERVER", "CoreTools"]
+__all__ = ["CORE_SERVER", "CoreTools", "CoreToolsHost"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +209,38 @@ def _query(words: str | dict[str, list[str]]) -> tuple[str, bool]:
     return " ".join(items), mode == "and"
 
 
+class CoreToolsHost(Protocol):
+    """What the core tools need of the funnel they serve (:class:`Funnel` is one)."""
+
+    @property
+    def config(self) -> FunnelConfig:
+        """The configuration."""
+
+    @property
+    def policy(self) -> VisibilityPolicy:
+        """The filters."""
+
+    @property
+    def surface(self) -> Surface:
+        """The current snapshot."""
+
+    def enable_tools(self, names: Iterable[str]) -> list[str]:
+        """Expose registered tools; return the newly enabled."""
+
+    def resolve_tool(self, name: str, *, include_hidden: bool = False) -> ToolEntry:
+        """The registered tool ``name`` (raises ``ToolNotFound``)."""
+
+    async def call_tool(
+        self,
+        entry: ToolEntry,
+        arguments: Raw | Mapping[str, Any] | None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Raw:
+        """Call a resolved tool."""
+
+
 class CoreTools:
     """The core tools of one funnel.
 
@@ -217,7 +248,7 @@ class CoreTools:
         funnel: The funnel whose tools they work on.
     """
 
-    def __init__(self, funnel: Funnel) -> None:
+    def __init__(self, funnel: CoreToolsHost) -> None:
         self._funnel = funnel
         self._index: SearchIndex | None = None
         self._indexed: Surface | None = None
@@ -245,8 +276,6 @@ class CoreTools:
 
     def entry(self, name: str) -> ToolEntry:
         """The core tool ``name`` as a routable entry (server :data:`CORE_SERVER`)."""
-        from funnel_proxy._funnel import ToolEntry
-
         return ToolEntry(
             name=name,
             server=CORE_SERVER,

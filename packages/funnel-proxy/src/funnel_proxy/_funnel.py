@@ -57,10 +57,10 @@ from funnel_proxy._core_tools import CORE_SERVER, CoreTools
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig, ServerConfig
 from funnel_proxy._mrtr import ParkedCall, ParkedCalls
-from funnel_proxy._names import NameTable, namespaced_name
 from funnel_proxy._reload import ReloadReport, diff_configs
 from funnel_proxy._routing import Client, choose, needed_capability
-from funnel_proxy._visibility import Reason, VisibilityPolicy
+from funnel_proxy._surface import Surface, ToolEntry, build_surface
+from funnel_proxy._visibility import VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import (
     DecodeError,
@@ -81,7 +81,7 @@ from funnel_transports import (
     validate_params,
 )
 
-__all__ = ["Funnel", "FunnelEvent", "Surface", "ToolEntry"]
+__all__ = ["Funnel", "FunnelEvent"]
 
 logger = logging.getLogger("funnel_proxy")
 
@@ -89,27 +89,6 @@ _COALESCE_SECONDS = 0.05
 _STOP_SECONDS = 15.0
 """Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
 METHOD_NOT_FOUND = -32601
-
-
-@dataclass(frozen=True, slots=True)
-class ToolEntry:
-    """One backend tool as the funnel sees it.
-
-    Attributes:
-        name: The exposed name (``server__tool``, or a stable alias).
-        server: The backend that owns it.
-        original: The tool's name on its backend.
-        definition: The backend's tool definition, with ``name`` replaced by ``name``.
-        exposed: Whether ``tools/list`` shows it.
-        reason: Why it is exposed or not.
-    """
-
-    name: str
-    server: str
-    original: str
-    definition: Mapping[str, Any]
-    exposed: bool
-    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,42 +107,6 @@ class FunnelEvent:
     kind: Literal["status", "list_changed", "servers_changed"]
     state: BackendState | None = None
     lists: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Surface:
-    """An immutable snapshot of everything the funnel offers."""
-
-    tools: tuple[ToolEntry, ...] = ()
-    by_name: Mapping[str, ToolEntry] = field(default_factory=dict)
-    prompts: tuple[dict[str, Any], ...] = ()
-    prompt_owner: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-    resources: tuple[dict[str, Any], ...] = ()
-    resource_templates: tuple[dict[str, Any], ...] = ()
-    resource_owner: Mapping[str, str] = field(default_factory=dict)
-    template_prefixes: tuple[tuple[str, str], ...] = ()
-    unavailable: Mapping[str, str] = field(default_factory=dict)
-    """Last-known tool names of backends that are not connected → their server."""
-
-    @property
-    def exposed_tools(self) -> list[dict[str, Any]]:
-        """Definitions of the exposed tools, in a deterministic order."""
-        return [dict(entry.definition) for entry in self.tools if entry.exposed]
-
-    def owner_of_template(self, uri_template: str) -> str | None:
-        """The backend that listed the resource template ``uri_template`` (or its URI)."""
-        prefix = uri_template.split("{", 1)[0]
-        owner = next((server for p, server in self.template_prefixes if p == prefix), None)
-        return owner or self.owner_of_resource(uri_template)
-
-    def owner_of_resource(self, uri: str) -> str | None:
-        """The backend serving ``uri``: listed resources first, then templates by prefix."""
-        owner = self.resource_owner.get(uri)
-        if owner is not None:
-            return owner
-        return next(
-            (server for prefix, server in self.template_prefixes if uri.startswith(prefix)), None
-        )
 
 
 def _is_oauth(auth: object) -> bool:
@@ -1005,66 +948,6 @@ class Funnel:
     # ------------------------------------------------------------------ the surface
 
     def _rebuild(self) -> None:
-        every = [backend.state for backend in self._backends.values()]
-        states = [state for state in every if state.status == "connected"]
-        unavailable = {
-            namespaced_name(state.name, str(tool.get("name"))): state.name
-            for state in every
-            if state.status != "connected"
-            for tool in state.tools
-            if self.policy.registered(namespaced_name(state.name, str(tool.get("name"))))
-        }
-        tool_defs = {
-            (state.name, str(tool.get("name"))): tool
-            for state in states
-            for tool in state.tools
-            if isinstance(tool.get("name"), str)
-        }
-        table = NameTable(tool_defs)
-        tools: list[ToolEntry] = []
-        for name, (server, original) in table.items():
-            plain = namespaced_name(server, original)
-            verdict = self.policy.decide(
-                plain, enabled=self._enabled, alias=name if name != plain else None
-            )
-            if not verdict.registered:
-                continue
-            definition = {**tool_defs[(server, original)], "name": name}
-            tools.append(
-                ToolEntry(name, server, original, definition, verdict.exposed, verdict.reason)
-            )
-        prompts: list[dict[str, Any]] = []
-        prompt_owner: dict[str, tuple[str, str]] = {}
-        resources: list[dict[str, Any]] = []
-        templates: list[dict[str, Any]] = []
-        resource_owner: dict[str, str] = {}
-        prefixes: list[tuple[str, str]] = []
-        for state in sorted(states, key=lambda s: s.name):
-            for prompt in state.lists.get("prompts", ()):
-                original = str(prompt.get("name", ""))
-                exposed_name = f"{state.name}__{original}"
-                prompt_owner[exposed_name] = (state.name, original)
-                prompts.append({**prompt, "name": exposed_name})
-            for resource in state.lists.get("resources", ()):
-                uri = resource.get("uri")
-                if isinstance(uri, str) and uri not in resource_owner:
-                    resource_owner[uri] = state.name
-                    resources.append(dict(resource))
-            for template in state.lists.get("resourceTemplates", ()):
-                uri_template = template.get("uriTemplate")
-                if isinstance(uri_template, str):
-                    templates.append(dict(template))
-                    prefixes.append((uri_template.split("{", 1)[0], state.name))
-        # Longest prefix first, so the most specific template wins.
-        prefixes.sort(key=lambda item: -len(item[0]))
-        self._surface = Surface(
-            tools=tuple(tools),
-            by_name={entry.name: entry for entry in tools},
-            prompts=tuple(prompts),
-            prompt_owner=prompt_owner,
-            resources=tuple(resources),
-            resource_templates=tuple(templates),
-            resource_owner=resource_owner,
-            template_prefixes=tuple(prefix for prefix in prefixes if prefix[0]),
-            unavailable=unavailable,
+        self._surface = build_surface(
+            self.states(), self.policy, self._enabled, prefixes=self.config.prefixes
         )

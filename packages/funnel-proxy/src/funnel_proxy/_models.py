@@ -27,11 +27,11 @@ __all__ = [
     "RateLimits",
     "ReconnectPolicy",
     "ServerConfig",
-    "SseTransport",
-    "StdioTransport",
-    "StreamableHttpTransport",
-    "Transport",
-    "WebSocketTransport",
+    "SseTransportConfig",
+    "StdioTransportConfig",
+    "StreamableHttpTransportConfig",
+    "TransportConfig",
+    "WebSocketTransportConfig",
 ]
 
 _Ms = Annotated[float, Meta(ge=0)]
@@ -96,7 +96,7 @@ class AutoReconnect(ConfigStruct, frozen=True):
         )
 
 
-class StdioTransport(ConfigStruct, frozen=True, tag="stdio", tag_field="type"):
+class StdioTransportConfig(ConfigStruct, frozen=True, tag="stdio", tag_field="type"):
     """A local process speaking MCP on stdin/stdout.
 
     Attributes:
@@ -114,12 +114,12 @@ class StdioTransport(ConfigStruct, frozen=True, tag="stdio", tag_field="type"):
 
     def __repr__(self) -> str:
         return (
-            f"StdioTransport(command={self.command!r}, args={self.args!r}, "
+            f"StdioTransportConfig(command={self.command!r}, args={self.args!r}, "
             f"env={masked(self.env)!r}, cwd={self.cwd!r})"
         )
 
 
-class _HttpTransport(ConfigStruct, frozen=True):
+class _HttpTransportConfig(ConfigStruct, frozen=True):
     url: str
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     timeout: Annotated[float, Meta(gt=0)] = 30.0
@@ -132,7 +132,9 @@ class _HttpTransport(ConfigStruct, frozen=True):
         return f"{type(self).__name__}({fields})"
 
 
-class StreamableHttpTransport(_HttpTransport, frozen=True, tag="streamable-http", tag_field="type"):
+class StreamableHttpTransportConfig(
+    _HttpTransportConfig, frozen=True, tag="streamable-http", tag_field="type"
+):
     """An MCP server over streamable HTTP.
 
     Attributes:
@@ -145,7 +147,7 @@ class StreamableHttpTransport(_HttpTransport, frozen=True, tag="streamable-http"
     reconnect: ReconnectPolicy | None = None
 
 
-class SseTransport(_HttpTransport, frozen=True, tag="sse", tag_field="type"):
+class SseTransportConfig(_HttpTransportConfig, frozen=True, tag="sse", tag_field="type"):
     """An MCP server over the legacy HTTP+SSE transport (2024-11-05).
 
     Attributes:
@@ -158,7 +160,9 @@ class SseTransport(_HttpTransport, frozen=True, tag="sse", tag_field="type"):
     """
 
 
-class WebSocketTransport(_HttpTransport, frozen=True, tag="websocket", tag_field="type"):
+class WebSocketTransportConfig(
+    _HttpTransportConfig, frozen=True, tag="websocket", tag_field="type"
+):
     """An MCP server over WebSocket (subprotocol ``mcp``; not in the MCP spec).
 
     Attributes:
@@ -171,7 +175,12 @@ class WebSocketTransport(_HttpTransport, frozen=True, tag="websocket", tag_field
     """
 
 
-Transport: TypeAlias = StdioTransport | StreamableHttpTransport | SseTransport | WebSocketTransport
+TransportConfig: TypeAlias = (
+    StdioTransportConfig
+    | StreamableHttpTransportConfig
+    | SseTransportConfig
+    | WebSocketTransportConfig
+)
 """Any transport, tagged by its ``type``."""
 
 
@@ -179,24 +188,32 @@ class ServerConfig(ConfigStruct, frozen=True):
     """One backend MCP server.
 
     Attributes:
-        name: The name, used as the tool prefix (``name__tool``).
+        name: The name (unique; status, logs and ``login`` use it).
         transport: How to reach it.
         auth: Credentials for HTTP transports; ``None`` when not configured.
         secret_providers: Where this server's secret env comes from (after the
             top-level defaults).
         disabled: Configured but not started.
+        prefix: The namespace of its tools and prompts (``prefix__tool``); ``None`` =
+            the name; ``""`` = the backend's own names (see :attr:`namespace`).
     """
 
     name: str
-    transport: Transport
+    transport: TransportConfig
     auth: AuthConfig | None = None
     secret_providers: tuple[SecretProvider, ...] = ()
     disabled: bool = False
+    prefix: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        """The prefix in effect: :attr:`prefix`, or the name when it is not set."""
+        return self.name if self.prefix is None else self.prefix
 
     @property
     def env(self) -> dict[str, str]:
         """The stdio ``env`` templates (empty for other transports)."""
-        return self.transport.env if isinstance(self.transport, StdioTransport) else {}
+        return self.transport.env if isinstance(self.transport, StdioTransportConfig) else {}
 
 
 class RateLimit(ConfigStruct, frozen=True):
@@ -252,6 +269,11 @@ class FunnelConfig(ConfigStruct, frozen=True):
     default_passthrough_env: tuple[str, ...] | None = None
     default_secret_providers: tuple[SecretProvider, ...] = ()
     rate_limits: RateLimits = RateLimits()
+
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """Server name → the prefix of its tools and prompts, in configuration order."""
+        return {server.name: server.namespace for server in self.servers}
 
     def server(self, name: str) -> ServerConfig | None:
         """The server called ``name``, or ``None``."""

@@ -85,6 +85,7 @@ _SERVER_KEYS: Final = {
     "auth",
     "secretProviders",
     "disabled",
+    "prefix",
 }
 _IGNORED_SERVER_KEYS: Final = {"dev": "VS Code development mode", "gallery": "VS Code metadata"}
 _TRANSPORT_TYPES: Final = ("stdio", "streamable-http", "sse", "websocket")
@@ -206,6 +207,18 @@ class Normaliser:
         if not isinstance(value, Mapping):
             raise self.error(f"expected an object, got {describe(value)}", path)
         return value
+
+    def prefix(self, value: object, path: str) -> str:
+        """A server's ``prefix``: ``""``, or a valid server name."""
+        prefix = self.string(value, path)
+        problem = server_name_problem(prefix) if prefix else None
+        if problem is not None:
+            raise self.error(
+                f'invalid prefix "{prefix}": {problem.replace("server name", "prefix")}',
+                path,
+                f'try "{suggest_server_name(prefix)}", or "" for the backend\'s own names',
+            )
+        return prefix
 
     def string(self, value: object, path: str) -> str:
         """``value`` if it is a string, else an error."""
@@ -370,6 +383,8 @@ class Normaliser:
         if set(entry) <= {"name", "disabled"} and "disabled" in entry:
             tree.disabled_only = True
             return tree
+        if "prefix" in entry:
+            tree.data["prefix"] = self.prefix(entry["prefix"], join(path, "prefix"))
         if entry.get("secretProviders") is not None:
             tree.providers = self.providers(entry["secretProviders"], join(path, "secretProviders"))
         if entry.get("envFile") is not None:

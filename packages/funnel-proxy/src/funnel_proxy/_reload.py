@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from funnel_proxy._models import FunnelConfig, ServerConfig, StdioTransport
+from funnel_proxy._models import FunnelConfig, ServerConfig, StdioTransportConfig
 
 __all__ = ["ReloadReport", "diff_configs"]
 
@@ -72,7 +72,7 @@ class ReloadReport:
 
 def _connection(server: ServerConfig, config: FunnelConfig) -> tuple[object, ...]:
     """Everything a backend's connection is made of (see the module documentation)."""
-    if isinstance(server.transport, StdioTransport):
+    if isinstance(server.transport, StdioTransportConfig):
         return (
             server,
             config.auto_reconnect,

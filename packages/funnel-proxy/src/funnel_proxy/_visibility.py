@@ -1,7 +1,10 @@
 """Which tools exist and which are shown: the original's filter precedence, as data.
 
-Two questions, asked of a tool's namespaced name (``server__tool``; a name alias, if
-the tool has one, is matched too):
+Two questions, asked of a tool's wanted name (``prefix__tool``, where the prefix is the
+server's name unless the config sets ``prefix``; the backend's own name under
+``"prefix": ""``). When the tool is exposed under another name (an alias, or
+``server__tool`` after a collision, see :mod:`funnel_proxy._names`), patterns match that
+name too:
 
 **Is it registered at all?** ``hideTools`` is a firewall: a matching tool is not
 registered, unless it also matches ``alwaysVisibleTools``. An unregistered tool cannot be
@@ -125,10 +128,10 @@ class VisibilityPolicy:
         enabled: Container[str] = frozenset(),
         alias: str | None = None,
     ) -> Visibility:
-        """The verdict for the tool ``name`` (``server__tool``, or a core tool's name).
+        """The verdict for the tool ``name`` (its wanted name, or a core tool's name).
 
         Args:
-            name: The namespaced name (the plain ``server__tool`` of the original tool).
+            name: The wanted name (``prefix__tool``, or the plain name under prefix ``""``).
             enabled: Names enabled at run time (by either name).
             alias: The exposed name when it differs from ``name``; patterns match both.
         """
