@@ -49,7 +49,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from litestar.types import Receive, Scope, Send
 from msgspec import UNSET, Raw
 
-from funnel_proxy import Funnel, McpServerSession
+from funnel_proxy import Funnel, McpServerSession, ProxyError
 from funnel_server._calls import call_origin
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
@@ -57,9 +57,11 @@ from funnel_transports import (
     DecodeError,
     ErrorObject,
     ErrorResponse,
+    InvalidHeaderAnnotation,
     InvalidRequest,
     Message,
     Notification,
+    ParamHeader,
     Request,
     RequestId,
     Response,
@@ -67,6 +69,8 @@ from funnel_transports import (
     decode_message,
     encode_message,
     from_raw,
+    header_params,
+    param_headers,
     to_raw,
 )
 
@@ -79,6 +83,12 @@ VERSION_HEADER: Final = "mcp-protocol-version"
 _META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 _NAME_PARAMS: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 HEADER_MISMATCH: Final = -32020
+MISSING_CAPABILITY: Final = -32021
+_META_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
+#: Methods of the handshake era that 2026-07-28 removed: 404 and -32601 on its path.
+_REMOVED_STATELESS: Final = frozenset(
+    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+)
 UNSUPPORTED_VERSION: Final = -32022
 METHOD_NOT_FOUND: Final = -32601
 _KEEPALIVE_SECONDS: Final = 15.0
@@ -125,6 +135,33 @@ def header_mismatch(
         and _decode_sentinel(headers.get("mcp-name")) != params.get(key)
     ):
         return f"Mcp-Name header does not match the request's {key}"
+    return None
+
+
+def param_header_mismatch(
+    specs: tuple[ParamHeader, ...], arguments: Any, headers: Mapping[str, str]
+) -> str | None:
+    """Why ``Mcp-Param-*`` headers disagree with the arguments they mirror (``None``: agree).
+
+    Each annotated argument present in the body must come with its header, equal to it
+    once the Base64 sentinel is decoded; a header must hold only visible ASCII, space and
+    tab; a header with no value in the body is a mismatch too.
+    """
+    expected = param_headers(specs, arguments, lambda text: text)
+    for spec in specs:
+        header_name = f"Mcp-Param-{spec.name}"
+        raw = headers.get(header_name.lower())
+        if raw is not None and any(not (0x20 <= ord(c) <= 0x7E or c == "\t") for c in raw):
+            return f"{header_name} holds characters a header value must not"
+        value = expected.get(header_name)
+        if raw is None and value is None:
+            continue
+        if raw is None:
+            return f"{header_name} is missing although the arguments carry its value"
+        if value is None:
+            return f"{header_name} is sent but the arguments carry no such value"
+        if _decode_sentinel(raw) != value:
+            return f"{header_name} does not match the arguments"
     return None
 
 
@@ -278,7 +315,7 @@ def _status_for(message: Message, *, modern: bool) -> int:
     if modern and isinstance(message, ErrorResponse):
         if message.error.code == METHOD_NOT_FOUND:
             return 404
-        if message.error.code in (HEADER_MISMATCH, UNSUPPORTED_VERSION):
+        if message.error.code in (HEADER_MISMATCH, UNSUPPORTED_VERSION, MISSING_CAPABILITY):
             return 400
     return 200
 
@@ -333,8 +370,10 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP exchange on ``/mcp``."""
         call_origin.set("mcp")
+        # Field values without their optional surrounding whitespace (RFC 9110 §5.5):
+        # not every HTTP parser strips it.
         headers = {
-            name.decode("latin-1").lower(): value.decode("latin-1")
+            name.decode("latin-1").lower(): value.decode("latin-1").strip(" \t")
             for name, value in scope.get("headers", ())
         }
         http = _Http(send, [])
@@ -456,6 +495,23 @@ class McpEndpoint:
         )
         return modern, body_version
 
+    def _param_header_problem(
+        self, params: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> str | None:
+        """Why a call's ``Mcp-Param-*`` headers disagree with its arguments, if they do."""
+        name = params.get("name")
+        try:
+            entry = self._funnel.resolve_tool(name) if isinstance(name, str) else None
+        except ProxyError:
+            return None  # an unknown tool is answered by the dispatcher
+        if entry is None:
+            return None
+        try:
+            specs = header_params(entry.definition.get("inputSchema"))
+        except InvalidHeaderAnnotation:
+            return None
+        return param_header_mismatch(specs, params.get("arguments"), headers)
+
     async def _post_modern(
         self,
         message: Message,
@@ -474,17 +530,34 @@ class McpEndpoint:
         except DecodeError as exc:
             await http.json(400, _error(message.id, -32602, f"Invalid params: {exc}"))
             return
-        if version is None and message.method != "server/discover":
+        if message.method in _REMOVED_STATELESS:
             await http.json(
-                400,
-                _error(message.id, -32602, f"Invalid params: _meta must carry {_META_VERSION}"),
+                404,
+                _error(
+                    message.id,
+                    METHOD_NOT_FOUND,
+                    f"Method not found: {message.method} is not part of MCP {MODERN_VERSIONS[0]}",
+                ),
             )
             return
-        problem = (
-            header_mismatch(message.method, params, version, headers)
-            if version is not None
-            else None
-        )
+        meta = params.get("_meta")
+        if (
+            version is None
+            or not isinstance(meta, dict)
+            or not isinstance(meta.get(_META_CAPABILITIES), dict)
+        ):
+            await http.json(
+                400,
+                _error(
+                    message.id,
+                    -32602,
+                    f"Invalid params: _meta must carry {_META_VERSION} and {_META_CAPABILITIES}",
+                ),
+            )
+            return
+        problem = header_mismatch(message.method, params, version, headers)
+        if problem is None and message.method == "tools/call":
+            problem = self._param_header_problem(params, headers)
         if problem is not None:
             await http.json(400, _error(message.id, HEADER_MISMATCH, f"Header mismatch: {problem}"))
             return

@@ -81,6 +81,7 @@ _META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 _META_SUBSCRIPTION: Final = "io.modelcontextprotocol/subscriptionId"
 _RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
 _META_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
+_META_LOG_LEVEL: Final = "io.modelcontextprotocol/logLevel"
 _SERVER_NAME: Final = "funnel"
 #: Notifications queued for a client between two writes; beyond it they are dropped.
 MAX_QUEUED_NOTIFICATIONS: Final = 256
@@ -442,6 +443,21 @@ class McpServerSession:
             self._in_flight.pop(request.id, None)
             self._calls.pop(request.id, None)
 
+    def _meta_for_backend(self, client_meta: Any) -> dict[str, Any]:
+        """What a stateless-era backend must hear of this client in a request's ``_meta``.
+
+        The client's capabilities (what the backend may ask it, through funnel) and the
+        log level it wants (its own per request, or the one ``logging/setLevel`` set). A
+        handshake-era backend ignores both.
+        """
+        # Always, even empty: the backend must not think the client can do what it cannot.
+        out: dict[str, Any] = {_META_CAPABILITIES: dict(self._capabilities)}
+        level = client_meta.get(_META_LOG_LEVEL) if isinstance(client_meta, dict) else None
+        level = level if level in _LOG_LEVELS else self._log_level
+        if level is not None:
+            out[_META_LOG_LEVEL] = level
+        return out
+
     def _error_for(self, exc: Exception, request: Request) -> ErrorObject:
         known = self._calls.get(request.id)
         server = known.server if known is not None else "a backend"
@@ -603,6 +619,8 @@ class McpServerSession:
             for key, value in (params.meta.items() if isinstance(params.meta, dict) else ())
             if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
         }
+        if self._funnel.backend_era(entry.server) == "modern":
+            meta.update(self._meta_for_backend(params.meta))
         state = params.request_state
         if StateSealer.is_ours(state):
             # The retry of a call funnel parked for this (modern) client.

@@ -63,6 +63,7 @@ from funnel_proxy._surface import Surface, ToolEntry, build_surface
 from funnel_proxy._visibility import VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import (
+    ClientSession,
     DecodeError,
     ErrorResponse,
     Implementation,
@@ -255,6 +256,7 @@ class Funnel:
         self._host: TaskHost | None = None
         self._cm: Any = None
         self._resource_subscribers: dict[str, set[Client]] = {}
+        self._resource_listens: dict[str, anyio.CancelScope] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -656,15 +658,46 @@ class Funnel:
             raise ToolNotFound(uri)
         subscribers = self._resource_subscribers.get(uri)
         if not subscribers:
-            await self.forward(server, "resources/subscribe", {"uri": uri})
+            await self._watch_resource(server, uri)
             subscribers = self._resource_subscribers.setdefault(uri, set())
         subscribers.add(client)
+
+    async def _watch_resource(self, server: str, uri: str) -> None:
+        """Subscribe the owner of ``uri`` once for all its clients.
+
+        ``resources/subscribe`` in the handshake era; in 2026-07-28, which removed it, a
+        ``subscriptions/listen`` stream for that URI, held until the last client leaves.
+        """
+        backend = self._backends.get(server)
+        session = backend.session if backend is not None else None
+        if session is None or session.era != "modern" or self._task_group is None:
+            await self.forward(server, "resources/subscribe", {"uri": uri})
+            return
+        scope = anyio.CancelScope()
+        self._resource_listens[uri] = scope
+        self._task_group.start_soon(self._listen_for, session, uri, scope, name=f"watch {uri}")
+
+    async def _listen_for(self, session: ClientSession, uri: str, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await session.request(
+                    "subscriptions/listen",
+                    {"notifications": {"resourceSubscriptions": [uri]}},
+                    timeout=None,
+                )
+            except TransportError as exc:
+                logger.info("[%s] watching %s ended: %s", session.name, uri, exc)
+        if self._resource_listens.get(uri) is scope:
+            del self._resource_listens[uri]
 
     async def unsubscribe_resource(self, client: Client, uri: str) -> None:
         """End ``client``'s subscription to ``uri``; the last one unsubscribes the owner."""
         if self._drop_subscriber(uri, client, notify=False):
+            listen = self._resource_listens.pop(uri, None)
             server = self._surface.owner_of_resource(uri)
-            if server is not None:
+            if listen is not None:
+                listen.cancel()  # ending the stream is the unsubscription (2026-07-28)
+            elif server is not None:
                 await self.forward(server, "resources/unsubscribe", {"uri": uri})
 
     def _drop_subscriber(self, uri: str, client: Client, *, notify: bool = True) -> bool:
@@ -676,7 +709,10 @@ class Funnel:
             return False
         del self._resource_subscribers[uri]
         server = self._surface.owner_of_resource(uri)
-        if notify and server is not None and self._task_group is not None:
+        listen = self._resource_listens.pop(uri, None) if notify else None
+        if listen is not None:
+            listen.cancel()
+        elif notify and server is not None and self._task_group is not None:
             self._task_group.start_soon(self._unsubscribe_quietly, server, uri)
         return True
 

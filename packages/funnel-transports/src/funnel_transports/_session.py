@@ -457,7 +457,12 @@ class ClientSession:
             if on_progress is not None:
                 meta["progressToken"] = request_id
             if self._modern_meta is not None:
+                # A proxy passes on its own client's capabilities (what the server may ask
+                # for in this request); version and client info are the session's.
+                theirs = meta.get(META_CLIENT_CAPABILITIES)
                 meta.update(self._modern_meta)
+                if isinstance(theirs, Mapping):
+                    meta[META_CLIENT_CAPABILITIES] = theirs
             body["_meta"] = meta
         seconds = self._request_timeout if isinstance(timeout, _Default) else timeout
         deadline = math.inf if seconds is None else anyio.current_time() + seconds
