@@ -30,7 +30,6 @@ without locks. List changes are coalesced: a burst of backend notifications beco
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -87,6 +86,8 @@ __all__ = ["Funnel", "FunnelEvent"]
 logger = logging.getLogger("funnel_proxy")
 
 _COALESCE_SECONDS = 0.05
+#: Events one subscriber may have unread before it loses some (list changes are kept).
+MAX_QUEUED_EVENTS = 1024
 _STOP_SECONDS = 15.0
 """Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
 METHOD_NOT_FOUND = -32601
@@ -250,6 +251,7 @@ class Funnel:
         self._changed = anyio.Event()
         self._settled = anyio.Event()
         self._subscribers: list[MemoryObjectSendStream[FunnelEvent]] = []
+        self._missed: dict[MemoryObjectSendStream[FunnelEvent], set[str]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._clients: list[Client] = []
         self.parked = ParkedCalls()
@@ -457,8 +459,13 @@ class Funnel:
 
     @asynccontextmanager
     async def events(self) -> AsyncIterator[MemoryObjectReceiveStream[FunnelEvent]]:
-        """Subscribe to status and list-change events for the duration of the block."""
-        send, receive = anyio.create_memory_object_stream[FunnelEvent](math.inf)
+        """Subscribe to status and list-change events for the duration of the block.
+
+        The buffer is bounded (:data:`MAX_QUEUED_EVENTS`): a subscriber that far behind
+        loses events, but never a list change: the lists it missed are announced in one
+        ``list_changed`` as soon as it has room again.
+        """
+        send, receive = anyio.create_memory_object_stream[FunnelEvent](MAX_QUEUED_EVENTS)
         self._subscribers.append(send)
         try:
             async with receive:
@@ -466,6 +473,7 @@ class Funnel:
         finally:
             if send in self._subscribers:
                 self._subscribers.remove(send)
+            self._missed.pop(send, None)
             send.close()
 
     def list_tools(self) -> list[dict[str, Any]]:
@@ -977,9 +985,21 @@ class Funnel:
     def _publish(self, event: FunnelEvent) -> None:
         for stream in list(self._subscribers):
             try:
+                missed = self._missed.get(stream)
+                if missed is not None:
+                    if missed:
+                        stream.send_nowait(
+                            FunnelEvent(kind="list_changed", lists=frozenset(missed))
+                        )
+                    del self._missed[stream]
                 stream.send_nowait(event)
+            except anyio.WouldBlock:
+                lost = self._missed.setdefault(stream, set())
+                if event.kind == "list_changed":
+                    lost |= event.lists
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._subscribers.remove(stream)
+                self._missed.pop(stream, None)
 
     # ------------------------------------------------------------------ the surface
 
