@@ -277,7 +277,10 @@ async def test_closing_the_stream_cancels_the_call(
         "params": {
             "name": "sdk__wait_forever",
             "arguments": {},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
         },
     }
     async with (
@@ -298,7 +301,10 @@ async def test_closing_the_stream_cancels_the_call(
 
 async def test_the_stateless_era_checks_headers_and_versions(serve: Serve) -> None:
     def request(method: str, params: dict[str, Any], version: str = MODERN) -> dict[str, Any]:
-        meta = {"io.modelcontextprotocol/protocolVersion": version}
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": version,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
         return {"jsonrpc": "2.0", "id": 7, "method": method, "params": {**params, "_meta": meta}}
 
     def headers(method: str, version: str = MODERN, **more: str) -> dict[str, str]:
@@ -329,6 +335,9 @@ async def test_the_stateless_era_checks_headers_and_versions(serve: Serve) -> No
             headers=headers("tools/list", "2099-01-01"),
         )
         missing = await http.post("/mcp", json=request("no/such", {}), headers=headers("no/such"))
+        bare = {"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}}
+        no_meta = await http.post("/mcp", json=bare, headers=headers("tools/list"))
+        removed = await http.post("/mcp", json=request("ping", {}), headers=headers("ping"))
         get = await http.get("/mcp", headers={"MCP-Protocol-Version": MODERN})
     assert discover.status_code == 200
     assert MODERN in discover.json()["result"]["supportedVersions"]
@@ -339,6 +348,8 @@ async def test_the_stateless_era_checks_headers_and_versions(serve: Serve) -> No
         assert response.status_code == 400 and response.json()["error"]["code"] == -32020
     assert future.status_code == 400 and future.json()["error"]["code"] == -32022
     assert missing.status_code == 404 and missing.json()["error"]["code"] == -32601
+    assert no_meta.status_code == 400 and no_meta.json()["error"]["code"] == -32602
+    assert removed.status_code == 404 and removed.json()["error"]["code"] == -32601
     assert get.status_code == 405
 
 
@@ -352,7 +363,10 @@ async def test_subscriptions_listen_streams_list_changes(
         "method": "subscriptions/listen",
         "params": {
             "notifications": {"toolsListChanged": True},
-            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
         },
     }
     headers = {**JSON_HEADERS, "MCP-Protocol-Version": MODERN, "Mcp-Method": "subscriptions/listen"}
