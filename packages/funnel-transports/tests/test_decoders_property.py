@@ -527,3 +527,14 @@ def test_a_parse_error_after_a_readable_id_is_addressed_to_it() -> None:
     with pytest.raises(ParseError) as caught:
         decode_message(b'{"jsonrpc":"2.0","id":"q","method":"x","params":{"s":"\\ud800"}}')
     assert caught.value.request_id == "q"
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=300))
+def test_the_depth_scan_counts_mixed_objects_and_arrays_exactly(kinds: list[bool]) -> None:
+    # An object or an array per level, in any mix: {"k":[{"k":[...]}]}.
+    opened = b"".join(b'{"k":' if is_object else b"[" for is_object in kinds)
+    closed = b"".join(b"}" if is_object else b"]" for is_object in reversed(kinds))
+    data = opened + b"0" + closed
+    depth = len(kinds)
+    assert _deeper_than(data, depth - 1)
+    assert not _deeper_than(data, depth)

@@ -166,6 +166,7 @@ def from_raw(raw: Raw | bytes, type: Any = Any) -> Any:
 _NOT_STRUCTURAL: Final = bytes(sorted(set(range(256)) - set(b'"[]{}')))
 # A request id near the start of a message too large or too broken to decode.
 _ID_PATTERN: Final = re.compile(rb'"id"\s*:\s*(-?[0-9]{1,19}(?![0-9.eE])|"(?:[^"\\]|\\.){0,200}")')
+_INNERMOST_PAIR: Final = re.compile(rb"\[\]|\{\}")
 _LONE_SURROGATE: Final = re.compile(
     rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})(?<!\\)(?:\\\\)*\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -201,7 +202,10 @@ def _deeper_than(data: bytes, limit: int) -> bool:
     if b'"' in structural:
         structural = b"".join(structural.split(b'"')[::2])
     for _ in range(limit):
-        peeled = structural.replace(b"[]", b"").replace(b"{}", b"")
+        # One scan removes only the pairs that were innermost before it: ``{[]}`` loses
+        # its ``[]`` and keeps ``{}`` for the next pass (two replace() calls in a row
+        # would peel both levels at once and undercount alternating nesting).
+        peeled = _INNERMOST_PAIR.sub(b"", structural)
         if not peeled:
             return False
         if len(peeled) == len(structural):
