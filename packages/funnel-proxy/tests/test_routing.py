@@ -29,11 +29,12 @@ class FakeClient:
     def in_flight(self, server: str) -> Iterable[InFlight]:
         return [call for call in self.calls if call.server == server]
 
+    # The rule only chooses; it never asks or delivers: a call here would be a bug.
     async def ask(self, method: str, params: Raw | None, call: InFlight | None) -> Raw:
-        raise NotImplementedError
+        raise AssertionError("choose() must not ask the client")
 
     def deliver(self, message: Notification, *, level: str | None = None) -> None:
-        raise NotImplementedError
+        raise AssertionError("choose() must not deliver to the client")
 
 
 def test_concurrent_calls_are_asked_in_the_order_they_arrived() -> None:

@@ -122,6 +122,26 @@ class MachineAuth(OAuthAuth):
     async def _grant(self, scope: str | None) -> TokenSet:
         raise NotImplementedError  # pragma: no cover - every subclass grants its own way
 
+    async def _present_assertion(
+        self, assertion: str, scope: str | None, *, limited: bool = True
+    ) -> TokenSet:
+        """Trade a JWT assertion for tokens (RFC 7523 ``jwt-bearer`` grant)."""
+        assert self._token_endpoint is not None  # noqa: S101 -- checked by the caller
+        form = {"grant_type": JWT_BEARER_GRANT, "assertion": assertion}
+        if self._resource:
+            form["resource"] = self._resource
+        if scope:
+            form["scope"] = scope
+        return await self._token_request(
+            endpoint=self._token_endpoint,
+            registration=self._registration(),
+            form=form,
+            issuer=self._issuer,
+            resource=self._resource,
+            requested_scope=scope,
+            limited=limited,
+        )
+
     async def _grant_audited(self, scope: str | None, grant_type: str) -> TokenSet:
         if self._token_endpoint is None:
             raise DiscoveryError("no token endpoint known yet", server=self.server_name)
@@ -297,17 +317,4 @@ class JwtBearerAuth(MachineAuth):
         return config.assertion.reveal()
 
     async def _grant(self, scope: str | None) -> TokenSet:
-        assert self._token_endpoint is not None  # noqa: S101 -- checked by the caller
-        form = {"grant_type": JWT_BEARER_GRANT, "assertion": await self._assertion()}
-        if self._resource:
-            form["resource"] = self._resource
-        if scope:
-            form["scope"] = scope
-        return await self._token_request(
-            endpoint=self._token_endpoint,
-            registration=self._registration(),
-            form=form,
-            issuer=self._issuer,
-            resource=self._resource,
-            requested_scope=scope,
-        )
+        return await self._present_assertion(await self._assertion(), scope)

@@ -132,21 +132,8 @@ class EnterpriseManagedAuth(MachineAuth):
         except AuthError as exc:
             exc.server = self.server_name
             raise
-        form = {"grant_type": JWT_BEARER, "assertion": assertion}
-        if self._resource:
-            form["resource"] = self._resource
-        if scope:
-            form["scope"] = scope
-        return await self._token_request(
-            endpoint=self._token_endpoint,
-            registration=self._registration(),
-            form=form,
-            issuer=self._issuer,
-            resource=self._resource,
-            requested_scope=scope,
-            # The exchange above was counted once; this is the same grant.
-            limited=False,
-        )
+        # The exchange above was counted once; this is the same grant.
+        return await self._present_assertion(assertion, scope, limited=False)
 
 
 def _error_code(content: bytes) -> str | None:
