@@ -40,8 +40,9 @@ import pytest
 from funnel_tokenstore._errors import InvalidKey
 from funnel_tokenstore._keys import MAX_KEY_LENGTH
 from funnel_tokenstore._protocol import TokenStore
+from funnel_tokenstore._redis_testing import RedisUnavailable, redis_server
 
-__all__ = ["KeyFactory", "TokenStoreContract"]
+__all__ = ["KeyFactory", "RedisUnavailable", "TokenStoreContract", "redis_server"]
 
 #: Keys every store must keep apart and unchanged: punctuation, spaces, path-like and
 #: URL-like text, and text that looks like a store's own internal names.

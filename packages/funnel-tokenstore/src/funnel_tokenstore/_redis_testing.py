@@ -1,0 +1,107 @@
+"""A private ``redis-server`` for tests: started on a free loopback port, stopped after.
+
+Used through :func:`funnel_tokenstore.testing.redis_server`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+__all__ = ["RedisUnavailable", "redis_server"]
+
+_READY = "Ready to accept connections"
+_MAX_LOG_LINES = 500
+
+
+class RedisUnavailable(RuntimeError):
+    """``redis-server`` is not installed (``apt-get install redis-server``)."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_ready(log: IO[str], process: subprocess.Popen[str]) -> list[str]:
+    """Read the server's log until it says it is ready; its lines if it never does."""
+    seen: list[str] = []
+    for line in log:
+        seen.append(line.rstrip())
+        if _READY in line:
+            return []
+        if len(seen) >= _MAX_LOG_LINES:
+            break
+    process.kill()
+    process.wait()
+    return seen
+
+
+@contextmanager
+def redis_server(executable: str = "redis-server") -> Iterator[str]:
+    """Run a throwaway ``redis-server`` on 127.0.0.1 and yield its ``redis://`` URL.
+
+    Nothing is persisted (no RDB, no AOF) and the server is stopped, and waited for, when
+    the block ends. Readiness is read from the server's own log line, never timed.
+
+    Args:
+        executable: The server binary (``valkey-server`` works too).
+
+    Raises:
+        RedisUnavailable: The binary is not on ``PATH``.
+        RuntimeError: The server exited before it was ready (its log is in the message).
+    """
+    binary = shutil.which(executable)
+    if binary is None:
+        raise RedisUnavailable(f"{executable} is not installed (apt-get install redis-server)")
+    for _attempt in range(5):  # another process may take the free port first
+        port = _free_port()
+        process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own arguments
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "notice",
+                "--logfile",
+                "",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE above
+        failure = _wait_ready(process.stdout, process)
+        if failure:
+            if any("Address already in use" in line for line in failure):
+                continue
+            raise RuntimeError("redis-server did not start:\n" + "\n".join(failure[-20:]))
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+        return
+    raise RuntimeError("redis-server found no free port in 5 attempts")
