@@ -6,6 +6,7 @@ Every store implements :class:`TokenStore`; :func:`open_token_store` picks one.
 
 from importlib import metadata as _metadata
 
+from funnel_tokenstore._crypto import STATE_KEY_ENV, StateKeys, generate_state_key
 from funnel_tokenstore._errors import (
     InvalidKey,
     TokenStoreConfigError,
@@ -24,10 +25,12 @@ from funnel_tokenstore._protocol import TokenStore
 __version__ = _metadata.version("funnel-tokenstore")  # one source: pyproject.toml
 
 __all__ = [
+    "STATE_KEY_ENV",
     "FileTokenStore",
     "InvalidKey",
     "KeyringTokenStore",
     "MemoryTokenStore",
+    "StateKeys",
     "TokenStore",
     "TokenStoreConfigError",
     "TokenStoreCorrupt",
@@ -37,5 +40,6 @@ __all__ = [
     "TokenStoreUnavailable",
     "__version__",
     "funnel_home",
+    "generate_state_key",
     "open_token_store",
 ]
