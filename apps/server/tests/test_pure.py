@@ -26,7 +26,6 @@ from funnel_server._audit import (
     scrub,
 )
 from funnel_server._calls import ToolCallLimits
-from funnel_server._mcp_http import header_mismatch
 from funnel_server._security import (
     COOKIE_NAME,
     InboundAuth,
@@ -175,29 +174,6 @@ def test_a_generated_token_is_stored_private_and_reused(tmp_path: Path) -> None:
 )
 def test_only_local_paths_are_followed_after_sign_in(value: str | None, expected: str) -> None:
     assert safe_next_path(value) == expected
-
-
-def test_stateless_headers_must_mirror_the_body() -> None:
-    headers = {
-        "mcp-protocol-version": "2026-07-28",
-        "mcp-method": "tools/call",
-        "mcp-name": "demo__echo",
-    }
-    params = {"name": "demo__echo"}
-    assert header_mismatch("tools/call", params, "2026-07-28", headers) is None
-    assert "Mcp-Name" in str(
-        header_mismatch("tools/call", {"name": "other"}, "2026-07-28", headers)
-    )
-    assert "Mcp-Method" in str(header_mismatch("tools/list", {}, "2026-07-28", headers))
-    assert "Protocol-Version" in str(
-        header_mismatch(
-            "tools/call", params, "2026-07-28", {**headers, "mcp-protocol-version": "x"}
-        )
-    )
-    encoded = {**headers, "mcp-name": "=?base64?ZGVtb19fZWNobw==?="}
-    assert header_mismatch("tools/call", params, "2026-07-28", encoded) is None
-    broken = {**headers, "mcp-name": "=?base64?!!!?="}
-    assert header_mismatch("tools/call", params, "2026-07-28", broken) is not None
 
 
 def test_every_matching_limit_counts_a_call_and_a_refusal_counts_nowhere() -> None:

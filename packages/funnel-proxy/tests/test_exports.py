@@ -15,6 +15,7 @@ EXPECTED = [
     "FunnelEvent",
     "InlineProvider",
     "LoadedConfig",
+    "McpHttpEndpoint",
     "McpServerSession",
     "PatternSet",
     "ProcessProvider",

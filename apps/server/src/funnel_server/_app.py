@@ -49,6 +49,7 @@ from funnel_auth import (
 from funnel_proxy import (
     BackendUnavailable,
     Funnel,
+    McpHttpEndpoint,
     ProxyError,
     Reason,
     ToolNotFound,
@@ -57,7 +58,6 @@ from funnel_proxy import (
 from funnel_server._audit import audit
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._logs import LogBuffer, LogEntry
-from funnel_server._mcp_http import McpEndpoint
 from funnel_server._middleware import SecurityMiddleware
 from funnel_server._security import InboundAuth, OriginPolicy
 from funnel_server._settings import AppSettings
@@ -506,7 +506,7 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         allowed_hosts=settings.allowed_hosts,
         allowed_origins=settings.allowed_origins,
     )
-    endpoint = McpEndpoint(
+    endpoint = McpHttpEndpoint(
         funnel,
         version=settings.version,
         instructions=settings.instructions,
@@ -719,7 +719,8 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
 
     @asgi("/mcp", copy_scope=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
-        """The MCP streamable HTTP endpoint."""
+        """The MCP streamable HTTP endpoint (funnel-proxy's, with the audit's origin set)."""
+        call_origin.set("mcp")
         await endpoint(scope, receive, send)
 
     app = Litestar(

@@ -25,6 +25,7 @@ from funnel_proxy._errors import (
     ToolNotFound,
 )
 from funnel_proxy._funnel import Funnel, FunnelEvent
+from funnel_proxy._http_server import McpHttpEndpoint
 from funnel_proxy._models import (
     AutoReconnect,
     FunnelConfig,
@@ -70,6 +71,7 @@ __all__ = [
     "FunnelEvent",
     "InlineProvider",
     "LoadedConfig",
+    "McpHttpEndpoint",
     "McpServerSession",
     "PatternSet",
     "ProcessProvider",

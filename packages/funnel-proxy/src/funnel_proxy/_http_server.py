@@ -1,4 +1,4 @@
-"""``/mcp``: the MCP streamable HTTP endpoint (server side), both protocol eras.
+"""The MCP streamable HTTP endpoint (server side), both protocol eras, as an ASGI app.
 
 Theory of operation. Every POST carries one JSON-RPC message. Which era it belongs to
 is decided per request:
@@ -31,26 +31,34 @@ stream per session, buffered notifications.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
 import anyio.abc
-import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from litestar.types import Receive, Scope, Send
 from msgspec import UNSET, Raw
 
-from funnel_proxy import Funnel, McpServerSession, ProxyError
-from funnel_server._calls import call_origin
+from funnel_proxy._dispatcher import McpServerSession
+from funnel_proxy._errors import ProxyError
+from funnel_proxy._funnel import Funnel
+from funnel_proxy._http_rules import (
+    HEADER_MISMATCH,
+    SESSION_HEADER,
+    VERSION_HEADER,
+    classify,
+    header_mismatch,
+    param_header_mismatch,
+    progress_token,
+    stateless_refusal,
+    status_for,
+)
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
@@ -61,7 +69,6 @@ from funnel_transports import (
     InvalidRequest,
     Message,
     Notification,
-    ParamHeader,
     Request,
     RequestId,
     Response,
@@ -70,99 +77,26 @@ from funnel_transports import (
     encode_message,
     from_raw,
     header_params,
-    param_headers,
     to_raw,
 )
 
-__all__ = ["McpEndpoint", "header_mismatch"]
+__all__ = ["McpHttpEndpoint", "Receive", "Scope", "Send"]
 
-logger = logging.getLogger("funnel_server.mcp")
+logger = logging.getLogger("funnel_proxy.mcp_http")
 
-SESSION_HEADER: Final = "mcp-session-id"
-VERSION_HEADER: Final = "mcp-protocol-version"
-_META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
-_NAME_PARAMS: Final = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-HEADER_MISMATCH: Final = -32020
-MISSING_CAPABILITY: Final = -32021
-_META_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
-#: Methods of the handshake era that 2026-07-28 removed: 404 and -32601 on its path.
-_REMOVED_STATELESS: Final = frozenset(
-    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
-)
-UNSUPPORTED_VERSION: Final = -32022
-METHOD_NOT_FOUND: Final = -32601
+#: An ASGI connection scope.
+Scope = Mapping[str, Any]
+#: The ASGI ``receive`` callable.
+Receive = Callable[[], Awaitable[Any]]
+#: The ASGI ``send`` callable.
+Send = Callable[[Any], Awaitable[None]]
+
 _KEEPALIVE_SECONDS: Final = 15.0
 _SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-store"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-class _Meta(msgspec.Struct):
-    meta: dict[str, Any] | msgspec.UnsetType = msgspec.field(default=UNSET, name="_meta")
-
-
-def _decode_sentinel(value: str | None) -> str | None:
-    """A header value, with the ``=?base64?…?=`` sentinel decoded (``None`` if malformed)."""
-    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
-        return value
-    try:
-        return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def header_mismatch(
-    method: str, params: Mapping[str, Any], version: object, headers: Mapping[str, str]
-) -> str | None:
-    """Why a stateless-era request's headers disagree with its body (``None``: they agree).
-
-    Args:
-        method: The body's method.
-        params: The body's params.
-        version: The protocol version in the body's ``_meta``.
-        headers: The request headers, lower-case names.
-    """
-    if headers.get(VERSION_HEADER) != version:
-        return "MCP-Protocol-Version header does not match the request's protocol version"
-    if headers.get("mcp-method") != method:
-        return "Mcp-Method header does not match the request's method"
-    key = _NAME_PARAMS.get(method)
-    if (
-        key is not None
-        and params.get(key) is not None
-        and _decode_sentinel(headers.get("mcp-name")) != params.get(key)
-    ):
-        return f"Mcp-Name header does not match the request's {key}"
-    return None
-
-
-def param_header_mismatch(
-    specs: tuple[ParamHeader, ...], arguments: Any, headers: Mapping[str, str]
-) -> str | None:
-    """Why ``Mcp-Param-*`` headers disagree with the arguments they mirror (``None``: agree).
-
-    Each annotated argument present in the body must come with its header, equal to it
-    once the Base64 sentinel is decoded; a header must hold only visible ASCII, space and
-    tab; a header with no value in the body is a mismatch too.
-    """
-    expected = param_headers(specs, arguments, lambda text: text)
-    for spec in specs:
-        header_name = f"Mcp-Param-{spec.name}"
-        raw = headers.get(header_name.lower())
-        if raw is not None and any(not (0x20 <= ord(c) <= 0x7E or c == "\t") for c in raw):
-            return f"{header_name} holds characters a header value must not"
-        value = expected.get(header_name)
-        if raw is None and value is None:
-            continue
-        if raw is None:
-            return f"{header_name} is missing although the arguments carry its value"
-        if value is None:
-            return f"{header_name} is sent but the arguments carry no such value"
-        if _decode_sentinel(raw) != value:
-            return f"{header_name} does not match the arguments"
-    return None
 
 
 def _sse_event(message: Message) -> bytes:
@@ -311,17 +245,11 @@ class _Http:
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _status_for(message: Message, *, modern: bool) -> int:
-    if modern and isinstance(message, ErrorResponse):
-        if message.error.code == METHOD_NOT_FOUND:
-            return 404
-        if message.error.code in (HEADER_MISMATCH, UNSUPPORTED_VERSION, MISSING_CAPABILITY):
-            return 400
-    return 200
+class McpHttpEndpoint:
+    """The MCP streamable HTTP endpoint, an ASGI app, over a running :class:`Funnel`.
 
-
-class McpEndpoint:
-    """The ``/mcp`` ASGI endpoint over a running :class:`Funnel`.
+    Mount it at any path (funnel-server mounts it at ``/mcp``); it needs no framework.
+    Authentication, Host/Origin checks and rate limits belong to the application around it.
 
     Args:
         funnel: The funnel to serve.
@@ -368,8 +296,7 @@ class McpEndpoint:
         self._sessions.clear()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one HTTP exchange on ``/mcp``."""
-        call_origin.set("mcp")
+        """Serve one HTTP exchange."""
         # Field values without their optional surrounding whitespace (RFC 9110 §5.5):
         # not every HTTP parser strips it.
         headers = {
@@ -473,27 +400,11 @@ class McpEndpoint:
         if isinstance(message, list):
             await http.json(400, _error(None, InvalidRequest.code, "Batches are not supported"))
             return
-        modern, version = self._modern_version(message, headers)
+        modern, version = classify(message, headers)
         if modern:
             await self._post_modern(message, version, headers, receive, http)
         else:
             await self._post_handshake(message, headers, receive, http)
-
-    @staticmethod
-    def _modern_version(message: Message, headers: Mapping[str, str]) -> tuple[bool, object]:
-        """Whether a message belongs to the stateless era, and the version its body names."""
-        body_version: object = None
-        if isinstance(message, Request | Notification) and isinstance(message.params, Raw):
-            try:
-                meta = from_raw(message.params, _Meta).meta
-            except DecodeError:
-                meta = UNSET
-            if isinstance(meta, dict) and _META_VERSION in meta:
-                return True, meta[_META_VERSION]
-        modern = headers.get(VERSION_HEADER) in MODERN_VERSIONS or (
-            isinstance(message, Request) and message.method == "server/discover"
-        )
-        return modern, body_version
 
     def _param_header_problem(
         self, params: Mapping[str, Any], headers: Mapping[str, str]
@@ -530,30 +441,10 @@ class McpEndpoint:
         except DecodeError as exc:
             await http.json(400, _error(message.id, -32602, f"Invalid params: {exc}"))
             return
-        if message.method in _REMOVED_STATELESS:
-            await http.json(
-                404,
-                _error(
-                    message.id,
-                    METHOD_NOT_FOUND,
-                    f"Method not found: {message.method} is not part of MCP {MODERN_VERSIONS[0]}",
-                ),
-            )
-            return
-        meta = params.get("_meta")
-        if (
-            version is None
-            or not isinstance(meta, dict)
-            or not isinstance(meta.get(_META_CAPABILITIES), dict)
-        ):
-            await http.json(
-                400,
-                _error(
-                    message.id,
-                    -32602,
-                    f"Invalid params: _meta must carry {_META_VERSION} and {_META_CAPABILITIES}",
-                ),
-            )
+        refusal = stateless_refusal(message.method, params, version)
+        if refusal is not None:
+            status, code, text = refusal
+            await http.json(status, _error(message.id, code, text))
             return
         problem = header_mismatch(message.method, params, version, headers)
         if problem is None and message.method == "tools/call":
@@ -635,7 +526,7 @@ class McpEndpoint:
             )
             return
         channel, inbox = anyio.create_memory_object_stream[Message](16)
-        route = _Route(channel, _progress_token(message))
+        route = _Route(channel, progress_token(message))
         session.routes[message.id] = route
         if route.progress_token is not None:
             session.by_token[route.progress_token] = route
@@ -728,7 +619,7 @@ class McpEndpoint:
                 return
             final = isinstance(message, Response | ErrorResponse) and message.id == request.id
             if final and not streaming:
-                await http.json(_status_for(message, modern=modern), message)
+                await http.json(status_for(message, modern=modern), message)
                 return
             if not streaming:
                 streaming = True
@@ -794,20 +685,6 @@ class McpEndpoint:
         self._drop(session)
         logger.info("MCP session %s… ended by the client", session.id[:8])
         await http.respond(204)
-
-
-def _progress_token(request: Request) -> Any:
-    if not isinstance(request.params, Raw):
-        return None
-    try:
-        meta = from_raw(request.params, _Meta).meta
-    except DecodeError:
-        return None
-    token = meta.get("progressToken") if isinstance(meta, dict) else None
-    # A progress token is a string or an integer; anything else is not one we can route.
-    if isinstance(token, str) or (isinstance(token, int) and not isinstance(token, bool)):
-        return token
-    return None
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
