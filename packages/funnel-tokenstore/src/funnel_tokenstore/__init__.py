@@ -21,6 +21,7 @@ from funnel_tokenstore._keyring import KeyringTokenStore
 from funnel_tokenstore._memory import MemoryTokenStore
 from funnel_tokenstore._open import TokenStoreKind, open_token_store
 from funnel_tokenstore._protocol import TokenStore
+from funnel_tokenstore._redis import RedisTokenStore
 
 __version__ = _metadata.version("funnel-tokenstore")  # one source: pyproject.toml
 
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidKey",
     "KeyringTokenStore",
     "MemoryTokenStore",
+    "RedisTokenStore",
     "StateKeys",
     "TokenStore",
     "TokenStoreConfigError",
