@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from funnel_tokenstore import (
     RedisTokenStore,
@@ -42,8 +49,6 @@ def closed_port() -> int:
 
 @pytest.mark.anyio
 async def test_keys_live_under_the_namespace_as_raw_bytes(redis_url: str) -> None:
-    import redis.asyncio
-
     namespace = fresh_namespace()
     async with RedisTokenStore(redis_url, namespace=namespace) as store:
         await store.set("oauth:github", b"\x00raw\xff")
@@ -163,3 +168,187 @@ async def test_two_stores_in_one_process_exclude_each_other_through_redis(redis_
         with anyio.fail_after(10):
             async with two.lock("k", timeout=5):
                 pass
+
+
+# -- the lease across processes -------------------------------------------------------
+
+WORKER = Path(__file__).with_name("proc_worker.py")
+
+
+@asynccontextmanager
+async def raw_redis(url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def worker(*args: str) -> AsyncIterator[Process]:
+    """Start proc_worker.py; kill and reap it afterwards whatever happened."""
+    process = await anyio.open_process(
+        [sys.executable, str(WORKER), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,
+    )
+    try:
+        yield process
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            with anyio.fail_after(10):
+                await process.wait()
+            await process.aclose()
+
+
+async def read_line(process: Process) -> bytes:
+    assert process.stdout is not None
+    with anyio.fail_after(20):
+        return await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 100)
+
+
+@pytest.mark.anyio
+async def test_two_processes_serialise_every_read_modify_write(redis_url: str) -> None:
+    namespace, count = fresh_namespace(), 40
+    args = ("increment", redis_url, namespace, "counter", str(count))
+    async with worker(*args) as one, worker(*args) as two:
+        assert await read_line(one) == b"ready"
+        assert await read_line(two) == b"ready"
+        for process in (one, two):  # both start at once
+            assert process.stdin is not None
+            await process.stdin.send(b"go\n")
+        with anyio.fail_after(60):
+            assert await one.wait() == 0
+            assert await two.wait() == 0
+    async with RedisTokenStore(redis_url, namespace=namespace) as store:
+        assert await store.get("counter") == str(2 * count).encode()
+    async with raw_redis(redis_url) as raw:
+        items = await raw.lrange(f"{namespace}:trace", 0, -1)
+    trace = [item.decode() if isinstance(item, bytes) else item for item in items]
+    # Every holder left the lock before the next one entered it, and both took turns.
+    assert len(trace) == 4 * count
+    for enter, leave in zip(trace[::2], trace[1::2], strict=True):
+        assert enter[0] == "+"
+        assert leave == "-" + enter[1:]
+    assert len({item[1:] for item in trace}) == 2
+
+
+@pytest.mark.anyio
+async def test_a_holder_killed_with_sigkill_frees_the_lock_when_its_lease_expires(
+    redis_url: str,
+) -> None:
+    namespace = fresh_namespace()
+    lock_key = f"{namespace}:lock:refresh:srv"
+    async with (
+        RedisTokenStore(redis_url, namespace=namespace) as store,
+        raw_redis(redis_url) as raw,
+    ):
+        async with worker("hold", "redis", redis_url, namespace, "refresh:srv", "2") as holder:
+            assert await read_line(holder) == b"locked"
+            with pytest.raises(TokenStoreLockTimeout):
+                async with store.lock("refresh:srv", timeout=0.2):
+                    pass
+            holder.send_signal(signal.SIGKILL)
+            with anyio.fail_after(10):
+                assert await holder.wait() == -signal.SIGKILL
+            # It died without releasing: the lease is still there, and nobody renews it.
+            assert await raw.exists(lock_key) == 1
+        with anyio.fail_after(15):
+            async with store.lock("refresh:srv", timeout=10):
+                owner = await raw.get(lock_key)
+        assert owner is not None
+        assert await raw.exists(lock_key) == 0
+
+
+@pytest.mark.anyio
+async def test_a_lease_renewed_past_its_first_expiry_is_not_stolen(redis_url: str) -> None:
+    namespace = fresh_namespace()
+    lock_key = f"{namespace}:lock:k"
+    async with (
+        RedisTokenStore(redis_url, namespace=namespace, lease=0.6) as holder,
+        RedisTokenStore(redis_url, namespace=namespace) as other,
+        raw_redis(redis_url) as raw,
+    ):
+        async with holder.lock("k"):
+            token = await raw.get(lock_key)
+            # Three initial leases long: the lease had to be renewed several times.
+            with anyio.fail_after(15), pytest.raises(TokenStoreLockTimeout):
+                async with other.lock("k", timeout=1.8):
+                    pytest.fail("took a lock whose holder is alive")
+            assert await raw.get(lock_key) == token
+            assert 0 < await raw.pttl(lock_key) <= 600
+        assert await raw.exists(lock_key) == 0
+        with anyio.fail_after(10):
+            async with other.lock("k", timeout=5):
+                pass
+
+
+@pytest.mark.anyio
+async def test_a_waiter_wakes_on_release_not_at_the_lease_expiry(redis_url: str) -> None:
+    namespace = fresh_namespace()
+    async with (
+        RedisTokenStore(redis_url, namespace=namespace, lease=60) as holder,
+        RedisTokenStore(redis_url, namespace=namespace) as waiter,
+    ):
+        held, release, acquired, blocked = (
+            anyio.Event(),
+            anyio.Event(),
+            anyio.Event(),
+            anyio.Event(),
+        )
+
+        class Blocked(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage().startswith("waiting up to"):
+                    blocked.set()
+
+        handler = Blocked(logging.DEBUG)
+        logger = logging.getLogger("funnel_tokenstore")
+        logger.addHandler(handler)
+        old_level = logger.level
+        logger.setLevel(logging.DEBUG)
+
+        async def hold() -> None:
+            async with holder.lock("k"):
+                held.set()
+                await release.wait()
+
+        async def wait_for_it() -> None:
+            # Blocks for min(its timeout, the lease left): 30 s without a wake-up.
+            async with waiter.lock("k", timeout=30):
+                acquired.set()
+
+        try:
+            with anyio.fail_after(8):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(hold)
+                    await held.wait()
+                    tg.start_soon(wait_for_it)
+                    await blocked.wait()  # it saw the lock taken and went to sleep on it
+                    release.set()
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+        assert acquired.is_set()
+
+
+@pytest.mark.anyio
+async def test_a_holder_that_loses_its_lease_is_cancelled_and_told(redis_url: str) -> None:
+    namespace = fresh_namespace()
+    async with (
+        RedisTokenStore(redis_url, namespace=namespace, lease=0.3) as store,
+        raw_redis(redis_url) as raw,
+    ):
+
+        async def hold_while_the_lease_vanishes() -> None:
+            async with store.lock("k"):
+                await raw.delete(f"{namespace}:lock:k")  # an operator, or an evicting Redis
+                await anyio.sleep_forever()
+
+        with anyio.fail_after(10), pytest.raises(TokenStoreUnavailable, match="lost lock 'k'"):
+            await hold_while_the_lease_vanishes()
+        async with store.lock("k", timeout=5):
+            pass

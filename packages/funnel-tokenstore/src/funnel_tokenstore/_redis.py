@@ -393,6 +393,7 @@ class RedisTokenStore:
                 continue
             lease_left = self._lease_ms / 1000 if ttl < 0 else int(ttl) / 1000
             block = max(0.01, min(remaining, lease_left))
+            logger.debug("waiting up to %.3f s for Redis lock %r, held elsewhere", block, key)
             await self._block(key, lease.wake_key, block)
 
     async def _block(self, key: str, wake_key: str, seconds: float) -> None:
