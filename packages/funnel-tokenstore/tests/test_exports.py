@@ -7,11 +7,13 @@ import funnel_tokenstore.testing
 def test_public_names_are_pinned() -> None:
     assert funnel_tokenstore.__all__ == [
         "STATE_KEY_ENV",
+        "EncryptedTokenStore",
         "FileTokenStore",
         "InvalidKey",
         "KeyringTokenStore",
         "MemoryTokenStore",
         "RedisTokenStore",
+        "Rotation",
         "StateKeys",
         "TokenStore",
         "TokenStoreConfigError",

@@ -7,6 +7,7 @@ Every store implements :class:`TokenStore`; :func:`open_token_store` picks one.
 from importlib import metadata as _metadata
 
 from funnel_tokenstore._crypto import STATE_KEY_ENV, StateKeys, generate_state_key
+from funnel_tokenstore._encrypted import EncryptedTokenStore, Rotation
 from funnel_tokenstore._errors import (
     InvalidKey,
     TokenStoreConfigError,
@@ -27,11 +28,13 @@ __version__ = _metadata.version("funnel-tokenstore")  # one source: pyproject.to
 
 __all__ = [
     "STATE_KEY_ENV",
+    "EncryptedTokenStore",
     "FileTokenStore",
     "InvalidKey",
     "KeyringTokenStore",
     "MemoryTokenStore",
     "RedisTokenStore",
+    "Rotation",
     "StateKeys",
     "TokenStore",
     "TokenStoreConfigError",
