@@ -16,6 +16,7 @@ def funnel_home_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "funnel-home"
     monkeypatch.setenv("MCP_FUNNEL_HOME", str(home))
     monkeypatch.delenv("MCP_FUNNEL_TOKEN_STORE", raising=False)
+    monkeypatch.delenv("FUNNEL_STATE_KEY", raising=False)
     return home
 
 
