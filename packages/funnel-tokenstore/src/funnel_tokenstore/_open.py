@@ -211,7 +211,7 @@ def open_token_store(
         if keys is None:
             logger.warning(
                 "tokens in Redis %s are stored unencrypted: anyone with a dump, a replica or "
-                "a backup reads them; set %s (generate one with: funnel-server state-key)",
+                "a backup reads them; set %s (funnel_tokenstore.generate_state_key() makes one)",
                 redis_store.url,
                 STATE_KEY_ENV,
             )
