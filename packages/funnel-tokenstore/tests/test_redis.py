@@ -352,3 +352,76 @@ async def test_a_holder_that_loses_its_lease_is_cancelled_and_told(redis_url: st
             await hold_while_the_lease_vanishes()
         async with store.lock("k", timeout=5):
             pass
+
+
+def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "funnel test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@pytest.mark.anyio
+async def test_a_rediss_url_talks_tls_and_checks_the_certificate(
+    redis_url: str, tmp_path: Path
+) -> None:
+    ca, cert, key = write_tls_files(tmp_path)
+    port = closed_port()
+    tls = ["--tls-port", str(port), "--port", "0", "--tls-auth-clients", "no"]
+    tls += ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+    with redis_server(args=tls):
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+        async with RedisTokenStore(url, namespace=fresh_namespace()) as store:
+            await store.set("k", b"over TLS")
+            assert await store.get("k") == b"over TLS"
+            async with store.lock("k"):
+                pass
+        # Without the CA the server's certificate is not trusted: no silent fallback.
+        async with RedisTokenStore(f"rediss://127.0.0.1:{port}/0", timeout=3) as untrusted:
+            with anyio.fail_after(10), pytest.raises(TokenStoreUnavailable, match="rediss://"):
+                await untrusted.get("k")
