@@ -425,3 +425,22 @@ async def test_a_rediss_url_talks_tls_and_checks_the_certificate(
         async with RedisTokenStore(f"rediss://127.0.0.1:{port}/0", timeout=3) as untrusted:
             with anyio.fail_after(10), pytest.raises(TokenStoreUnavailable, match="rediss://"):
                 await untrusted.get("k")
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_while_waiting_leaves_no_lock_behind(redis_url: str) -> None:
+    namespace = fresh_namespace()
+    async with (
+        RedisTokenStore(redis_url, namespace=namespace) as one,
+        RedisTokenStore(redis_url, namespace=namespace) as two,
+        raw_redis(redis_url) as raw,
+    ):
+        async with one.lock("k"):
+            with anyio.move_on_after(0.2) as scope:
+                async with two.lock("k", timeout=30):
+                    pytest.fail("entered a lock that another store holds")
+            assert scope.cancelled_caught
+        assert await raw.exists(f"{namespace}:lock:k") == 0
+        with anyio.fail_after(5):
+            async with two.lock("k", timeout=5):
+                pass

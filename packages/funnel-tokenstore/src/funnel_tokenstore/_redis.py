@@ -347,7 +347,17 @@ class RedisTokenStore:
                 wake_key=f"{self._namespace}:lockwake:{key}",
                 token=secrets.token_hex(16).encode(),
             )
-            await self._take(lease, wait, deadline)
+            try:
+                await self._take(lease, wait, deadline)
+            except TokenStoreLockTimeout:
+                raise  # Redis said no to the last try: nothing of ours to give back
+            except BaseException:
+                # Cancelled (or failed) after Redis may have taken the lock for us: give it
+                # back now rather than at the lease's expiry. Compare-and-delete, so a lock
+                # that is not ours is left alone.
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(lease)
+                raise
             lost: list[str] = []
             try:
                 async with anyio.create_task_group() as tg:
