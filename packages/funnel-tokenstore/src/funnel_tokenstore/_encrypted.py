@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
+from funnel_tokenstore._crypto import _MAGIC as _SEALED_MARK
 from funnel_tokenstore._crypto import StateKeys
 from funnel_tokenstore._errors import TokenStoreConfigError, TokenStoreCorrupt, TokenStoreError
 from funnel_tokenstore._keys import check_key
@@ -38,7 +39,6 @@ __all__ = ["EncryptedTokenStore", "Rotation"]
 # One logger for the package: the private module names are not part of the contract.
 logger = logging.getLogger("funnel_tokenstore")
 
-_SEALED_MARK = b"fs1"
 _PURPOSE = "token store"
 
 
