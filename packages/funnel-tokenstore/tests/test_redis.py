@@ -444,3 +444,11 @@ async def test_a_waiter_cancelled_while_waiting_leaves_no_lock_behind(redis_url:
         with anyio.fail_after(5):
             async with two.lock("k", timeout=5):
                 pass
+
+
+def test_without_the_redis_package_the_error_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # as if it were not installed
+    with pytest.raises(TokenStoreConfigError, match=r"funnel-tokenstore\[redis\]"):
+        RedisTokenStore("redis://127.0.0.1:6379/0")
