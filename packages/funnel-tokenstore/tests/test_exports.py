@@ -6,10 +6,15 @@ import funnel_tokenstore.testing
 
 def test_public_names_are_pinned() -> None:
     assert funnel_tokenstore.__all__ == [
+        "STATE_KEY_ENV",
+        "EncryptedTokenStore",
         "FileTokenStore",
         "InvalidKey",
         "KeyringTokenStore",
         "MemoryTokenStore",
+        "RedisTokenStore",
+        "Rotation",
+        "StateKeys",
         "TokenStore",
         "TokenStoreConfigError",
         "TokenStoreCorrupt",
@@ -19,6 +24,7 @@ def test_public_names_are_pinned() -> None:
         "TokenStoreUnavailable",
         "__version__",
         "funnel_home",
+        "generate_state_key",
         "open_token_store",
     ]
 
@@ -29,7 +35,12 @@ def test_every_public_name_exists() -> None:
 
 
 def test_testing_module_exports_the_contract() -> None:
-    assert funnel_tokenstore.testing.__all__ == ["KeyFactory", "TokenStoreContract"]
+    assert funnel_tokenstore.testing.__all__ == [
+        "KeyFactory",
+        "RedisUnavailable",
+        "TokenStoreContract",
+        "redis_server",
+    ]
 
 
 def test_every_error_is_a_token_store_error() -> None:

@@ -350,3 +350,17 @@ async def test_a_killed_lock_holder_releases_its_lock(tmp_path: Path) -> None:
         with anyio.fail_after(5):
             async with store.lock("k"):
                 pass
+
+
+@pytest.mark.anyio
+async def test_file_store_lists_keys_and_compares_and_sets(tmp_path: Path) -> None:
+    store = FileTokenStore(tmp_path / "tokens.json")
+    assert await store.keys() == []
+    await store.set("b", b"1")
+    await store.set("a", b"2")
+    assert await store.keys() == ["a", "b"]
+    assert not await store.compare_and_set("a", b"other", b"3")
+    assert not await store.compare_and_set("missing", b"", b"3")
+    assert await FileTokenStore(tmp_path / "tokens.json").compare_and_set("a", b"2", b"3")
+    assert await store.get("a") == b"3"
+    assert await store.get("missing") is None

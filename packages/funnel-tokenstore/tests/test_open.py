@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 
+import anyio
 import keyring.backends.chainer
 import keyring.backends.fail
 import keyring.backends.null
@@ -10,11 +12,16 @@ import keyring.core
 import pytest
 
 from funnel_tokenstore import (
+    EncryptedTokenStore,
     FileTokenStore,
     KeyringTokenStore,
     MemoryTokenStore,
+    RedisTokenStore,
+    StateKeys,
     TokenStoreConfigError,
+    TokenStoreKind,
     TokenStoreUnavailable,
+    generate_state_key,
     open_token_store,
 )
 
@@ -202,3 +209,99 @@ def test_auto_picks_a_real_secret_service(info_log: pytest.LogCaptureFixture) ->
         )
     assert isinstance(open_token_store(), KeyringTokenStore)
     assert "SecretService" in the_one_info_line(info_log)
+
+
+# -- Redis and encryption at rest ---------------------------------------------------------
+
+
+def test_a_state_key_encrypts_the_file_store(
+    funnel_home_in_tmp: Path, info_log: pytest.LogCaptureFixture
+) -> None:
+    key = generate_state_key()
+    store = open_token_store(
+        "file", env={"FUNNEL_STATE_KEY": key, "MCP_FUNNEL_HOME": str(funnel_home_in_tmp)}
+    )
+    assert isinstance(store, EncryptedTokenStore)
+    assert isinstance(store.inner, FileTokenStore)
+    line = the_one_info_line(info_log)
+    assert "encrypted at rest" in line
+    assert key not in info_log.text
+
+    async def round_trip() -> None:
+        await store.set("oauth:github", b"token-in-clear")
+        assert await store.get("oauth:github") == b"token-in-clear"
+
+    anyio.run(round_trip)
+    assert b"token-in-clear" not in (funnel_home_in_tmp / "tokens.json").read_bytes()
+
+
+def test_auto_encrypts_the_file_it_falls_back_to() -> None:
+    store = open_token_store(keyring_backend=FAIL, state_keys=generate_state_key())
+    assert isinstance(store, EncryptedTokenStore)
+    assert isinstance(store.inner, FileTokenStore)
+
+
+@pytest.mark.parametrize("kind", ["auto", "keyring"])
+def test_the_keychain_is_not_wrapped_and_the_log_says_why(
+    kind: TokenStoreKind, info_log: pytest.LogCaptureFixture
+) -> None:
+    store = open_token_store(
+        kind, keyring_backend=SecureKeychain(), env={"FUNNEL_STATE_KEY": generate_state_key()}
+    )
+    assert isinstance(store, KeyringTokenStore)
+    assert "the OS keychain encrypts its entries itself" in the_one_info_line(info_log)
+
+
+def test_memory_is_not_wrapped(info_log: pytest.LogCaptureFixture) -> None:
+    store = open_token_store("memory", state_keys=StateKeys.parse(generate_state_key()))
+    assert isinstance(store, MemoryTokenStore)
+    assert "never leaves the process" in the_one_info_line(info_log)
+
+
+def test_a_bad_state_key_in_the_environment_is_a_clear_error() -> None:
+    with pytest.raises(TokenStoreConfigError, match="FUNNEL_STATE_KEY: state key 1") as caught:
+        open_token_store("file", env={"FUNNEL_STATE_KEY": "not-a-key-secret"})
+    assert "not-a-key-secret" not in str(caught.value)
+
+
+def test_redis_needs_a_url() -> None:
+    with pytest.raises(TokenStoreConfigError, match="needs a URL"):
+        open_token_store("redis", env={})
+
+
+def test_a_redis_url_in_the_environment_opens_redis_without_showing_its_password(
+    redis_url: str, info_log: pytest.LogCaptureFixture
+) -> None:
+    url = redis_url.replace("redis://", "redis://default:pw-secret@")
+    store = open_token_store("file", env={"MCP_FUNNEL_TOKEN_STORE": url}, namespace="opentest")
+    assert isinstance(store, RedisTokenStore)
+    assert store.namespace == "opentest"
+    assert "token store: redis" in the_one_info_line(info_log)
+    warnings = [r.getMessage() for r in info_log.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "unencrypted" in warnings[0]
+    assert "pw-secret" not in info_log.text
+
+
+def test_redis_with_a_state_key_is_encrypted_and_shared(redis_url: str) -> None:
+    key = generate_state_key()
+    env = {"MCP_FUNNEL_TOKEN_STORE": redis_url, "FUNNEL_STATE_KEY": key}
+    namespace = f"t{secrets.token_hex(6)}"
+    one = open_token_store(env=env, namespace=namespace)
+    two = open_token_store("redis", url=redis_url, state_keys=key, namespace=namespace)
+    assert isinstance(one, EncryptedTokenStore)
+    assert isinstance(two, EncryptedTokenStore)
+    inners = [one.inner, two.inner]
+    assert all(isinstance(inner, RedisTokenStore) for inner in inners)
+
+    async def shared() -> None:
+        await one.set("oauth:github", b"token-in-clear")
+        assert await two.get("oauth:github") == b"token-in-clear"
+        raw = await inners[0].get("oauth:github")
+        assert raw is not None
+        assert b"token-in-clear" not in raw
+        for inner in inners:
+            assert isinstance(inner, RedisTokenStore)
+            await inner.aclose()
+
+    anyio.run(shared)

@@ -7,6 +7,7 @@ Every store implements :class:`TokenStore`; :func:`open_token_store` picks one.
 from importlib import metadata as _metadata
 
 from funnel_tokenstore._crypto import STATE_KEY_ENV, StateKeys, generate_state_key
+from funnel_tokenstore._encrypted import EncryptedTokenStore, Rotation
 from funnel_tokenstore._errors import (
     InvalidKey,
     TokenStoreConfigError,
@@ -21,15 +22,19 @@ from funnel_tokenstore._keyring import KeyringTokenStore
 from funnel_tokenstore._memory import MemoryTokenStore
 from funnel_tokenstore._open import TokenStoreKind, open_token_store
 from funnel_tokenstore._protocol import TokenStore
+from funnel_tokenstore._redis import RedisTokenStore
 
 __version__ = _metadata.version("funnel-tokenstore")  # one source: pyproject.toml
 
 __all__ = [
     "STATE_KEY_ENV",
+    "EncryptedTokenStore",
     "FileTokenStore",
     "InvalidKey",
     "KeyringTokenStore",
     "MemoryTokenStore",
+    "RedisTokenStore",
+    "Rotation",
     "StateKeys",
     "TokenStore",
     "TokenStoreConfigError",

@@ -136,6 +136,39 @@ class FileTokenStore:
         check_key(key)
         await self._run(functools.partial(self._update, key, None))
 
+    async def compare_and_set(self, key: str, expected: bytes, value: bytes) -> bool:
+        """Store ``value`` only if ``key`` still holds ``expected`` (under the file lock).
+
+        Returns:
+            Whether the value was replaced.
+
+        Raises:
+            TokenStoreCorrupt: The file cannot be parsed; it is left unchanged.
+            TokenStoreUnavailable: The file cannot be read or written.
+            TokenStoreLockTimeout: Another process held the file's lock too long.
+        """
+        check_key(key)
+        old = base64.b64encode(bytes(expected)).decode("ascii")
+        new = base64.b64encode(bytes(value)).decode("ascii")
+
+        def swap() -> bool:
+            if self._load().get(key) != old:
+                return False
+            self._update(key, new)
+            return True
+
+        return await self._run(swap)
+
+    async def keys(self) -> list[str]:
+        """Every key in the file, sorted.
+
+        Raises:
+            TokenStoreCorrupt: The file cannot be parsed.
+            TokenStoreUnavailable: The file cannot be read or is not trusted.
+            TokenStoreLockTimeout: Another process held the file's lock too long.
+        """
+        return sorted(await self._run(self._load))
+
     @asynccontextmanager
     async def lock(self, key: str, *, timeout: float | None = None) -> AsyncIterator[None]:
         """Hold the lock named ``key`` across every process that uses this file.

@@ -34,6 +34,18 @@ class MemoryTokenStore:
         check_key(key)
         self._values.pop(key, None)
 
+    async def compare_and_set(self, key: str, expected: bytes, value: bytes) -> bool:
+        """Store ``value`` only if ``key`` still holds ``expected``; whether it did."""
+        check_key(key)
+        if self._values.get(key) != bytes(expected):
+            return False
+        self._values[key] = bytes(value)
+        return True
+
+    async def keys(self) -> list[str]:
+        """Every key with a value, sorted."""
+        return sorted(self._values)
+
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
         """Hold the in-process lock named ``key``."""

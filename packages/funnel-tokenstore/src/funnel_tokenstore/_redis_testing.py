@@ -9,13 +9,14 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
 __all__ = ["RedisUnavailable", "redis_server"]
 
-_READY = "Ready to accept connections"
+# TCP says "Ready to accept connections"; a Unix socket, "now ready to accept connections at".
+_READY = "ready to accept connections"
 _MAX_LOG_LINES = 500
 
 
@@ -35,7 +36,7 @@ def _wait_ready(log: IO[str], process: subprocess.Popen[str]) -> list[str]:
     seen: list[str] = []
     for line in log:
         seen.append(line.rstrip())
-        if _READY in line:
+        if _READY in line.lower():
             return []
         if len(seen) >= _MAX_LOG_LINES:
             break
@@ -45,7 +46,12 @@ def _wait_ready(log: IO[str], process: subprocess.Popen[str]) -> list[str]:
 
 
 @contextmanager
-def redis_server(executable: str = "redis-server") -> Iterator[str]:
+def redis_server(
+    executable: str = "redis-server",
+    *,
+    unix_socket: str | os.PathLike[str] | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[str]:
     """Run a throwaway ``redis-server`` on 127.0.0.1 and yield its ``redis://`` URL.
 
     Nothing is persisted (no RDB, no AOF) and the server is stopped, and waited for, when
@@ -53,6 +59,9 @@ def redis_server(executable: str = "redis-server") -> Iterator[str]:
 
     Args:
         executable: The server binary (``valkey-server`` works too).
+        unix_socket: Listen on this Unix socket (mode 0700) instead of TCP, and yield
+            its ``unix://`` URL.
+        args: More server options, such as ``["--requirepass", "pw"]``.
 
     Raises:
         RedisUnavailable: The binary is not on ``PATH``.
@@ -62,7 +71,12 @@ def redis_server(executable: str = "redis-server") -> Iterator[str]:
     if binary is None:
         raise RedisUnavailable(f"{executable} is not installed (apt-get install redis-server)")
     for _attempt in range(5):  # another process may take the free port first
-        port = _free_port()
+        port = 0 if unix_socket is not None else _free_port()
+        listen = (
+            ["--unixsocket", os.fspath(unix_socket), "--unixsocketperm", "700"]
+            if unix_socket is not None
+            else []
+        )
         process = subprocess.Popen(  # noqa: S603 - a fixed binary and our own arguments
             [
                 binary,
@@ -80,6 +94,8 @@ def redis_server(executable: str = "redis-server") -> Iterator[str]:
                 "notice",
                 "--logfile",
                 "",
+                *listen,
+                *args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -94,7 +110,10 @@ def redis_server(executable: str = "redis-server") -> Iterator[str]:
                 continue
             raise RuntimeError("redis-server did not start:\n" + "\n".join(failure[-20:]))
         try:
-            yield f"redis://127.0.0.1:{port}/0"
+            if unix_socket is not None:
+                yield f"unix://{os.fspath(unix_socket)}?db=0"
+            else:
+                yield f"redis://127.0.0.1:{port}/0"
         finally:
             process.terminate()
             try:
