@@ -88,6 +88,8 @@ async def test_a_request_needing_a_person_raises_with_a_url_and_succeeds_after_t
     assert response.status_code == 200
     [tokens] = await store.token_sets()
     assert tokens.issuer == oidc.url
+    # oidc-provider supports DPoP, but this resource server takes Bearer tokens only.
+    assert tokens.token_type == "Bearer"
     assert tokens.refresh_token is not None
     assert tokens.resource == rs.url
     assert oidc.count("grant", "authorization_code") == 1
@@ -336,3 +338,46 @@ async def test_client_credentials_discover_the_token_endpoint_and_get_an_audienc
     assert tokens.issuer == oidc.url
     assert tokens.scope == "mcp:read"
     assert oidc.count("grant", "client_credentials") == 1
+
+
+async def test_dpop_bound_tokens_work_survive_a_restart_and_refresh_with_the_stored_key(
+    oidc: NodePeer, rs: ResourceServer, store: RecordingStore
+) -> None:
+    # A DPoP resource server (challenges with the DPoP scheme, demands its nonce) in
+    # front of oidc-provider, which binds access and refresh tokens to the proof's key.
+    rs.dpop = True
+    rs.dpop_nonce = "rs-nonce-1"
+    auth = code_auth(rs, store)
+    async with httpx.AsyncClient(auth=auth) as client:
+        await authorize(auth, await authorization_url(client, rs.url))
+        first = await client.post(rs.url, json={})
+        second = await client.post(rs.url + "?page=2", json={})
+    assert (first.status_code, second.status_code) == (200, 200), rs.dpop_errors
+    [tokens] = await store.token_sets()
+    assert tokens.token_type == "DPoP"
+    assert tokens.refresh_token is not None
+    assert "funnel-auth:dpop:demo" in store.keys
+
+    # A restart: new objects, the same store. The expired token is refreshed with a
+    # proof of the stored key (oidc-provider checks the refresh token's binding).
+    await store.expire_tokens(now=time.time())
+    auth = code_auth(rs, store)
+    async with httpx.AsyncClient(auth=auth) as client:
+        assert (await client.post(rs.url, json={})).status_code == 200, rs.dpop_errors
+    assert oidc.count("grant", "authorization_code") == 1
+    assert oidc.count("grant", "refresh_token") == 1
+    [after] = await store.token_sets()
+    assert after.token_type == "DPoP"
+    assert after.access_token != tokens.access_token
+    assert rs.dpop_errors == []
+    assert len(rs.dpop_jtis) == len(set(rs.dpop_jtis)) >= 3
+
+    # Without the stored key the binding cannot be proven: the AS refuses the refresh
+    # and a person must authorize again (so the stored key is what kept it alive).
+    await store.expire_tokens(now=time.time())
+    await store.delete("funnel-auth:dpop:demo")
+    auth = code_auth(rs, store)
+    async with httpx.AsyncClient(auth=auth) as client:
+        with pytest.raises(AuthorizationRequired):
+            await client.post(rs.url, json={})
+    assert oidc.count("grant_error", "refresh_token") == 1
