@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -23,6 +23,7 @@ from funnel_auth import (
     OAuth2AuthorizationCode,
     RegistrationError,
     create_auth,
+    httpx2_auth,
 )
 from funnel_auth.testing import follow_authorization
 
@@ -340,15 +341,25 @@ async def test_client_credentials_discover_the_token_endpoint_and_get_an_audienc
     assert oidc.count("grant", "client_credentials") == 1
 
 
+def _client(kind: str, auth: AuthorizationCodeAuth) -> Any:
+    """An ``httpx`` client, or an ``httpx2`` one (the MCP SDK 2.x's) with the same provider."""
+    if kind == "httpx2":
+        import httpx2
+
+        return httpx2.AsyncClient(auth=httpx2_auth(auth))
+    return httpx.AsyncClient(auth=auth)
+
+
+@pytest.mark.parametrize("kind", ["httpx", "httpx2"])
 async def test_dpop_bound_tokens_work_survive_a_restart_and_refresh_with_the_stored_key(
-    oidc: NodePeer, rs: ResourceServer, store: RecordingStore
+    oidc: NodePeer, rs: ResourceServer, store: RecordingStore, kind: str
 ) -> None:
     # A DPoP resource server (challenges with the DPoP scheme, demands its nonce) in
     # front of oidc-provider, which binds access and refresh tokens to the proof's key.
     rs.dpop = True
     rs.dpop_nonce = "rs-nonce-1"
     auth = code_auth(rs, store)
-    async with httpx.AsyncClient(auth=auth) as client:
+    async with _client(kind, auth) as client:
         await authorize(auth, await authorization_url(client, rs.url))
         first = await client.post(rs.url, json={})
         second = await client.post(rs.url + "?page=2", json={})
@@ -362,7 +373,7 @@ async def test_dpop_bound_tokens_work_survive_a_restart_and_refresh_with_the_sto
     # proof of the stored key (oidc-provider checks the refresh token's binding).
     await store.expire_tokens(now=time.time())
     auth = code_auth(rs, store)
-    async with httpx.AsyncClient(auth=auth) as client:
+    async with _client(kind, auth) as client:
         assert (await client.post(rs.url, json={})).status_code == 200, rs.dpop_errors
     assert oidc.count("grant", "authorization_code") == 1
     assert oidc.count("grant", "refresh_token") == 1
@@ -377,7 +388,7 @@ async def test_dpop_bound_tokens_work_survive_a_restart_and_refresh_with_the_sto
     await store.expire_tokens(now=time.time())
     await store.delete("funnel-auth:dpop:demo")
     auth = code_auth(rs, store)
-    async with httpx.AsyncClient(auth=auth) as client:
+    async with _client(kind, auth) as client:
         with pytest.raises(AuthorizationRequired):
             await client.post(rs.url, json={})
     assert oidc.count("grant_error", "refresh_token") == 1
