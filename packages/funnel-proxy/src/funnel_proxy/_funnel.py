@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -45,8 +46,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from msgspec import Raw
 
 from funnel_auth import (
+    AuthError,
     AuthorizationCodeAuth,
     AuthorizationFlows,
+    AuthorizationRequired,
     BearerAuth,
     NoAuth,
     OAuth2AuthorizationCode,
@@ -90,6 +93,9 @@ _COALESCE_SECONDS = 0.05
 MAX_QUEUED_EVENTS = 1024
 _STOP_SECONDS = 15.0
 """Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
+LOGIN_WAIT = 300.0
+"""How long a call whose client accepted a login (URL-mode elicitation) waits for it: the
+lifetime of a pending authorization flow."""
 METHOD_NOT_FOUND = -32601
 
 
@@ -98,17 +104,24 @@ class FunnelEvent:
     """Something subscribers may want to hear about.
 
     Attributes:
-        kind: ``status`` (a backend's status changed), ``list_changed``, or
+        kind: ``status`` (a backend's status changed), ``list_changed``,
             ``servers_changed`` (servers were added, removed or restarted by
-            :meth:`Funnel.apply_config` or :meth:`Funnel.set_disabled`).
+            :meth:`Funnel.apply_config` or :meth:`Funnel.set_disabled`), or
+            ``auth_required`` (a request to a connected backend needs a login now: a
+            step-up ``403 insufficient_scope`` or a ``401`` during a call).
         state: The backend's new state (``status`` events).
         lists: Which lists changed (``list_changed`` events): ``tools``, ``prompts``,
             ``resources``.
+        server: The backend that needs a login (``auth_required`` events).
+        authorize_url: funnel's route that joins that login (``auth_required``
+            events): ``/api/oauth/authorize/<server>``, no secret in it.
     """
 
-    kind: Literal["status", "list_changed", "servers_changed"]
+    kind: Literal["status", "list_changed", "servers_changed", "auth_required"]
     state: BackendState | None = None
     lists: frozenset[str] = frozenset()
+    server: str | None = None
+    authorize_url: str | None = None
 
 
 def _is_oauth(auth: object) -> bool:
@@ -871,8 +884,18 @@ class Funnel:
         checked = checked_arguments(arguments)
         if entry.server == CORE_SERVER and self.core.offers(entry.name):
             return await self.core.call(entry.name, checked, on_progress=on_progress)
+        params = _call_params(entry, checked, meta, extra)
+        try:
+            return await self._backend(entry.server).request(
+                "tools/call", params, on_progress=on_progress
+            )
+        except AuthorizationRequired as exc:
+            if not await self._login_needed(entry.server, exc):
+                raise
+        # The person logged in from the chat while the client waited: the call runs now,
+        # once (the backend refused it before running it, so it never ran).
         return await self._backend(entry.server).request(
-            "tools/call", _call_params(entry, checked, meta, extra), on_progress=on_progress
+            "tools/call", params, on_progress=on_progress
         )
 
     def start_tool_call(
@@ -940,7 +963,79 @@ class Funnel:
         on_progress: ProgressHandler | None = None,
     ) -> Raw:
         """Forward any request to one backend (prompts, resources, completion)."""
+        try:
+            return await self._backend(server).request(method, params, on_progress=on_progress)
+        except AuthorizationRequired as exc:
+            if not await self._login_needed(server, exc):
+                raise
         return await self._backend(server).request(method, params, on_progress=on_progress)
+
+    async def _login_needed(self, server: str, exc: AuthorizationRequired) -> bool:
+        """A request to ``server`` needs a login now: say so, and ask the caller's client.
+
+        Publishes an ``auth_required`` event at once (``/ws`` shows it). When the client
+        whose call this is declared URL-mode elicitation, it is sent an
+        ``elicitation/create`` (``mode: url``) with the authorization server's URL; if the
+        person accepts, the call waits (at most :data:`LOGIN_WAIT`) until the login
+        completes through funnel's callback, the client gets
+        ``notifications/elicitation/complete``, and this returns ``True``: the caller
+        sends the request again, once. Otherwise (no such client, declined, the login
+        failed or took too long) it returns ``False`` and the caller raises ``exc``, whose
+        JSON-RPC error carries the URL.
+        """
+        route = f"/api/oauth/authorize/{server}"
+        self._publish(FunnelEvent(kind="auth_required", server=server, authorize_url=route))
+        logger.warning("[%s] a request needs a login: open %s", server, route)
+        backend = self._backends.get(server)
+        auth = backend.auth if backend is not None else None
+        if backend is None or not isinstance(auth, AuthorizationCodeAuth):
+            return False
+        chosen = choose(self._clients, server, "elicitation/create", {"mode": "url"})
+        if chosen is None or chosen[1] is None:
+            return False  # no URL-capable client with a call to this server: not ours to ask
+        client, call = chosen[0], chosen[1]
+        elicitation_id = secrets.token_urlsafe(16)
+        params = to_raw(
+            {
+                "mode": "url",
+                "elicitationId": elicitation_id,
+                "url": exc.authorization_url,
+                "message": (
+                    f"{server} needs you to log in (or to grant more permissions). Open the "
+                    "link to authorize; the request goes on once you are done."
+                ),
+            }
+        )
+        previous = backend.session
+        call.asking()
+        try:
+            answer = await client.ask("elicitation/create", params, call)
+        except RpcError as error:
+            logger.info("[%s] the client did not take the login link: %s", server, error.message)
+            return False
+        finally:
+            call.answered_now()
+        try:
+            action = from_raw(answer, dict[str, Any]).get("action")
+        except DecodeError:
+            action = None
+        if action != "accept":
+            logger.info("[%s] the login link was not accepted (%s)", server, action)
+            return False
+        try:
+            await auth.wait_authorized(LOGIN_WAIT)
+        except AuthError as error:
+            logger.info("[%s] no login for the waiting request: %s", server, error)
+            return False
+        client.deliver(
+            Notification(
+                method="notifications/elicitation/complete",
+                params=to_raw({"elicitationId": elicitation_id}),
+            )
+        )
+        # The callback reconnects the backend: the retry goes to the new session.
+        await backend.wait_replaced(previous, self._connect_timeout)
+        return True
 
     def _backend(self, server: str) -> Backend:
         backend = self._backends.get(server)
