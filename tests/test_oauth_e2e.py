@@ -646,8 +646,9 @@ async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_su
         await browser.aclose()
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_from_the_chat(
-    funnel: FunnelServer, oidc: Peer, protected: Peer
+    funnel: FunnelServer, oidc: Peer, protected: Peer, mode: str
 ) -> None:
     """A client that declared URL-mode elicitation is asked to open the login itself.
 
@@ -656,6 +657,10 @@ async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_fro
     is announced on ``/ws`` at once (``auth.required``, funnel's route, no secret); the
     client gets an ``elicitation/create`` in URL mode with the authorization server's URL;
     the person accepts and logs in; the call, still waiting, then succeeds by itself.
+
+    Both eras: ``legacy`` (the handshake: funnel sends ``elicitation/create`` mid-call)
+    and ``auto`` (the SDK's default, 2026-07-28 here: the call answers ``input_required``
+    asking the same, and the SDK's retry gets the result once the login is done).
     """
     from mcp import Client, StdioServerParameters
     from mcp import types as mcp_types
@@ -716,9 +721,7 @@ async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_fro
                         heard.set()
 
         try:
-            # The handshake era: funnel sends its requests to the client mid-call (a
-            # 2026-07-28 client gets the JSON-RPC error with the URL instead).
-            async with Client(server, elicitation_callback=elicit, mode="legacy") as client:
+            async with Client(server, elicitation_callback=elicit, mode=mode) as client:
                 with anyio.fail_after(20):
                     while True:  # the HTTP side (callbacks, dashboard) comes up beside stdio
                         try:
