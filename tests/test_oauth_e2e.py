@@ -646,9 +646,11 @@ async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_su
         await browser.aclose()
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize(
+    ("mode", "action"), [("legacy", "accept"), ("auto", "accept"), ("auto", "decline")]
+)
 async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_from_the_chat(
-    funnel: FunnelServer, oidc: Peer, protected: Peer, mode: str
+    funnel: FunnelServer, oidc: Peer, protected: Peer, mode: str, action: str
 ) -> None:
     """A client that declared URL-mode elicitation is asked to open the login itself.
 
@@ -660,9 +662,11 @@ async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_fro
 
     Both eras: ``legacy`` (the handshake: funnel sends ``elicitation/create`` mid-call)
     and ``auto`` (the SDK's default, 2026-07-28 here: the call answers ``input_required``
-    asking the same, and the SDK's retry gets the result once the login is done).
+    asking the same, and the SDK's retry gets the result once the login is done). A
+    person who declines gets the JSON-RPC error with the URL, as a client without URL
+    elicitation does.
     """
-    from mcp import Client, StdioServerParameters
+    from mcp import Client, MCPError, StdioServerParameters
     from mcp import types as mcp_types
     from websockets.asyncio.client import connect
 
@@ -699,6 +703,8 @@ async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_fro
         ) -> mcp_types.ElicitResult:
             assert isinstance(params, mcp_types.ElicitRequestURLParams), params
             asked.append(params)
+            if action == "decline":
+                return mcp_types.ElicitResult(action="decline")
             tg.start_soon(person_logs_in, params.url)
             return mcp_types.ElicitResult(action="accept")
 
@@ -748,6 +754,16 @@ async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_fro
                 assert not announced  # nothing needed a login since the subscription
 
                 # The step-up: announced on /ws, asked in the chat, logged in, answered.
+                if action == "decline":
+                    with pytest.raises(MCPError) as info, anyio.fail_after(60):
+                        await client.call_tool("protected__admin_report", {})
+                    assert info.value.data["authorizeUrl"].startswith(oidc.url + "/")
+                    assert len(asked) == 1
+                    assert not scopes  # nobody logged in
+                    with anyio.fail_after(10):
+                        await heard.wait()
+                    watching.cancel()
+                    return
                 with anyio.fail_after(60):
                     result = await client.call_tool("protected__admin_report", {})
                 assert text(result) == "admin ok"
