@@ -45,7 +45,13 @@ import msgspec
 from funnel_auth._audit import audit
 from funnel_auth._challenge import BearerChallenge, parse_www_authenticate
 from funnel_auth._config import Secret
-from funnel_auth._dpop import DPoPKey, NonceCache, is_nonce_challenge, server_wants_dpop
+from funnel_auth._dpop import (
+    DPoPKey,
+    NonceCache,
+    dpop_available,
+    is_nonce_challenge,
+    server_wants_dpop,
+)
 from funnel_auth._errors import (
     AuthConfigError,
     AuthError,
@@ -537,7 +543,14 @@ class OAuthAuth(httpx.Auth, abc.ABC):
         wanted = metadata is not None and server_wants_dpop(
             metadata.dpop_signing_alg_values_supported
         )
-        if metadata is not None and not wanted:
+        if wanted and not dpop_available():
+            logger.warning(
+                "[%s] both servers take DPoP, but signing proofs needs "
+                "pip install 'funnel-auth[jwt]': using Bearer",
+                self.server_name,
+            )
+            wanted = False
+        elif metadata is not None and not wanted:
             logger.warning(
                 "[%s] the resource server takes DPoP but %s does not with ES256 (%s): using Bearer",
                 self.server_name,

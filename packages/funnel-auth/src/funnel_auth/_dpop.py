@@ -14,8 +14,9 @@ Servers may demand a nonce (RFC 9449 §8, §9): they answer ``use_dpop_nonce`` w
 per server origin (:class:`NonceCache`); each server's newest one is used.
 
 Only ``ES256`` (P-256) keys are generated. ``cryptography`` is the optional ``jwt``
-extra (``pip install 'funnel-auth[jwt]'``); its absence is a configuration error that
-says which extra to install.
+extra (``pip install 'funnel-auth[jwt]'``): without it the providers keep to Bearer
+tokens (and say so), and :class:`DPoPKey` raises a configuration error that says which
+extra to install.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "DPoPKey",
     "NonceCache",
     "access_token_hash",
+    "dpop_available",
     "htu",
     "is_nonce_challenge",
     "server_wants_dpop",
@@ -79,6 +81,15 @@ def htu(url: str) -> str:
         else f"{host}:{port}"
     )
     return urlunsplit((scheme, netloc, parts.path or "/", "", ""))
+
+
+def dpop_available() -> bool:
+    """Whether this installation can sign proofs (``cryptography``, the ``jwt`` extra)."""
+    try:
+        import cryptography.hazmat.primitives.asymmetric.ec  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        return False
+    return True
 
 
 def server_wants_dpop(algorithms: Iterable[str] | None) -> bool:
