@@ -396,22 +396,22 @@ class RecordingStore(MemoryTokenStore):
     def __init__(self, log: list[str] | None = None) -> None:
         super().__init__()
         self.log = log if log is not None else []
-        self.keys: set[str] = set()
+        self.written: set[str] = set()
 
     async def set(self, key: str, value: bytes) -> None:
         await super().set(key, value)
-        self.keys.add(key)
+        self.written.add(key)
         if ":tokens:" in key:
             token = json.loads(value)["access_token"]
             self.log.append(f"stored:{token}")
 
     async def delete(self, key: str) -> None:
         await super().delete(key)
-        self.keys.discard(key)
+        self.written.discard(key)
 
     async def token_sets(self) -> list[TokenSet]:
         out = []
-        for key in sorted(self.keys):
+        for key in sorted(self.written):
             if ":tokens:" in key:
                 raw = await self.get(key)
                 assert raw is not None
@@ -420,7 +420,7 @@ class RecordingStore(MemoryTokenStore):
 
     async def expire_tokens(self, *, now: float) -> None:
         """Make every stored access token expired, as if time had passed."""
-        for key in [k for k in self.keys if ":tokens:" in k]:
+        for key in [k for k in self.written if ":tokens:" in k]:
             raw = await self.get(key)
             assert raw is not None
             tokens = msgspec.json.decode(raw, type=TokenSet)

@@ -152,7 +152,7 @@ async def test_a_pre_registered_client_is_used_without_registration_and_bound_to
         assert query(url)["client_id"] == "pre-client"
         await authorize(auth, url)
         assert (await client.post(rs.url, json={})).status_code == 200
-    assert not [k for k in store.keys if ":client:" in k]
+    assert not [k for k in store.written if ":client:" in k]
 
 
 async def test_a_pre_registered_client_for_another_issuer_is_refused(
@@ -181,7 +181,7 @@ async def test_dynamic_registration_is_native_keyed_by_issuer_and_reused(
     async with httpx.AsyncClient(auth=second) as client:
         url2 = await authorization_url(client, rs.url)
     assert query(url1)["client_id"] == query(url2)["client_id"]
-    assert len([k for k in store.keys if ":client:" in k]) == 1
+    assert len([k for k in store.written if ":client:" in k]) == 1
 
 
 async def test_a_wrong_iss_is_rejected_before_the_code_is_used_and_nothing_is_stored(
@@ -367,7 +367,7 @@ async def test_dpop_bound_tokens_work_survive_a_restart_and_refresh_with_the_sto
     [tokens] = await store.token_sets()
     assert tokens.token_type == "DPoP"
     assert tokens.refresh_token is not None
-    assert "funnel-auth:dpop:demo" in store.keys
+    assert "funnel-auth:dpop:demo" in store.written
 
     # A restart: new objects, the same store. The expired token is refreshed with a
     # proof of the stored key (oidc-provider checks the refresh token's binding).
