@@ -644,3 +644,142 @@ async def test_over_stdio_a_step_up_answers_with_the_url_and_the_retried_call_su
             assert text(await client.call_tool("protected__whoami", {})) == "authorized"
     finally:
         await browser.aclose()
+
+
+@pytest.mark.parametrize(
+    ("mode", "action"), [("legacy", "accept"), ("auto", "accept"), ("auto", "decline")]
+)
+async def test_over_stdio_a_step_up_is_announced_on_ws_and_the_login_happens_from_the_chat(
+    funnel: FunnelServer, oidc: Peer, protected: Peer, mode: str, action: str
+) -> None:
+    """A client that declared URL-mode elicitation is asked to open the login itself.
+
+    ``funnel-server --stdio`` in front of a server that demands a wider scope mid-session;
+    the official SDK as the client, declaring elicitation (form and URL modes). The step-up
+    is announced on ``/ws`` at once (``auth.required``, funnel's route, no secret); the
+    client gets an ``elicitation/create`` in URL mode with the authorization server's URL;
+    the person accepts and logs in; the call, still waiting, then succeeds by itself.
+
+    Both eras: ``legacy`` (the handshake: funnel sends ``elicitation/create`` mid-call)
+    and ``auto`` (the SDK's default, 2026-07-28 here: the call answers ``input_required``
+    asking the same, and the SDK's retry gets the result once the login is done). A
+    person who declines gets the JSON-RPC error with the URL, as a client without URL
+    elicitation does.
+    """
+    from mcp import Client, MCPError, StdioServerParameters
+    from mcp import types as mcp_types
+    from websockets.asyncio.client import connect
+
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "FUNNEL_API_TOKEN": API_TOKEN,
+        "MCP_FUNNEL_HOME": str(funnel.home),
+        "MCP_FUNNEL_TOKEN_STORE": "file",
+    }
+    args = ["--stdio", "--config", str(funnel.config), "--port", str(funnel.port)]
+    server = StdioServerParameters(
+        command=FUNNEL, args=args, env=env, cwd=str(funnel.config.parent)
+    )
+    browser = Browser(funnel.base)
+    asked: list[mcp_types.ElicitRequestURLParams] = []
+    scopes: list[str] = []
+    announced: list[dict[str, Any]] = []
+    heard = anyio.Event()
+    subscribed = anyio.Event()
+    watching = anyio.CancelScope()
+
+    async with anyio.create_task_group() as tg:
+
+        async def person_logs_in(url: str) -> None:
+            # The person opens the link the chat showed: the AS, then funnel's callback.
+            scopes.extend(dict(parse_qsl(urlsplit(url).query))["scope"].split())
+            callback = await follow_authorization(url)
+            assert callback.error is None, callback.error_description
+            page = await browser.get("/api/oauth/callback", params=callback.params)
+            assert page.status_code == 200, page.text
+
+        async def elicit(
+            context: Any, params: mcp_types.ElicitRequestParams
+        ) -> mcp_types.ElicitResult:
+            assert isinstance(params, mcp_types.ElicitRequestURLParams), params
+            asked.append(params)
+            if action == "decline":
+                return mcp_types.ElicitResult(action="decline")
+            tg.start_soon(person_logs_in, params.url)
+            return mcp_types.ElicitResult(action="accept")
+
+        async def watch_ws() -> None:
+            ws_url = funnel.base.replace("http://", "ws://") + "/ws"
+            with watching:
+                await _watch_ws(ws_url)
+
+        async def _watch_ws(ws_url: str) -> None:
+            async with connect(ws_url, additional_headers=browser.auth, open_timeout=10) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "events": ["auth.required"]}))
+                # Messages are handled in order: the answer to this one means subscribed.
+                await ws.send(json.dumps({"type": "cancel", "id": "none"}))
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if message.get("type") == "error":
+                        subscribed.set()
+                    elif message.get("type") == "auth.required":
+                        announced.append(message)
+                        heard.set()
+
+        try:
+            async with Client(server, elicitation_callback=elicit, mode=mode) as client:
+                with anyio.fail_after(20):
+                    while True:  # the HTTP side (callbacks, dashboard) comes up beside stdio
+                        try:
+                            if (await browser.get("/api/health")).status_code == 200:
+                                break
+                        except httpx.TransportError:
+                            pass
+                        await anyio.sleep(0.05)  # bounded readiness polling
+                before = await browser.wait_for(
+                    "protected", lambda s: s["status"] == "auth_required"
+                )
+                first = await login(browser, before["authorizeUrl"], oidc)
+                assert "mcp:admin" not in first["scope"].split()
+                await browser.wait_for("protected", lambda s: s["status"] == "connected")
+                with anyio.fail_after(20):
+                    while True:  # the list_changed notification may lag the status
+                        names = {t.name for t in (await client.list_tools()).tools}
+                        if "protected__admin_report" in names:
+                            break
+                        await anyio.sleep(0.05)  # bounded polling
+                tg.start_soon(watch_ws)
+                with anyio.fail_after(20):
+                    await subscribed.wait()
+                assert not announced  # nothing needed a login since the subscription
+
+                # The step-up: announced on /ws, asked in the chat, logged in, answered.
+                if action == "decline":
+                    with pytest.raises(MCPError) as info, anyio.fail_after(60):
+                        await client.call_tool("protected__admin_report", {})
+                    assert info.value.data["authorizeUrl"].startswith(oidc.url + "/")
+                    assert len(asked) == 1
+                    assert not scopes  # nobody logged in
+                    with anyio.fail_after(10):
+                        await heard.wait()
+                    watching.cancel()
+                    return
+                with anyio.fail_after(60):
+                    result = await client.call_tool("protected__admin_report", {})
+                assert text(result) == "admin ok"
+                with anyio.fail_after(10):
+                    await heard.wait()
+                assert announced[0]["server"] == "protected"
+                assert announced[0]["authorizeUrl"] == "/api/oauth/authorize/protected"
+                [request] = asked
+                assert request.mode == "url"
+                assert request.url.startswith(oidc.url + "/")
+                assert request.elicitation_id
+                assert "protected" in request.message
+                # The step-up flow asked for the union of the scopes.
+                assert {"mcp:read", "mcp:write", "mcp:admin"} <= set(scopes)
+                assert text(await client.call_tool("protected__whoami", {})) == "authorized"
+                watching.cancel()  # before funnel-server goes away with its /ws
+        finally:
+            tg.cancel_scope.cancel()
+            await browser.aclose()

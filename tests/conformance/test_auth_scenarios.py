@@ -90,10 +90,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 
 # Extension scenarios funnel does not implement (yet): expected to fail, strictly, so
 # that an accidental pass is noticed and the mark removed.
-NOT_IMPLEMENTED: dict[str, str] = {
-    "auth/dpop": "DPoP (SEP-1932, RFC 9449) is not implemented",
-    "auth/dpop-nonce": "DPoP (SEP-1932, RFC 9449) is not implemented",
-}
+NOT_IMPLEMENTED: dict[str, str] = {}
 
 
 def _harness(revision: str) -> Path:

@@ -7,14 +7,19 @@
 - :class:`ResourceServer`: a small MCP resource server (plain ASGI on uvicorn, bound to
   a pre-bound 127.0.0.1:0 socket) that answers 401/403 with RFC 6750/9728 challenges,
   serves protected-resource metadata and validates tokens by introspection at the AS.
+  With ``dpop=True`` it is a DPoP resource server (RFC 9449 §7): it challenges with the
+  ``DPoP`` scheme and checks each proof on its own (:func:`check_dpop_proof`), against
+  the ``cnf.jkt`` the AS reports; ``dpop_nonce`` makes it demand that nonce (§9).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -161,6 +166,10 @@ class ResourceServer:
     challenge_scope: str | None = "mcp:read"
     scopes_supported: list[str] | None = field(default_factory=lambda: ["mcp:read"])
     check_audience: bool = True
+    dpop: bool = False
+    dpop_nonce: str | None = None
+    dpop_jtis: list[str] = field(default_factory=list)
+    dpop_errors: list[str] = field(default_factory=list)
     seen_tokens: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     requests: int = 0
@@ -182,7 +191,8 @@ class ResourceServer:
             parts.append(f'scope="{scope}"')
         if self.challenge_metadata and self.prm_location != "none":
             parts.append(f'resource_metadata="{self.prm_url}"')
-        return "Bearer " + ", ".join(parts) if parts else "Bearer"
+        scheme = "DPoP" if self.dpop else "Bearer"
+        return f"{scheme} " + ", ".join(parts) if parts else scheme
 
     async def _introspect(self, token: str) -> dict[str, Any]:
         basic = base64.b64encode(b"rs:rs-secret").decode()
@@ -218,13 +228,40 @@ class ResourceServer:
             return
         self.requests += 1
         auth = headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
+        scheme = "dpop " if self.dpop else "bearer "
+        if not auth.lower().startswith(scheme):
             await _respond(send, 401, {}, challenge=self._challenge(scope=self.challenge_scope))
             return
-        token = auth[7:]
+        token = auth[len(scheme) :]
         self.seen_tokens.append(token)
         self.log.append(f"request:{token}")
         info = await self._introspect(token)
+        if self.dpop:
+            try:
+                jkt, claims = check_dpop_proof(
+                    headers.get("dpop", ""),
+                    method=scope["method"],
+                    url=self.base + path,
+                    access_token=token,
+                )
+                if claims["jti"] in self.dpop_jtis:
+                    raise ValueError("replayed jti")
+                self.dpop_jtis.append(claims["jti"])
+                if (info.get("cnf") or {}).get("jkt") != jkt:
+                    raise ValueError("the proof's key is not the one the token is bound to")
+            except ValueError as exc:
+                self.dpop_errors.append(str(exc))
+                await _respond(send, 401, {}, challenge=self._challenge(error="invalid_token"))
+                return
+            if self.dpop_nonce is not None and claims.get("nonce") != self.dpop_nonce:
+                await _respond(
+                    send,
+                    401,
+                    {"error": "use_dpop_nonce"},
+                    challenge=self._challenge(error="use_dpop_nonce"),
+                    extra=[(b"dpop-nonce", self.dpop_nonce.encode())],
+                )
+                return
         audience = info.get("aud")
         audiences = audience if isinstance(audience, list) else [audience] if audience else []
         if not info.get("active") or (self.check_audience and self.url not in audiences):
@@ -240,13 +277,73 @@ class ResourceServer:
         await _respond(send, 200, {"ok": True, "path": path})
 
 
+def _unb64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def check_dpop_proof(
+    proof: str, *, method: str, url: str, access_token: str | None
+) -> tuple[str, dict[str, Any]]:
+    """Check an ES256 DPoP proof as a resource server does (RFC 9449 §4.3), independently
+    of funnel-auth. Returns the key's RFC 7638 thumbprint and the claims.
+
+    Raises:
+        ValueError: The proof is missing or wrong (the message says how).
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    if not proof or "," in proof:
+        raise ValueError("missing or multiple DPoP proofs")
+    try:
+        head, body, sig = proof.split(".")
+        header = json.loads(_unb64(head))
+        claims = json.loads(_unb64(body))
+    except ValueError as exc:
+        raise ValueError(f"not a JWT: {exc}") from None
+    jwk = header.get("jwk") or {}
+    if header.get("typ") != "dpop+jwt" or header.get("alg") != "ES256" or "d" in jwk:
+        raise ValueError(f"bad header {sorted(header)}")
+    public = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(_unb64(jwk["x"]), "big"),
+        int.from_bytes(_unb64(jwk["y"]), "big"),
+        ec.SECP256R1(),
+    ).public_key()
+    raw = _unb64(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    try:
+        public.verify(der, f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise ValueError("signature does not verify") from None
+    if claims.get("htm") != method or claims.get("htu") != url.split("?", maxsplit=1)[0]:
+        raise ValueError(f"htm/htu {claims.get('htm')} {claims.get('htu')} != {method} {url}")
+    if not isinstance(claims.get("jti"), str) or abs(time.time() - claims.get("iat", 0)) > 300:
+        raise ValueError("jti or iat")
+    if access_token is not None:
+        ath = base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest())
+        if claims.get("ath") != ath.rstrip(b"=").decode():
+            raise ValueError("ath does not match the token")
+    members = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    jkt = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+    return jkt, claims
+
+
 async def _respond(
-    send: Send, status: int, body: dict[str, Any], *, challenge: str | None = None
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    *,
+    challenge: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     payload = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
+        *(extra or []),
     ]
     if challenge:
         headers.append((b"www-authenticate", challenge.encode()))
@@ -299,22 +396,22 @@ class RecordingStore(MemoryTokenStore):
     def __init__(self, log: list[str] | None = None) -> None:
         super().__init__()
         self.log = log if log is not None else []
-        self.keys: set[str] = set()
+        self.written: set[str] = set()
 
     async def set(self, key: str, value: bytes) -> None:
         await super().set(key, value)
-        self.keys.add(key)
+        self.written.add(key)
         if ":tokens:" in key:
             token = json.loads(value)["access_token"]
             self.log.append(f"stored:{token}")
 
     async def delete(self, key: str) -> None:
         await super().delete(key)
-        self.keys.discard(key)
+        self.written.discard(key)
 
     async def token_sets(self) -> list[TokenSet]:
         out = []
-        for key in sorted(self.keys):
+        for key in sorted(self.written):
             if ":tokens:" in key:
                 raw = await self.get(key)
                 assert raw is not None
@@ -323,7 +420,7 @@ class RecordingStore(MemoryTokenStore):
 
     async def expire_tokens(self, *, now: float) -> None:
         """Make every stored access token expired, as if time had passed."""
-        for key in [k for k in self.keys if ":tokens:" in k]:
+        for key in [k for k in self.written if ":tokens:" in k]:
             raw = await self.get(key)
             assert raw is not None
             tokens = msgspec.json.decode(raw, type=TokenSet)

@@ -372,7 +372,11 @@ def test_token_responses_are_classified() -> None:
         with pytest.raises(TokenRequestError, match="malformed"):
             parse_token_response(200, {}, body, now=0)
     with pytest.raises(TokenRequestError, match="token_type"):
-        parse_token_response(200, {}, b'{"access_token":"a","token_type":"DPoP"}', now=0)
+        parse_token_response(200, {}, b'{"access_token":"a","token_type":"MAC"}', now=0)
+    # DPoP-bound tokens (RFC 9449) are understood; the provider refuses them unless it
+    # sent a proof (test_real_oidc: the DPoP tests).
+    dpop = parse_token_response(200, {}, b'{"access_token":"a","token_type":"dpop"}', now=0)
+    assert dpop.token_type == "dpop"
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

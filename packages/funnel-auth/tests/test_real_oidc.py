@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -23,6 +23,7 @@ from funnel_auth import (
     OAuth2AuthorizationCode,
     RegistrationError,
     create_auth,
+    httpx2_auth,
 )
 from funnel_auth.testing import follow_authorization
 
@@ -88,6 +89,8 @@ async def test_a_request_needing_a_person_raises_with_a_url_and_succeeds_after_t
     assert response.status_code == 200
     [tokens] = await store.token_sets()
     assert tokens.issuer == oidc.url
+    # oidc-provider supports DPoP, but this resource server takes Bearer tokens only.
+    assert tokens.token_type == "Bearer"
     assert tokens.refresh_token is not None
     assert tokens.resource == rs.url
     assert oidc.count("grant", "authorization_code") == 1
@@ -149,7 +152,7 @@ async def test_a_pre_registered_client_is_used_without_registration_and_bound_to
         assert query(url)["client_id"] == "pre-client"
         await authorize(auth, url)
         assert (await client.post(rs.url, json={})).status_code == 200
-    assert not [k for k in store.keys if ":client:" in k]
+    assert not [k for k in store.written if ":client:" in k]
 
 
 async def test_a_pre_registered_client_for_another_issuer_is_refused(
@@ -178,7 +181,7 @@ async def test_dynamic_registration_is_native_keyed_by_issuer_and_reused(
     async with httpx.AsyncClient(auth=second) as client:
         url2 = await authorization_url(client, rs.url)
     assert query(url1)["client_id"] == query(url2)["client_id"]
-    assert len([k for k in store.keys if ":client:" in k]) == 1
+    assert len([k for k in store.written if ":client:" in k]) == 1
 
 
 async def test_a_wrong_iss_is_rejected_before_the_code_is_used_and_nothing_is_stored(
@@ -336,3 +339,56 @@ async def test_client_credentials_discover_the_token_endpoint_and_get_an_audienc
     assert tokens.issuer == oidc.url
     assert tokens.scope == "mcp:read"
     assert oidc.count("grant", "client_credentials") == 1
+
+
+def _client(kind: str, auth: AuthorizationCodeAuth) -> Any:
+    """An ``httpx`` client, or an ``httpx2`` one (the MCP SDK 2.x's) with the same provider."""
+    if kind == "httpx2":
+        import httpx2
+
+        return httpx2.AsyncClient(auth=httpx2_auth(auth))
+    return httpx.AsyncClient(auth=auth)
+
+
+@pytest.mark.parametrize("kind", ["httpx", "httpx2"])
+async def test_dpop_bound_tokens_work_survive_a_restart_and_refresh_with_the_stored_key(
+    oidc: NodePeer, rs: ResourceServer, store: RecordingStore, kind: str
+) -> None:
+    # A DPoP resource server (challenges with the DPoP scheme, demands its nonce) in
+    # front of oidc-provider, which binds access and refresh tokens to the proof's key.
+    rs.dpop = True
+    rs.dpop_nonce = "rs-nonce-1"
+    auth = code_auth(rs, store)
+    async with _client(kind, auth) as client:
+        await authorize(auth, await authorization_url(client, rs.url))
+        first = await client.post(rs.url, json={})
+        second = await client.post(rs.url + "?page=2", json={})
+    assert (first.status_code, second.status_code) == (200, 200), rs.dpop_errors
+    [tokens] = await store.token_sets()
+    assert tokens.token_type == "DPoP"
+    assert tokens.refresh_token is not None
+    assert "funnel-auth:dpop:demo" in store.written
+
+    # A restart: new objects, the same store. The expired token is refreshed with a
+    # proof of the stored key (oidc-provider checks the refresh token's binding).
+    await store.expire_tokens(now=time.time())
+    auth = code_auth(rs, store)
+    async with _client(kind, auth) as client:
+        assert (await client.post(rs.url, json={})).status_code == 200, rs.dpop_errors
+    assert oidc.count("grant", "authorization_code") == 1
+    assert oidc.count("grant", "refresh_token") == 1
+    [after] = await store.token_sets()
+    assert after.token_type == "DPoP"
+    assert after.access_token != tokens.access_token
+    assert rs.dpop_errors == []
+    assert len(rs.dpop_jtis) == len(set(rs.dpop_jtis)) >= 3
+
+    # Without the stored key the binding cannot be proven: the AS refuses the refresh
+    # and a person must authorize again (so the stored key is what kept it alive).
+    await store.expire_tokens(now=time.time())
+    await store.delete("funnel-auth:dpop:demo")
+    auth = code_auth(rs, store)
+    async with _client(kind, auth) as client:
+        with pytest.raises(AuthorizationRequired):
+            await client.post(rs.url, json={})
+    assert oidc.count("grant_error", "refresh_token") == 1

@@ -457,6 +457,14 @@ class WsConnection:
                 and state.authorize_url
             ):
                 self._offer(AuthRequired(server=state.name, authorize_url=state.authorize_url))
+        elif (
+            event.kind == "auth_required"
+            and "auth.required" in self._subscribed
+            and event.server is not None
+            and event.authorize_url
+        ):
+            # A call needs a login now (a step-up, or a 401 mid-session).
+            self._offer(AuthRequired(server=event.server, authorize_url=event.authorize_url))
         elif event.kind == "servers_changed" and "server.status" in self._subscribed:
             self._offer(ServersChanged())
         elif event.kind == "list_changed" and "tools.changed" in self._subscribed:

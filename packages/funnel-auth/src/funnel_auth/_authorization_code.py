@@ -32,7 +32,7 @@ import httpx
 import msgspec
 
 from funnel_auth._audit import audit
-from funnel_auth._challenge import BearerChallenge, find_bearer
+from funnel_auth._challenge import BearerChallenge
 from funnel_auth._config import OAuth2AuthorizationCode, Secret
 from funnel_auth._core import Discovery, OAuthAuth, OAuthOptions
 from funnel_auth._errors import (
@@ -326,7 +326,7 @@ class AuthorizationCodeAuth(OAuthAuth):
         except AuthServerUnavailable:
             return None
         if response.status_code in (401, 403):
-            return find_bearer(response.headers.get_list("www-authenticate"))
+            return self._note_challenges(list(response.headers.get_list("www-authenticate")))
         return None
 
     async def begin(

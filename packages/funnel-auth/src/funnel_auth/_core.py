@@ -43,8 +43,15 @@ import httpx
 import msgspec
 
 from funnel_auth._audit import audit
-from funnel_auth._challenge import BearerChallenge, find_bearer
+from funnel_auth._challenge import BearerChallenge, parse_www_authenticate
 from funnel_auth._config import Secret
+from funnel_auth._dpop import (
+    DPoPKey,
+    NonceCache,
+    dpop_available,
+    is_nonce_challenge,
+    server_wants_dpop,
+)
 from funnel_auth._errors import (
     AuthConfigError,
     AuthError,
@@ -82,7 +89,7 @@ from funnel_auth._urls import (
 )
 from funnel_tokenstore import MemoryTokenStore, TokenStore
 
-__all__ = ["BearerTokenAuth", "NullAuth", "OAuthAuth", "OAuthOptions"]
+__all__ = ["BearerTokenAuth", "NullAuth", "OAuthAuth", "OAuthOptions", "find_challenge"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,24 @@ _KEY_PREFIX: Final = "funnel-auth"
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def find_challenge(values: Any) -> BearerChallenge | None:
+    """The first ``Bearer`` or ``DPoP`` challenge of ``WWW-Authenticate`` values, or ``None``.
+
+    A DPoP resource server (RFC 9449 §7.1) challenges with the ``DPoP`` scheme and the
+    same parameters (``error``, ``scope``, ``resource_metadata``) a Bearer one uses.
+    """
+    for challenge in parse_www_authenticate(values):
+        if challenge.scheme in ("bearer", "dpop"):
+            p = challenge.params
+            return BearerChallenge(
+                error=p.get("error") or None,
+                error_description=p.get("error_description") or None,
+                scope=p.get("scope") or None,
+                resource_metadata=p.get("resource_metadata") or None,
+            )
+    return None
 
 
 class NullAuth(httpx.Auth):
@@ -224,6 +249,13 @@ class OAuthAuth(httpx.Auth, abc.ABC):
         self._discovery: Discovery | None = None
         # After a refresh failed for a transient reason, no new attempt before this.
         self._refresh_retry_at = 0.0
+        # DPoP (RFC 9449): the key pair (loaded from the store or made once), the newest
+        # nonce of each server, and which issuers support it.
+        self._dpop_key: DPoPKey | None = None
+        self._dpop_key_lock = anyio.Lock()
+        self._dpop_nonces = NonceCache()
+        self._dpop_issuers: dict[str, bool] = {}
+        self._rs_dpop = False
 
     # ------------------------------------------------------------------ store keys
 
@@ -233,6 +265,10 @@ class OAuthAuth(httpx.Auth, abc.ABC):
     @property
     def _active_key(self) -> str:
         return f"{_KEY_PREFIX}:active:{self.server_name}"
+
+    @property
+    def _dpop_store_key(self) -> str:
+        return f"{_KEY_PREFIX}:dpop:{self.server_name}"
 
     @staticmethod
     def _registration_key(issuer: str) -> str:
@@ -357,33 +393,68 @@ class OAuthAuth(httpx.Auth, abc.ABC):
         requested_scope: str | None,
         previous_refresh_token: str | None = None,
         limited: bool = True,
+        dpop: bool | None = None,
     ) -> TokenSet:
         """POST a token request and build the :class:`TokenSet` of its answer.
 
         ``limited`` requests count against the abuse limiter (new grants); refreshes
         do not, since their rate follows from token lifetimes, not from anyone's loop.
+
+        ``dpop``: send a DPoP proof (RFC 9449 §5); default: when the authorization
+        server's metadata lists ``ES256`` in ``dpop_signing_alg_values_supported``. A
+        ``use_dpop_nonce`` answer with a ``DPoP-Nonce`` is retried once with the nonce.
         """
         if limited:
             self._limit("token", issuer)
-        assertion = (
-            self._client_assertion(registration, endpoint)
-            if registration.auth_method == "private_key_jwt"
-            else None
-        )
-        headers = {
-            "Accept": "application/json",
-            **client_auth(registration, form, assertion=assertion),
-        }
-        request = httpx.Request("POST", endpoint, data=form, headers=headers)
-        response = await self._send(request)
-        now = self._clock()
-        try:
-            parsed = parse_token_response(
-                response.status_code, response.headers, response.content, now=now
+        if dpop is None:
+            dpop = await self._wants_dpop(issuer)
+        key = await self._dpop() if dpop else None
+        for attempt in (1, 2):
+            attempt_form = dict(form)
+            assertion = (
+                self._client_assertion(registration, endpoint)
+                if registration.auth_method == "private_key_jwt"
+                else None
             )
-        except AuthError as exc:
-            exc.server = self.server_name
-            raise
+            headers = {
+                "Accept": "application/json",
+                **client_auth(registration, attempt_form, assertion=assertion),
+            }
+            if key is not None:
+                headers["DPoP"] = key.proof(
+                    "POST", endpoint, now=self._clock(), nonce=self._dpop_nonces.get(endpoint)
+                )
+            request = httpx.Request("POST", endpoint, data=attempt_form, headers=headers)
+            response = await self._send(request)
+            now = self._clock()
+            if key is not None:
+                self._dpop_nonces.update(endpoint, response.headers)
+            try:
+                parsed = parse_token_response(
+                    response.status_code, response.headers, response.content, now=now
+                )
+            except TokenRequestError as exc:
+                if (
+                    key is not None
+                    and attempt == 1
+                    and exc.error == "use_dpop_nonce"
+                    and self._dpop_nonces.get(endpoint) is not None
+                ):
+                    logger.info(
+                        "[%s] token endpoint wants a DPoP nonce: retrying", self.server_name
+                    )
+                    continue
+                exc.server = self.server_name
+                raise
+            except AuthError as exc:
+                exc.server = self.server_name
+                raise
+            break
+        if key is None and parsed.token_type.lower() == "dpop":
+            raise TokenRequestError(
+                "the token endpoint issued a DPoP token to a request without a DPoP proof",
+                server=self.server_name,
+            )
         return token_set_from_response(
             parsed,
             now=now,
@@ -394,6 +465,118 @@ class OAuthAuth(httpx.Auth, abc.ABC):
             requested_scope=requested_scope,
             previous_refresh_token=previous_refresh_token,
         )
+
+    # ------------------------------------------------------------------ DPoP
+
+    async def _dpop(self) -> DPoPKey:
+        """This server's DPoP key pair: from memory, else the store, else a new one (stored).
+
+        Kept in the store so that a restart (or another process) signs with the key the
+        tokens are bound to; an unreadable stored key is replaced (its tokens then fail
+        and are renewed).
+        """
+        async with self._dpop_key_lock:
+            if self._dpop_key is not None:
+                return self._dpop_key
+            async with self._store.lock(self._dpop_store_key):
+                raw = await self._store.get(self._dpop_store_key)
+                key: DPoPKey | None = None
+                if raw is not None:
+                    try:
+                        key = DPoPKey.from_bytes(raw)
+                    except ValueError as exc:
+                        logger.warning(
+                            "[%s] stored DPoP key is unusable (%s); making a new one",
+                            self.server_name,
+                            exc,
+                        )
+                if key is None:
+                    key = DPoPKey.generate()
+                    await self._store.set(self._dpop_store_key, key.to_bytes())
+                    logger.info("[%s] new DPoP key %s", self.server_name, key.thumbprint)
+            self._dpop_key = key
+            return key
+
+    def _note_challenges(self, www_authenticate: list[str]) -> BearerChallenge | None:
+        """The challenge to act on; a ``DPoP`` one says the server takes DPoP tokens."""
+        if any(c.scheme == "dpop" for c in parse_www_authenticate(www_authenticate)):
+            self._rs_dpop = True
+        return find_challenge(www_authenticate)
+
+    async def _wants_dpop(self, issuer: str | None) -> bool:
+        """Whether to ask ``issuer`` for DPoP-bound tokens (RFC 9449).
+
+        Both sides must take them: the resource server (it challenged with the ``DPoP``
+        scheme, its metadata lists ``ES256`` in ``dpop_signing_alg_values_supported``,
+        or this server's DPoP key is stored already, from a process that saw one of
+        these) and the authorization server (its metadata lists ``ES256``). An
+        authorization server that supports DPoP in front of a resource server that
+        knows only Bearer gets Bearer requests.
+        """
+        if issuer is None:
+            return False
+        prm = self._discovery.prm if self._discovery is not None else None
+        resource_side = (
+            self._rs_dpop
+            or (
+                prm is not None
+                and (
+                    prm.dpop_bound_access_tokens_required
+                    or server_wants_dpop(prm.dpop_signing_alg_values_supported)
+                )
+            )
+            or await self._store.get(self._dpop_store_key) is not None
+        )
+        if not resource_side:
+            return False
+        known = self._dpop_issuers.get(issuer)
+        if known is not None:
+            return known
+        metadata: AuthorizationServerMetadata | None = None
+        if self._discovery is not None and self._discovery.metadata.issuer == issuer:
+            metadata = self._discovery.metadata
+        else:
+            try:
+                metadata = await self._as_metadata(issuer)
+            except AuthError:
+                return False
+        wanted = metadata is not None and server_wants_dpop(
+            metadata.dpop_signing_alg_values_supported
+        )
+        if wanted and not dpop_available():
+            logger.warning(
+                "[%s] both servers take DPoP, but signing proofs needs "
+                "pip install 'funnel-auth[jwt]': using Bearer",
+                self.server_name,
+            )
+            wanted = False
+        elif metadata is not None and not wanted:
+            logger.warning(
+                "[%s] the resource server takes DPoP but %s does not with ES256 (%s): using Bearer",
+                self.server_name,
+                issuer,
+                ", ".join((metadata.dpop_signing_alg_values_supported or ["no DPoP"])[:8]),
+            )
+        self._dpop_issuers[issuer] = wanted
+        return wanted
+
+    async def _present(self, request: Any, tokens: TokenSet) -> None:
+        """Put ``tokens`` on a resource request: Bearer, or DPoP with a fresh proof (``ath``)."""
+        if tokens.dpop_bound:
+            key = await self._dpop()
+            url = str(request.url)
+            request.headers["Authorization"] = f"DPoP {tokens.access_token}"
+            request.headers["DPoP"] = key.proof(
+                str(request.method),
+                url,
+                now=self._clock(),
+                access_token=tokens.access_token,
+                nonce=self._dpop_nonces.get(url),
+            )
+        else:
+            request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+            if "DPoP" in request.headers:
+                del request.headers["DPoP"]
 
     async def _get_json(self, url: str) -> httpx.Response | None:
         """GET a metadata document: the response when 200, ``None`` when absent (4xx)."""
@@ -608,6 +791,8 @@ class OAuthAuth(httpx.Auth, abc.ABC):
                     requested_scope=base.requested_scope,
                     previous_refresh_token=base.refresh_token,
                     limited=False,
+                    # A DPoP-bound refresh token needs a proof with the same key.
+                    dpop=True if base.dpop_bound else None,
                 )
                 # Persist first: a rotated refresh token must survive a crash right after use.
                 await self._write_tokens(new)
@@ -724,11 +909,25 @@ class OAuthAuth(httpx.Auth, abc.ABC):
         """
         tokens = await self._usable_tokens()
         if tokens is not None:
-            request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+            await self._present(request, tokens)
         response = yield request
-        renewed = obtained = False
+        renewed = obtained = nonce_retried = False
         while True:
-            challenge = find_bearer(response.headers.get_list("www-authenticate"))
+            www_authenticate = list(response.headers.get_list("www-authenticate"))
+            if tokens is not None and tokens.dpop_bound:
+                fresh_nonce = self._dpop_nonces.update(str(request.url), response.headers)
+                if (
+                    response.status_code == 401
+                    and not nonce_retried
+                    and (fresh_nonce or self._dpop_nonces.get(str(request.url)) is not None)
+                    and is_nonce_challenge(www_authenticate)
+                ):
+                    # RFC 9449 §9: the server wants its nonce in the proof; once.
+                    nonce_retried = True
+                    await self._present(request, tokens)
+                    response = yield request
+                    continue
+            challenge = self._note_challenges(www_authenticate)
             if response.status_code == 401:
                 new: TokenSet | None = None
                 if tokens is not None and not renewed:
@@ -756,7 +955,7 @@ class OAuthAuth(httpx.Auth, abc.ABC):
                     self._authorized_success(request, response)
                 return
             tokens = new
-            request.headers["Authorization"] = f"Bearer {tokens.access_token}"
+            await self._present(request, tokens)
             response = yield request
 
     def for_httpx2(self) -> Any:

@@ -288,9 +288,9 @@ def parse_token_response(
         raise TokenRequestError(
             "malformed token response: empty access_token", status_code=status_code
         )
-    if response.token_type.lower() != "bearer":
+    if response.token_type.lower() not in ("bearer", "dpop"):
         raise TokenRequestError(
-            f"unsupported token_type {response.token_type[:32]!r} (only Bearer)",
+            f"unsupported token_type {response.token_type[:32]!r} (only Bearer and DPoP)",
             status_code=status_code,
         )
     return response
@@ -310,6 +310,7 @@ def token_set_from_response(
     """Build the :class:`TokenSet` to store from a token response received at ``now``.
 
     A refresh response without a new refresh token keeps the previous one (RFC 6749 §6).
+    ``token_type`` is ``DPoP`` for a DPoP-bound token (case-insensitive on the wire).
     """
     expires_at = (
         now + response.expires_in if response.expires_in and response.expires_in > 0 else None
@@ -325,6 +326,7 @@ def token_set_from_response(
         resource=resource,
         client_id=client_id,
         requested_scope=requested_scope,
+        token_type="DPoP" if response.token_type.lower() == "dpop" else "Bearer",
     )
 
 

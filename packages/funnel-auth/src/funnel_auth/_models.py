@@ -29,6 +29,8 @@ class ProtectedResourceMetadata(msgspec.Struct, frozen=True):
     scopes_supported: list[str] | None = None
     bearer_methods_supported: list[str] | None = None
     resource_name: str | None = None
+    dpop_signing_alg_values_supported: list[str] | None = None
+    dpop_bound_access_tokens_required: bool = False
 
 
 class AuthorizationServerMetadata(msgspec.Struct, frozen=True):
@@ -46,6 +48,7 @@ class AuthorizationServerMetadata(msgspec.Struct, frozen=True):
     authorization_response_iss_parameter_supported: bool = False
     client_id_metadata_document_supported: bool = False
     revocation_endpoint: str | None = None
+    dpop_signing_alg_values_supported: list[str] | None = None
 
 
 class TokenResponse(msgspec.Struct, frozen=True):
@@ -77,6 +80,8 @@ class TokenSet(msgspec.Struct, kw_only=True, frozen=True):
         resource: The ``resource`` the tokens were requested for.
         client_id: The client id the tokens were issued to (refresh needs it).
         requested_scope: The scope last asked for (refresh and step-up re-send it).
+        token_type: ``Bearer``, or ``DPoP`` for a token bound to this client's DPoP key
+            (RFC 9449: presented with ``Authorization: DPoP`` and a proof).
     """
 
     access_token: str
@@ -89,10 +94,16 @@ class TokenSet(msgspec.Struct, kw_only=True, frozen=True):
     resource: str | None = None
     client_id: str
     requested_scope: str | None = None
+    token_type: Literal["Bearer", "DPoP"] = "Bearer"  # noqa: S105 -- a scheme, not a secret
+
+    @property
+    def dpop_bound(self) -> bool:
+        """Whether the token is DPoP-bound (presented with a proof of this client's key)."""
+        return self.token_type == "DPoP"  # noqa: S105 -- a scheme, not a secret
 
     def __repr__(self) -> str:
         return (
-            f"TokenSet(issuer={self.issuer!r}, scope={self.scope!r}, expires_at={self.expires_at!r}, "
+            f"TokenSet(token_type={self.token_type!r}, issuer={self.issuer!r}, scope={self.scope!r}, expires_at={self.expires_at!r}, "
             f"refresh_token={'yes' if self.refresh_token else 'no'})"
         )
 

@@ -21,8 +21,10 @@ funnel (sampling, elicitation, roots) go to the funnel's router, which picks the
 that answers; its log messages and resource updates go to the funnel too.
 
 Statuses: ``connecting`` (first attempt), ``connected``, ``reconnecting`` (waiting to
-retry or retrying), ``auth_required`` (an HTTP server wants authorization),
-``failed`` (gave up), ``disabled`` (configured off, or its transport not available).
+retry or retrying), ``auth_required`` (an HTTP server wants authorization; ``error``
+says why: a login is needed, or the logins of one challenge cycle are used up and the
+server still refuses), ``failed`` (gave up), ``disabled`` (configured off, or its
+transport not available).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from funnel_auth import (
     AuthError,
     AuthorizationFlows,
     AuthorizationRequired,
+    InsufficientScope,
     NoAuth,
     create_auth,
     redact,
@@ -276,6 +279,24 @@ class Backend:
         """Drop the current connection (if any) and connect again now."""
         self._wake.set()
 
+    async def wait_replaced(self, previous: ClientSession | None, timeout: float) -> None:
+        """After a login: wait (at most ``timeout``) for the reconnect it asked for.
+
+        Returns once a session other than ``previous`` is live, or at once when no
+        reconnect is pending and ``previous`` still serves (tokens are read per request).
+        """
+        with anyio.move_on_after(timeout):
+            while True:
+                session = self.session
+                if session is not None and session is not previous:
+                    return
+                if session is not None and not self._wake.is_set():
+                    return
+                if session is None:
+                    await self._connected.wait()
+                else:
+                    await session.wait_closed()  # the supervisor is closing it
+
     @property
     def session(self) -> ClientSession | None:
         """The live session while connected."""
@@ -462,6 +483,22 @@ class Backend:
                 self.name,
                 self.name,
             )
+            return connected
+        except InsufficientScope as exc:
+            # The cap of authorizations per challenge cycle: reconnecting would only ask
+            # for more logins. It waits for a person (a login, a reconnect by hand).
+            reason = (
+                f"authorization failed: {redact(str(exc))}. Log in with an account that "
+                "has the permissions the server asks for, or check its configuration"
+            )
+            self._publish(
+                status="auth_required",
+                error=reason,
+                authorize_url=f"/api/oauth/authorize/{self.name}",
+                lists={},
+                changed=frozenset(LISTS),
+            )
+            logger.warning("[%s] %s", self.name, reason)
             return connected
         except AuthError as exc:
             self._publish(status=self._state.status, error=redact(str(exc)))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -45,8 +46,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from msgspec import Raw
 
 from funnel_auth import (
+    AuthError,
     AuthorizationCodeAuth,
     AuthorizationFlows,
+    AuthorizationRequired,
     BearerAuth,
     NoAuth,
     OAuth2AuthorizationCode,
@@ -55,9 +58,9 @@ from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._core_tools import CORE_SERVER, CoreTools
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._models import FunnelConfig, ServerConfig
-from funnel_proxy._mrtr import ParkedCall, ParkedCalls
+from funnel_proxy._mrtr import ParkedCall, ParkedCalls, input_required
 from funnel_proxy._reload import ReloadReport, diff_configs
-from funnel_proxy._routing import Client, choose, needed_capability
+from funnel_proxy._routing import Client, InFlight, choose, client_supports, needed_capability
 from funnel_proxy._surface import Surface, ToolEntry, build_surface
 from funnel_proxy._visibility import VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
@@ -90,6 +93,11 @@ _COALESCE_SECONDS = 0.05
 MAX_QUEUED_EVENTS = 1024
 _STOP_SECONDS = 15.0
 """Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
+#: Where a stateless-era request's ``_meta`` carries the calling client's capabilities.
+_META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+LOGIN_WAIT = 300.0
+"""How long a call whose client accepted a login (URL-mode elicitation) waits for it: the
+lifetime of a pending authorization flow."""
 METHOD_NOT_FOUND = -32601
 
 
@@ -98,17 +106,24 @@ class FunnelEvent:
     """Something subscribers may want to hear about.
 
     Attributes:
-        kind: ``status`` (a backend's status changed), ``list_changed``, or
+        kind: ``status`` (a backend's status changed), ``list_changed``,
             ``servers_changed`` (servers were added, removed or restarted by
-            :meth:`Funnel.apply_config` or :meth:`Funnel.set_disabled`).
+            :meth:`Funnel.apply_config` or :meth:`Funnel.set_disabled`), or
+            ``auth_required`` (a request to a connected backend needs a login now: a
+            step-up ``403 insufficient_scope`` or a ``401`` during a call).
         state: The backend's new state (``status`` events).
         lists: Which lists changed (``list_changed`` events): ``tools``, ``prompts``,
             ``resources``.
+        server: The backend that needs a login (``auth_required`` events).
+        authorize_url: funnel's route that joins that login (``auth_required``
+            events): ``/api/oauth/authorize/<server>``, no secret in it.
     """
 
-    kind: Literal["status", "list_changed", "servers_changed"]
+    kind: Literal["status", "list_changed", "servers_changed", "auth_required"]
     state: BackendState | None = None
     lists: frozenset[str] = frozenset()
+    server: str | None = None
+    authorize_url: str | None = None
 
 
 def _is_oauth(auth: object) -> bool:
@@ -871,9 +886,28 @@ class Funnel:
         checked = checked_arguments(arguments)
         if entry.server == CORE_SERVER and self.core.offers(entry.name):
             return await self.core.call(entry.name, checked, on_progress=on_progress)
-        return await self._backend(entry.server).request(
-            "tools/call", _call_params(entry, checked, meta, extra), on_progress=on_progress
-        )
+        params = _call_params(entry, checked, meta, extra)
+        try:
+            return await self._backend(entry.server).request(
+                "tools/call", params, on_progress=on_progress
+            )
+        except AuthorizationRequired as exc:
+            caller = (meta or {}).get(_META_CAPABILITIES)
+
+            async def resend() -> Raw:
+                # The person logged in from the chat while the client waited: the call
+                # runs now, once (the backend refused it before running it).
+                return await self._backend(entry.server).request("tools/call", params)
+
+            answer = await self._login_needed(
+                entry.server,
+                exc,
+                resend,
+                caller=caller if isinstance(caller, Mapping) else None,
+            )
+            if answer is None:
+                raise
+            return answer
 
     def start_tool_call(
         self,
@@ -940,7 +974,131 @@ class Funnel:
         on_progress: ProgressHandler | None = None,
     ) -> Raw:
         """Forward any request to one backend (prompts, resources, completion)."""
-        return await self._backend(server).request(method, params, on_progress=on_progress)
+        try:
+            return await self._backend(server).request(method, params, on_progress=on_progress)
+        except AuthorizationRequired as exc:
+
+            async def resend() -> Raw:
+                return await self._backend(server).request(method, params)
+
+            answer = await self._login_needed(server, exc, resend)
+            if answer is None:
+                raise
+            return answer
+
+    async def _login_needed(
+        self,
+        server: str,
+        exc: AuthorizationRequired,
+        resend: Callable[[], Awaitable[Raw]],
+        *,
+        caller: Mapping[str, Any] | None = None,
+    ) -> Raw | None:
+        """A request to ``server`` needs a login now: say so, and ask the caller's client.
+
+        Publishes an ``auth_required`` event at once (``/ws`` shows it). When the client
+        whose call this is declared URL-mode elicitation, it is asked to open the
+        authorization server's URL: a handshake-era client gets an ``elicitation/create``
+        (``mode: url``) mid-call; a stateless-era one (known by ``caller``, the
+        capabilities its request carried) gets an ``input_required`` result asking the
+        same, and its retry waits for what follows. If the person accepts, the call
+        waits (at most :data:`LOGIN_WAIT`) until the login completes through funnel's
+        callback, the client gets ``notifications/elicitation/complete`` (handshake era),
+        and ``resend`` sends the request again, once: its answer is returned. Otherwise
+        (no such client, declined, the login failed or took too long) this returns
+        ``None`` and the caller raises ``exc``, whose JSON-RPC error carries the URL.
+        """
+        route = f"/api/oauth/authorize/{server}"
+        self._publish(FunnelEvent(kind="auth_required", server=server, authorize_url=route))
+        logger.warning("[%s] a request needs a login: open %s", server, route)
+        backend = self._backends.get(server)
+        auth = backend.auth if backend is not None else None
+        if backend is None or not isinstance(auth, AuthorizationCodeAuth):
+            return None
+        url_mode = {"mode": "url"}
+        if caller is not None and not client_supports(caller, "elicitation/create", url_mode):
+            return None  # the caller said what it can do: not this
+        chosen = choose(self._clients, server, "elicitation/create", url_mode)
+        if chosen is not None and chosen[1] is not None:
+            client, call = chosen[0], chosen[1]
+            if await self._ask_login(
+                server, exc, backend=backend, auth=auth, client=client, call=call
+            ):
+                return await resend()
+            return None
+        if caller is None:
+            return None  # no URL-capable client with a call to this server: not ours to ask
+        # A stateless-era caller: its request answers input_required, the login runs parked.
+        parked = self.parked.new(server, caller)
+
+        async def run() -> Raw:
+            [mine] = parked.in_flight(server)
+            if await self._ask_login(
+                server, exc, backend=backend, auth=auth, client=parked, call=mine
+            ):
+                return await resend()
+            raise exc
+
+        self.park(parked, run)
+        outcome = await parked.next()
+        if isinstance(outcome, dict):
+            return input_required(outcome, self.parked.sealer.seal(parked.id))
+        self.parked.forget(parked)
+        return outcome
+
+    async def _ask_login(
+        self,
+        server: str,
+        exc: AuthorizationRequired,
+        *,
+        backend: Backend,
+        auth: AuthorizationCodeAuth,
+        client: Client,
+        call: InFlight,
+    ) -> bool:
+        """Ask ``client`` to open the login URL; wait for the login. Whether it happened."""
+        elicitation_id = secrets.token_urlsafe(16)
+        params = to_raw(
+            {
+                "mode": "url",
+                "elicitationId": elicitation_id,
+                "url": exc.authorization_url,
+                "message": (
+                    f"{server} needs you to log in (or to grant more permissions). Open the "
+                    "link to authorize; the request goes on once you are done."
+                ),
+            }
+        )
+        previous = backend.session
+        call.asking()
+        try:
+            answer = await client.ask("elicitation/create", params, call)
+        except RpcError as error:
+            logger.info("[%s] the client did not take the login link: %s", server, error.message)
+            return False
+        finally:
+            call.answered_now()
+        try:
+            action = from_raw(answer, dict[str, Any]).get("action")
+        except DecodeError:
+            action = None
+        if action != "accept":
+            logger.info("[%s] the login link was not accepted (%s)", server, action)
+            return False
+        try:
+            await auth.wait_authorized(LOGIN_WAIT)
+        except AuthError as error:
+            logger.info("[%s] no login for the waiting request: %s", server, error)
+            return False
+        client.deliver(
+            Notification(
+                method="notifications/elicitation/complete",
+                params=to_raw({"elicitationId": elicitation_id}),
+            )
+        )
+        # The callback reconnects the backend: the retry goes to the new session.
+        await backend.wait_replaced(previous, self._connect_timeout)
+        return True
 
     def _backend(self, server: str) -> Backend:
         backend = self._backends.get(server)
