@@ -662,7 +662,7 @@ async def backend_request(
     started = time.perf_counter()
     error: str | None = None
     try:
-        result = await send({**(params or {}), "_meta": meta})
+        result = await send({**(params or {}), "_meta": meta} if meta else params)
     except BaseException as exc:
         if isinstance(exc, RpcError):
             error = str(exc.code)
