@@ -345,6 +345,49 @@ def test_a_refresh_after_telemetry_is_off_is_not_counted() -> None:
     sinks.tracer_provider.shutdown()
 
 
+async def test_a_stateless_clients_parked_call_of_a_handshake_era_backend_stays_in_its_trace(
+    telemetry: Telemetry,
+) -> None:
+    config = parse_config(
+        {
+            "servers": {
+                "old": {"command": sys.executable, "args": [str(SERVERS / "scripted.py"), "normal"]}
+            }
+        },
+        environ=ENV,
+    )
+    sent: list[Message] = []
+    got = anyio.Event()
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        got.set()
+
+    params = {
+        "name": "old__echo",
+        "arguments": {"text": "parked"},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "traceparent": f"00-{INCOMING_TRACE}-{INCOMING_SPAN}-01",
+        },
+    }
+    with anyio.fail_after(30):
+        async with Funnel(config, environ=ENV) as funnel:
+            assert await funnel.wait_ready(20)
+            assert funnel.backend_era("old") == "legacy"
+            session = McpServerSession(funnel, send, version="test")
+            await session.handle(Request(id=1, method="tools/call", params=to_raw(params)))
+            await got.wait()
+    assert isinstance(sent[0], Response)
+    (server,) = telemetry.named("tools/call old__echo", SpanKind.SERVER)
+    (backend,) = telemetry.named("tools/call echo", SpanKind.CLIENT)
+    assert (server.attributes or {})["mcp.protocol.version"] == "2026-07-28"
+    assert span_hex(server)[0] == span_hex(backend)[0] == INCOMING_TRACE
+    assert backend.parent is not None
+    assert f"{backend.parent.span_id:016x}" == span_hex(server)[1]
+
+
 # ---------------------------------------------------------------------------- /mcp
 
 
