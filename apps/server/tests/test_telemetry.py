@@ -293,6 +293,91 @@ async def test_otel_traces_exporter_console_sets_up_the_sdk_and_writes_spans_to_
     assert rest_call["attributes"]["network.protocol.name"] == "http"
 
 
+class OtlpReceiver:
+    """An OTLP/HTTP receiver on 127.0.0.1: keeps every decoded trace and metric export."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+        self.metrics: list[str] = []
+        self.resources: list[dict[str, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if scope["path"] == "/v1/traces":
+            traces = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+            for resource in traces.resource_spans:
+                self.resources.append(
+                    {a.key: a.value.string_value for a in resource.resource.attributes}
+                )
+                self.spans += [span for scoped in resource.scope_spans for span in scoped.spans]
+        elif scope["path"] == "/v1/metrics":
+            metrics = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+            self.metrics += [
+                metric.name
+                for resource in metrics.resource_metrics
+                for scoped in resource.scope_metrics
+                for metric in scoped.metrics
+            ]
+        status = 200 if scope["path"] in ("/v1/traces", "/v1/metrics") else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@asynccontextmanager
+async def otlp_receiver() -> AsyncIterator[tuple[str, OtlpReceiver]]:
+    import socket
+
+    import uvicorn
+
+    receiver = OtlpReceiver()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    server = uvicorn.Server(
+        uvicorn.Config(receiver, log_config=None, log_level="warning", lifespan="off")
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield f"http://127.0.0.1:{sock.getsockname()[1]}", receiver
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+
+
+async def test_an_otlp_endpoint_gets_the_spans_and_metrics_of_a_funnel_server_run(
+    tmp_path: Path,
+) -> None:
+    async with otlp_receiver() as (endpoint, receiver):
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        async with funnel_stdio(tmp_path, [FUNNEL, "--stdio", "--port", "0"], env) as process:
+            answers, _ = await stdio_session(process)  # exits 0: the SDK flushed on the way out
+    assert [a["id"] for a in answers if "id" in a] == [1, 2]
+    names = {span.name for span in receiver.spans}
+    assert {"initialize", "tools/call demo__echo", "tools/call echo"} <= names
+    server_traces = {s.trace_id for s in receiver.spans if s.name == "tools/call demo__echo"}
+    client_traces = {s.trace_id for s in receiver.spans if s.name == "tools/call echo"}
+    assert len(server_traces) == 2  # the stdio call and the REST call
+    assert client_traces == server_traces  # each backend call in its request's trace
+    assert {"service.name": "funnel-server"}.items() <= receiver.resources[0].items()
+    assert {
+        "mcp.server.operation.duration",
+        "mcp.client.operation.duration",
+        "funnel.backend.status",
+    } <= set(receiver.metrics)
+
+
 def _console_spans(stderr: str) -> list[dict[str, Any]]:
     """The JSON objects the console exporter wrote between log lines."""
     decoder = json.JSONDecoder()
