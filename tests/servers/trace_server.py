@@ -34,10 +34,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 @server.tool()
 def meta(ctx: Context) -> str:
     """The trace context keys of this request's ``_meta``."""
-    found = ctx.request_context.meta
-    carrier: dict[str, Any] = dict(found) if isinstance(found, dict) else {}
-    if not carrier and found is not None:
-        carrier = found.model_dump() if hasattr(found, "model_dump") else {}
+    carrier: dict[str, Any] = dict(ctx.request_context.meta or {})  # a TypedDict
     return json.dumps({key: carrier.get(key) for key in ("traceparent", "tracestate")})
 
 
