@@ -11,6 +11,7 @@ import funnel_auth.testing
 EXPECTED = [
     "AUDIT_EVENTS",
     "AUDIT_LOGGER",
+    "AuditListener",
     "AuthConfig",
     "AuthConfigError",
     "AuthError",
@@ -51,6 +52,7 @@ EXPECTED = [
     "TokenRequestError",
     "TokenSet",
     "__version__",
+    "add_audit_listener",
     "as_metadata_urls",
     "canonical_resource",
     "code_challenge",

@@ -55,6 +55,7 @@ from funnel_proxy import (
     ToolNotFound,
     namespaced_name,
 )
+from funnel_proxy._telemetry import tool_call as tool_call_span
 from funnel_server._audit import audit
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._logs import LogBuffer, LogEntry
@@ -607,9 +608,11 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
             raise ServiceUnavailableException(detail=str(exc)) from None
         started = time.perf_counter()
         try:
-            raw = await _unless_disconnected(
-                request.receive, funnel.call_tool, entry, data.arguments
-            )
+            with tool_call_span(entry.name, protocol="http", headers=request.headers) as span:
+                raw = await _unless_disconnected(
+                    request.receive, funnel.call_tool, entry, data.arguments
+                )
+                span.succeeded(raw)
         except ToolRateLimited as exc:
             raise TooManyRequestsException(
                 detail=exc.message, headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}

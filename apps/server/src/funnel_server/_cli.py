@@ -58,6 +58,7 @@ from funnel_proxy import (
 )
 from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
+from funnel_proxy._telemetry import configure_from_env as configure_telemetry_from_env
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
 from funnel_server._calls import ServerFunnel
 from funnel_server._live_config import watching_config
@@ -375,6 +376,7 @@ async def _until_signalled(main: Callable[..., Awaitable[int]], *args: Any) -> i
 
 
 def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> int:
+    configure_telemetry_from_env()  # the OTel SDK, only when OTEL_* variables ask for it
     home = funnel_home()
     try:
         token, token_source = load_api_token(home)

@@ -46,6 +46,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from funnel_auth import AuthError, redact
 from funnel_proxy import BackendState, BackendUnavailable, Funnel, FunnelEvent, ToolNotFound
+from funnel_proxy._telemetry import tool_call as tool_call_span
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._logs import LogBuffer, LogEntry
 from funnel_transports import DecodeError, RpcError, TransportError
@@ -493,9 +494,11 @@ class WsConnection:
                     self._offer(_progress(execution, update))
 
                 try:
-                    result = await self._funnel.call_tool(
-                        entry, message.arguments, on_progress=progress
-                    )
+                    with tool_call_span(entry.name, protocol="websocket") as span:
+                        result = await self._funnel.call_tool(
+                            entry, message.arguments, on_progress=progress
+                        )
+                        span.succeeded(result)
                 except ToolRateLimited as exc:
                     self._answer(ToolError(id=execution, error=exc.message, code=exc.code))
                     return

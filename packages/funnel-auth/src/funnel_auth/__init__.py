@@ -8,7 +8,7 @@ servers from the MCP server's 401 challenge, register, refresh, step up, and rai
 
 from importlib import metadata as _metadata
 
-from funnel_auth._audit import AUDIT_EVENTS, AUDIT_LOGGER
+from funnel_auth._audit import AUDIT_EVENTS, AUDIT_LOGGER, AuditListener, add_audit_listener
 from funnel_auth._authorization_code import AuthorizationCodeAuth
 from funnel_auth._challenge import BearerChallenge, Challenge, find_bearer, parse_www_authenticate
 from funnel_auth._client_credentials import ClientCredentialsAuth, JwtBearerAuth
@@ -62,6 +62,7 @@ __version__ = _metadata.version("funnel-auth")  # one source: pyproject.toml
 __all__ = [
     "AUDIT_EVENTS",
     "AUDIT_LOGGER",
+    "AuditListener",
     "AuthConfig",
     "AuthConfigError",
     "AuthError",
@@ -102,6 +103,7 @@ __all__ = [
     "TokenRequestError",
     "TokenSet",
     "__version__",
+    "add_audit_listener",
     "as_metadata_urls",
     "canonical_resource",
     "code_challenge",

@@ -5,16 +5,21 @@ Events go to the logger ``funnel.audit`` with structured fields in ``extra`` (``
 ``retry_after``, ``scope``). A handler can turn them into JSON lines. They never carry a
 token, code, verifier, state value, secret or ``Authorization`` header: every string
 field passes through :func:`~funnel_auth.redact` (its fast path, ``redact_fast``).
+
+An embedder that wants to count events (metrics) adds a listener with
+:func:`add_audit_listener` instead of parsing log records: it is called with the event
+name and the same redacted fields, whatever the logger's level.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Final, TypeAlias
 
 from funnel_auth._redact import redact_fast
 
-__all__ = ["AUDIT_EVENTS", "AUDIT_LOGGER", "audit"]
+__all__ = ["AUDIT_EVENTS", "AUDIT_LOGGER", "AuditListener", "add_audit_listener", "audit"]
 
 AUDIT_LOGGER: Final = "funnel.audit"
 
@@ -34,6 +39,25 @@ AUDIT_EVENTS: Final = frozenset(
 
 _logger = logging.getLogger(AUDIT_LOGGER)
 _FAILURES: Final = frozenset({"failure", "denied", "limited"})
+
+AuditListener: TypeAlias = Callable[[str, Mapping[str, object]], None]
+"""Called with an audit event's name and its fields (already redacted)."""
+_listeners: list[AuditListener] = []
+
+
+def add_audit_listener(listener: AuditListener) -> Callable[[], None]:
+    """Call ``listener`` for every audit event from now on; returns a function removing it.
+
+    A listener runs in the code that wrote the event: it must be quick and must not
+    raise (an exception is logged and swallowed, it never breaks an authorization).
+    """
+    _listeners.append(listener)
+
+    def remove() -> None:
+        if listener in _listeners:
+            _listeners.remove(listener)
+
+    return remove
 
 
 def audit(
@@ -73,3 +97,8 @@ def audit(
         f" reason={reason}" if reason else "",
         extra=extra,
     )
+    for listener in _listeners:
+        try:
+            listener(event, extra)
+        except Exception:  # a listener's bug must never break an authorization
+            _logger.debug("an audit listener failed on %s", event, exc_info=True)

@@ -52,6 +52,9 @@ from funnel_proxy._secrets import (
 from funnel_proxy._semantic import Embedder, load_embedder
 from funnel_proxy._stdio_server import serve_stdio
 from funnel_proxy._surface import Conflict, Surface, ToolEntry, build_surface
+from funnel_proxy._telemetry import configure_from_env as configure_telemetry_from_env
+from funnel_proxy._telemetry import disable as disable_telemetry
+from funnel_proxy._telemetry import enable as enable_telemetry
 from funnel_proxy._visibility import Reason
 
 __version__ = _metadata.version("funnel-proxy")  # one source: pyproject.toml
@@ -96,7 +99,10 @@ __all__ = [
     "WebSocketTransportConfig",
     "__version__",
     "build_surface",
+    "configure_telemetry_from_env",
     "diff_configs",
+    "disable_telemetry",
+    "enable_telemetry",
     "load_config",
     "load_embedder",
     "namespaced_name",

@@ -52,6 +52,7 @@ from funnel_auth import (
     create_auth,
     redact,
 )
+from funnel_proxy import _telemetry
 from funnel_proxy._errors import BackendUnavailable
 from funnel_proxy._models import (
     FunnelConfig,
@@ -259,6 +260,7 @@ class Backend:
             status="disabled" if server.disabled else "connecting",
             since=time.time(),
         )
+        _telemetry.track_backend(self)
 
     @property
     def name(self) -> str:
@@ -315,6 +317,24 @@ class Backend:
         *,
         on_progress: ProgressHandler | None = None,
         timeout: float | None = None,
+    ) -> Raw:
+        """Forward a request to the backend, within its deadline (see :meth:`_request`)."""
+        if _telemetry.enabled:  # a CLIENT span, trace context in params._meta
+            return await _telemetry.backend_request(
+                self,
+                getattr(self._server.transport, "url", None),
+                method,
+                params,
+                lambda traced: self._request(method, traced, on_progress, timeout),
+            )
+        return await self._request(method, params, on_progress, timeout)
+
+    async def _request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        on_progress: ProgressHandler | None,
+        timeout: float | None,
     ) -> Raw:
         """Forward a request to the backend, within its deadline.
 

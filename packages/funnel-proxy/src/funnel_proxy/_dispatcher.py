@@ -39,6 +39,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from msgspec import UNSET, Raw, UnsetType
 
 from funnel_auth import AuthError, AuthorizationRequired, redact
+from funnel_proxy import _telemetry
 from funnel_proxy._core_tools import CORE_SERVER
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
 from funnel_proxy._funnel import Funnel, FunnelEvent
@@ -180,6 +181,7 @@ class McpServerSession:
         self._funnel_ready = False
         self._modern = False
         self._queue_send: MemoryObjectSendStream[Notification] | None = None
+        self._protocol_version: str | None = None  # negotiated by initialize
 
     # ------------------------------------------------------------------ as a client
 
@@ -307,6 +309,7 @@ class McpServerSession:
         """
         if (
             self._send_nowait is None
+            or _telemetry.enabled  # traced calls take the task path, with their spans
             or not isinstance(message, Request)
             or message.method != "tools/call"
             or not isinstance(message.params, Raw)
@@ -416,6 +419,9 @@ class McpServerSession:
 
     async def _handle_request(self, request: Request) -> None:
         modern = False
+        traced = (
+            _telemetry.start_server(request, self._protocol_version) if _telemetry.enabled else None
+        )
         try:
             meta = (
                 from_raw(request.params, _RequestMeta).meta
@@ -436,12 +442,19 @@ class McpServerSession:
                 return  # the client cancelled: MCP says send nothing
             if modern:
                 result = _mark_complete(result)
+            if traced is not None:
+                traced.succeeded(result)
             await self._send(Response(id=request.id, result=result))
         except Exception as exc:  # noqa: BLE001 - every failure is an answer; none ends the session
-            await self._send(ErrorResponse(id=request.id, error=self._error_for(exc, request)))
+            error = self._error_for(exc, request)
+            if traced is not None:
+                traced.failed(error.code, error.message)
+            await self._send(ErrorResponse(id=request.id, error=error))
         finally:
             self._in_flight.pop(request.id, None)
             self._calls.pop(request.id, None)
+            if traced is not None:
+                traced.end()
 
     def _meta_for_backend(self, client_meta: Any) -> dict[str, Any]:
         """What a stateless-era backend must hear of this client in a request's ``_meta``.
@@ -577,6 +590,7 @@ class McpServerSession:
     def _initialize(self, params: Mapping[str, Any]) -> Raw:
         requested = params.get("protocolVersion")
         version = requested if requested in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[0]
+        self._protocol_version = version
         self._initialized = True
         result: dict[str, Any] = {
             "protocolVersion": version,

@@ -45,6 +45,7 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from msgspec import UNSET, Raw
 
+from funnel_proxy import _telemetry
 from funnel_proxy._dispatcher import McpServerSession
 from funnel_proxy._errors import ProxyError
 from funnel_proxy._funnel import Funnel
@@ -304,6 +305,8 @@ class McpHttpEndpoint:
             for name, value in scope.get("headers", ())
         }
         http = _Http(send, [])
+        if _telemetry.enabled:  # session id and header trace context for the spans
+            _telemetry.http_exchange(headers)
         method = scope.get("method", "GET")
         if method == "POST":
             await self._post(headers, receive, http)

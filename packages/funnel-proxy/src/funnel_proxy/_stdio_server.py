@@ -26,6 +26,7 @@ from typing import BinaryIO
 import anyio
 import anyio.abc
 
+from funnel_proxy import _telemetry
 from funnel_proxy._dispatcher import McpServerSession
 from funnel_proxy._funnel import Funnel
 from funnel_transports import (
@@ -267,6 +268,7 @@ async def serve_stdio(
         stdin: Where requests come from (default: this process's stdin).
         stdout: Where answers go (default: this process's stdout).
     """
+    _telemetry.serving_stdio()  # network.transport=pipe on this client's spans
     source = stdin or sys.stdin.buffer
     sink = stdout or sys.stdout.buffer
     fast = sys.platform != "win32" and _is_pipe(source.fileno()) and _is_pipe(sink.fileno())
