@@ -18,10 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 from funnel_auth import RateLimiter
+
+if TYPE_CHECKING:
+    from funnel_server._shared import SharedState
 
 __all__ = [
     "API_TOKEN_ENV",
@@ -174,12 +177,24 @@ class InboundAuth:
     Args:
         token: The API token.
         limiter: Counts failed attempts per client address.
+        shared: With several replicas, where failed attempts are counted instead (once
+            across replicas, with the limiter's attempts and window).
     """
 
-    def __init__(self, token: str, *, limiter: RateLimiter) -> None:
+    def __init__(
+        self, token: str, *, limiter: RateLimiter, shared: SharedState | None = None
+    ) -> None:
         self._token = token.encode()
         self.limiter = limiter
+        self.shared = shared
         self.cookie_value = hmac.new(self._token, _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
+
+    async def failed(self, client: str) -> float:
+        """Count a failed attempt from ``client``; the seconds it must wait (0: not limited)."""
+        if self.shared is None:
+            return self.limiter.acquire(client)
+        bucket = (f"auth:{client}", self.limiter.max_attempts, self.limiter.window)
+        return await self.shared.acquire([bucket])
 
     def token_ok(self, candidate: str) -> bool:
         """Whether ``candidate`` is the API token."""
