@@ -540,11 +540,14 @@ def _funnel_options(port: int | None, public_url: str | None = None) -> dict[str
     return {"redirect_uri": f"http://localhost:{port}/api/oauth/callback"}
 
 
-async def _shared_options(stack: AsyncExitStack, shared: SharedState | None) -> dict[str, Any]:
+async def _shared_options(
+    stack: AsyncExitStack, shared: SharedState | None, config: FunnelConfig
+) -> dict[str, Any]:
     """Connect the shared state (if any) and the funnel options that use it.
 
     With shared state the tokens and client registrations live in it whatever the local
-    token-store setting says, and pending logins are shared by every replica.
+    token-store setting says (for a config with an authenticated server), and pending
+    logins are shared by every replica.
 
     Raises:
         SharedStateError: It cannot be reached, or funnel-tokenstore lacks its store.
@@ -554,7 +557,10 @@ async def _shared_options(stack: AsyncExitStack, shared: SharedState | None) -> 
     from funnel_server._shared import SharedFlows
 
     await stack.enter_async_context(shared)
-    return {"shared": shared, "token_store": shared.token_store(), "flows": SharedFlows(shared)}
+    options: dict[str, Any] = {"shared": shared, "flows": SharedFlows(shared)}
+    if any(server.auth is not None for server in config.servers):
+        options["token_store"] = shared.token_store()
+    return options
 
 
 def _base_url(settings: AppSettings, sock: socket.socket) -> str:
@@ -587,7 +593,7 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
     }
     async with AsyncExitStack() as stack:
         try:
-            options |= await _shared_options(stack, shared)
+            options |= await _shared_options(stack, shared, config)
         except SharedStateError as exc:
             print(f"funnel-server: {exc}", file=sys.stderr)
             return EXIT_BACKEND_FAILED
@@ -778,7 +784,7 @@ async def _login(  # noqa: PLR0917 - called positionally by anyio.run
     options = _funnel_options(sock.getsockname()[1], settings.public_url)
     async with AsyncExitStack() as stack:
         try:
-            options |= await _shared_options(stack, shared)
+            options |= await _shared_options(stack, shared, only)
         except SharedStateError as exc:
             print(f"funnel-server: {exc}", file=sys.stderr)
             sock.close()

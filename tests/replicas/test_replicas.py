@@ -1,0 +1,159 @@
+"""Three funnel-server replicas sharing state in a real redis-server, behind real HAProxy.
+
+Traffic goes through the balancer only (round robin, no stickiness): see ``conftest.py``
+for the deployment and why HAProxy retries what it retries.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from support.peers import SERVERS
+from support.replicas import AUTH, ClusterFactory
+
+pytestmark = [pytest.mark.anyio]
+
+MODERN = "2026-07-28"
+
+
+def write_config(tmp: Path, **extra: Any) -> Path:
+    config = tmp / ".mcp-funnel.json"
+    servers = {"local": {"command": sys.executable, "args": [str(SERVERS / "sdk_server.py")]}}
+    config.write_text(json.dumps({"servers": servers, **extra}))
+    return config
+
+
+def stateless_call(tool: str, arguments: dict[str, Any], request_id: int) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {
+            "name": tool,
+            "arguments": arguments,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+
+
+def headers(tool: str) -> dict[str, str]:
+    return {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": tool,
+    }
+
+
+async def call(http: httpx.AsyncClient, tool: str, arguments: dict[str, Any], n: int) -> Any:
+    response = await http.post(
+        "/mcp", json=stateless_call(tool, arguments, n), headers=headers(tool)
+    )
+    body = (
+        response.json()
+        if response.headers.get("content-type", "").startswith("application/json")
+        else None
+    )
+    return response.status_code, body
+
+
+def served_calls(cluster_tmp: Path, index: int) -> int:
+    """Successful ``tool.call`` audit events in one replica's audit log."""
+    path = cluster_tmp / f"home-{index}" / "audit.log"
+    if not path.exists():
+        return 0
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return sum(1 for e in events if e.get("event") == "tool.call" and e.get("outcome") == "success")
+
+
+async def test_a_stateless_client_loses_no_call_while_a_replica_is_killed(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    async with cluster(write_config(tmp_path), tmp_path) as c, c.client() as http:
+        failures: list[Any] = []
+        answered = 0
+        for n in range(120):
+            if n == 40:
+                c.kill(1)  # SIGKILL: no drain, calls in flight on it are cut
+            status, body = await call(http, "local__echo", {"message": f"m{n}"}, n)
+            text = (body or {}).get("result", {}).get("content", [{}])[0].get("text")
+            if status != 200 or text != f"Echo: m{n}":
+                failures.append((n, status, body))
+            else:
+                answered += 1
+        assert failures == [], c.logs()
+        assert answered == 120
+        # Round robin really spread the calls: every replica served some.
+        assert all(served_calls(tmp_path, i) > 0 for i in range(3))
+        # The survivors served every call after the kill.
+        assert served_calls(tmp_path, 0) + served_calls(tmp_path, 2) >= 80
+
+
+async def test_a_per_tool_limit_of_30_a_minute_allows_30_calls_across_replicas(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path, rateLimits={"tools": {"local__echo": {"calls": 30, "perSeconds": 60}}}
+    )
+    async with cluster(config, tmp_path) as c, c.client() as http:
+        allowed = limited = 0
+        for n in range(45):
+            status, body = await call(http, "local__echo", {"message": "x"}, n)
+            assert status == 200, body
+            if "error" in body:
+                assert body["error"]["code"] == -32029, body
+                assert body["error"]["data"]["retryAfter"] >= 1
+                limited += 1
+            else:
+                allowed += 1
+        assert 28 <= allowed <= 32, (allowed, limited)
+        assert allowed + limited == 45
+        # Counted once across replicas: each replica admitted only part of them.
+        per_replica = [served_calls(tmp_path, i) for i in range(3)]
+        assert sum(per_replica) == allowed
+        assert all(0 < count < 30 for count in per_replica), per_replica
+
+
+async def test_readiness_is_503_while_draining_and_sigterm_ends_within_the_bound(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    async with cluster(write_config(tmp_path), tmp_path, count=1, drain_timeout=1.0) as c:
+        replica = c.replicas[0]
+        async with httpx.AsyncClient(base_url=replica.base, headers=AUTH, timeout=30) as http:
+            ready = await http.get("/api/health/ready")
+            assert ready.status_code == 200
+            assert ready.json() == {
+                "status": "ready",
+                "version": ready.json()["version"],
+                "sharedState": "ok",
+                "draining": False,
+            }
+            assert (await http.get("/api/health/live")).status_code == 200
+            outcome: list[Any] = []
+
+            async def in_flight() -> None:
+                try:
+                    outcome.append(await call(http, "local__wait_forever", {}, 1))
+                except httpx.HTTPError as exc:
+                    outcome.append(type(exc).__name__)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(in_flight)
+                with anyio.fail_after(10):
+                    while "wait_forever" not in replica.log():
+                        await anyio.sleep(0.05)  # bounded: until the call reached the backend
+                with anyio.fail_after(20):
+                    code = await c.terminate(0)
+            assert code == 0, replica.log()
+            log = replica.log()
+            assert "draining (at most 1 s)" in log
+            assert outcome, "the in-flight request ended (cut after the drain bound)"
