@@ -126,7 +126,7 @@ class Cluster:
         return "\n".join(f"--- replica {r.index}\n{r.log()}" for r in self.replicas)
 
 
-async def _stop(process: anyio.abc.Process, sig: int = signal.SIGTERM) -> None:
+async def _stop(process: anyio.abc.Process, sig: signal.Signals = signal.SIGTERM) -> None:
     with anyio.CancelScope(shield=True):
         if process.returncode is None:
             process.send_signal(sig)

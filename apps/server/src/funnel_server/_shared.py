@@ -248,11 +248,13 @@ class SharedState:
         await self._close()
 
     async def _close(self) -> None:
+        if self._tg is not None:
+            # Left first and outside the scopes below: a task group's scope must be the
+            # innermost one when it exits.
+            tg, self._tg = self._tg, None
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
-                await self._tg.__aexit__(None, None, None)
-                self._tg = None
             for streams in self._channels.values():
                 for stream in streams:
                     stream.close()
