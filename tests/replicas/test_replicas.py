@@ -10,14 +10,19 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import httpx
 import pytest
 from support.peers import SERVERS
-from support.replicas import AUTH, ClusterFactory
+from support.replicas import AUTH, Cluster, ClusterFactory
+from test_oauth_e2e import Peer, oidc, protected, token_grant_barrier
+
+from funnel_auth.testing import follow_authorization
 
 pytestmark = [pytest.mark.anyio]
+__all__ = ["oidc", "protected"]  # the OAuth peers' fixtures, shared with test_oauth_e2e
 
 MODERN = "2026-07-28"
 
@@ -158,3 +163,106 @@ async def test_readiness_answers_and_sigterm_drains_within_its_bound(
             log = replica.log()
             assert "draining (at most 1 s)" in log
             assert outcome, "the in-flight request ended (cut after the drain bound)"
+
+
+# --------------------------------------------------------------------------- OAuth
+
+
+def _has_shared_token_store() -> bool:
+    import funnel_tokenstore
+
+    return hasattr(funnel_tokenstore, "RedisTokenStore") and hasattr(
+        funnel_tokenstore, "EncryptedTokenStore"
+    )
+
+
+def audit_events(tmp: Path, index: int, event: str, **match: Any) -> int:
+    path = tmp / f"home-{index}" / "audit.log"
+    if not path.exists():
+        return 0
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    return sum(
+        1
+        for e in events
+        if e.get("event") == event and all(e.get(k) == v for k, v in match.items())
+    )
+
+
+async def statuses(cluster: Cluster, server: str) -> list[str]:
+    """``server``'s status on every replica (looked at directly, not through the balancer)."""
+    out = []
+    for replica in cluster.replicas:
+        async with httpx.AsyncClient(base_url=replica.base, headers=AUTH, timeout=10) as http:
+            listed = (await http.get("/api/servers")).json()["servers"]
+        out.append(next(s["status"] for s in listed if s["name"] == server))
+    return out
+
+
+async def wait_statuses(cluster: Cluster, server: str, wanted: str) -> None:
+    with anyio.fail_after(30):
+        while set(await statuses(cluster, server)) != {wanted}:  # noqa: ASYNC110
+            await anyio.sleep(0.05)  # bounded polling of other processes' state
+
+
+@pytest.mark.npm
+@pytest.mark.skipif(
+    not _has_shared_token_store(),
+    reason="funnel-tokenstore has no RedisTokenStore/EncryptedTokenStore yet",
+)
+async def test_a_login_begun_on_one_replica_and_called_back_on_another_connects_every_replica(
+    cluster: ClusterFactory, tmp_path: Path, oidc: Peer, protected: Peer
+) -> None:
+    config = tmp_path / ".mcp-funnel.json"
+    config.write_text(
+        json.dumps(
+            {
+                "servers": {
+                    "protected": {
+                        "transport": {"type": "streamable-http", "url": protected.url},
+                        "auth": {"type": "oauth2-code"},
+                    }
+                }
+            }
+        )
+    )
+    async with cluster(config, tmp_path) as c:
+        await wait_statuses(c, "protected", "auth_required")
+        async with httpx.AsyncClient(base_url=c.url, timeout=15) as browser:
+            # Round robin: three authorize requests reach three replicas, and every one
+            # joins the one pending flow (same state), never a second login.
+            locations = []
+            for _ in range(3):
+                start = await browser.get("/api/oauth/authorize/protected", headers=AUTH)
+                assert start.status_code == 302, start.text
+                locations.append(start.headers["location"])
+            assert len(set(locations)) == 1, "one flow for the server, joined by all"
+            query = dict(parse_qsl(urlsplit(locations[0]).query))
+            assert query["redirect_uri"] == f"{c.url}/api/oauth/callback"
+            # One replica began the login (its backend's 401 at start-up); the others joined.
+            began = [i for i in range(3) if audit_events(tmp_path, i, "auth.flow_started")]
+            assert len(began) == 1, c.logs()
+            # The person logs in. Round robin is a fixed rotation: steer it so that the
+            # callback lands on a replica that did not begin the login.
+            callback = await follow_authorization(locations[0])
+            assert callback.error is None, callback.error_description
+            if (c.served_by(start) + 1) % 3 == began[0]:
+                c.served_by(await browser.get("/api/health"))
+            page = await browser.get("/api/oauth/callback", params=callback.params)
+            assert page.status_code == 200, page.text
+            assert c.served_by(page) != began[0]
+        await wait_statuses(c, "protected", "connected")
+        async with c.client() as http:
+            for n in range(3):
+                status, body = await call(http, "protected__whoami", {}, n)
+                assert status == 200 and "error" not in body, body
+                assert body["result"]["content"][0]["text"] == "authorized"
+        # Exactly one authorization (one code grant at the AS, one completed flow) and
+        # one client registration for all three replicas.
+        await token_grant_barrier(oidc)
+        grants = [e.get("grant_type") for e in oidc.events if e.get("event") == "grant"]
+        assert grants == ["authorization_code", "client_credentials"], oidc.events
+        completed = sum(audit_events(tmp_path, i, "auth.flow_completed") for i in range(3))
+        registered = sum(
+            audit_events(tmp_path, i, "auth.client_registered", outcome="success") for i in range(3)
+        )
+        assert (completed, registered) == (1, 1), c.logs()

@@ -61,6 +61,8 @@ frontend funnel
     default_backend replicas
 backend replicas
     balance roundrobin
+    # Which replica answered (tests steer the round robin with it; not needed in production).
+    http-response set-header X-Replica %s
     option httpchk
     http-check send meth GET uri /api/health/ready ver HTTP/1.1 hdr Host 127.0.0.1
     http-check expect status 200
@@ -104,6 +106,11 @@ class Cluster:
     state_key: str
     tmp: Path
     _stopped: set[int] = field(default_factory=set)
+
+    @staticmethod
+    def served_by(response: httpx.Response) -> int:
+        """The index of the replica that answered ``response`` (HAProxy's ``X-Replica``)."""
+        return int(response.headers["x-replica"].removeprefix("r"))
 
     def kill(self, index: int) -> None:
         """SIGKILL one replica (no drain, no goodbye)."""

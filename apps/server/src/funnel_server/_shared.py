@@ -299,7 +299,8 @@ class SharedState:
                     "this funnel-tokenstore has no RedisTokenStore/EncryptedTokenStore: "
                     "upgrade funnel-tokenstore"
                 ) from exc
-            inner = RedisTokenStore(self.url, namespace=self.key("tokens"))
+            # Its keys are <namespace>:tok:… and :lock:…, apart from this module's own.
+            inner = RedisTokenStore(self.url, namespace=self.namespace)
             self._token_store = EncryptedTokenStore(inner, self.keys.derive("tokens"))
         return self._token_store
 
