@@ -184,3 +184,35 @@ async def test_the_flow_lock_is_held_by_one_replica_at_a_time(
     lease = two.client.lock(lease_key)
     assert await lease.acquire(blocking=False)
     await lease.release()
+
+
+async def test_failed_inbound_auth_is_counted_once_across_replicas(
+    pair: tuple[SharedState, SharedState],
+) -> None:
+    import httpx
+
+    from funnel_proxy import Funnel, FunnelConfig
+    from funnel_server._app import AppSettings, create_app
+    from funnel_server._serve import bind, running_server
+
+    settings = AppSettings(api_token="the-right-token-" + "x" * 16, failed_auth_attempts=4)
+    async with Funnel(FunnelConfig(servers=()), ready_timeout=0) as funnel:
+        apps = [create_app(funnel, settings, shared=shared) for shared in pair]
+        async with (
+            running_server(apps[0], bind("127.0.0.1", 0)) as one,
+            running_server(apps[1], bind("127.0.0.1", 0)) as two,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{one.port}") as a,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{two.port}") as b,
+        ):
+            statuses = []
+            for n in range(6):
+                client = a if n % 2 else b
+                response = await client.get(
+                    "/api/servers", headers={"Authorization": f"Bearer guess-{n}"}
+                )
+                statuses.append(response.status_code)
+            ready = await a.get("/api/health/ready")
+    # Four failures in all (two on each replica) used up the shared budget.
+    assert statuses == [401, 401, 401, 401, 429, 429]
+    assert ready.status_code == 200
+    assert ready.json()["sharedState"] == "ok"
