@@ -216,3 +216,30 @@ async def test_failed_inbound_auth_is_counted_once_across_replicas(
     assert statuses == [401, 401, 401, 401, 429, 429]
     assert ready.status_code == 200
     assert ready.json()["sharedState"] == "ok"
+
+
+def test_the_public_url_is_the_redirect_uri_and_passes_the_host_and_origin_checks() -> None:
+    from funnel_server._cli import _funnel_options
+    from funnel_server._security import OriginPolicy
+    from funnel_server._settings import AppSettings, check_public_url
+
+    public = check_public_url("https://funnel.example.com:8443/")
+    assert public == "https://funnel.example.com:8443"
+    assert _funnel_options(3456, public) == {
+        "redirect_uri": "https://funnel.example.com:8443/api/oauth/callback"
+    }
+    assert _funnel_options(3456) == {"redirect_uri": "http://localhost:3456/api/oauth/callback"}
+    settings = AppSettings(api_token="t" * 20, bind_host="127.0.0.1", public_url=public)
+    policy = OriginPolicy(
+        bind_host=settings.bind_host,
+        allowed_hosts=settings.public_hosts(),
+        allowed_origins=settings.public_origins(),
+    )
+    host = "funnel.example.com:8443"
+    assert policy.host_ok(host)
+    assert policy.origin_ok("https://funnel.example.com:8443", host)
+    assert not policy.host_ok("evil.example")
+    assert not policy.origin_ok("https://evil.example", host)
+    for bad in ("funnel.example.com", "ftp://x", "https://h/?q=1", "https://u:p@h"):
+        with pytest.raises(ValueError, match="--public-url"):
+            check_public_url(bad)
