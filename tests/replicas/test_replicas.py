@@ -7,6 +7,8 @@ for the deployment and why HAProxy retries what it retries.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,10 +130,15 @@ async def test_a_per_tool_limit_of_30_a_minute_allows_30_calls_across_replicas(
         assert all(0 < count < 30 for count in per_replica), per_replica
 
 
-async def test_readiness_answers_and_sigterm_drains_within_its_bound(
+async def test_sigterm_stops_accepting_and_lets_the_call_in_flight_finish(
     cluster: ClusterFactory, tmp_path: Path
 ) -> None:
-    async with cluster(write_config(tmp_path), tmp_path, count=1, drain_timeout=1.0) as c:
+    report, gate = tmp_path / "report", tmp_path / "gate"
+    os.mkfifo(gate)
+    config = tmp_path / ".mcp-funnel.json"
+    gated = {"command": sys.executable, "args": [str(SERVERS / "gated.py"), str(report), str(gate)]}
+    config.write_text(json.dumps({"servers": {"gated": gated}}))
+    async with cluster(config, tmp_path, count=1, drain_timeout=20.0) as c:
         replica = c.replicas[0]
         async with httpx.AsyncClient(base_url=replica.base, headers=AUTH, timeout=30) as http:
             ready = await http.get("/api/health/ready")
@@ -146,23 +153,34 @@ async def test_readiness_answers_and_sigterm_drains_within_its_bound(
             outcome: list[Any] = []
 
             async def in_flight() -> None:
-                try:
-                    outcome.append(await call(http, "local__wait_forever", {}, 1))
-                except httpx.HTTPError as exc:
-                    outcome.append(type(exc).__name__)
+                outcome.append(await call(http, "gated__gated", {}, 1))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(in_flight)
+                # Other processes' files have no event to wait on: bounded polling.
                 with anyio.fail_after(10):
-                    # Another process's log file has no event to wait on: bounded polling.
-                    while "wait_forever" not in replica.log():  # noqa: ASYNC110
+                    while not report.exists() or "called" not in report.read_text():  # noqa: ASYNC110
                         await anyio.sleep(0.05)
-                with anyio.fail_after(20):
-                    code = await c.terminate(0)
+                replica.process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(10):
+                    while "draining (at most 20 s)" not in replica.log():  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+                # It no longer accepts connections…
+                with anyio.fail_after(10):
+                    while True:
+                        try:
+                            async with httpx.AsyncClient(base_url=replica.base) as fresh:
+                                await fresh.get("/api/health")
+                        except httpx.ConnectError:
+                            break
+                        await anyio.sleep(0.05)
+                # …while the call in flight is still being served: open the gate.
+                await anyio.to_thread.run_sync(gate.write_text, "finished\n")
+            with anyio.fail_after(30):
+                code = await replica.process.wait()
             assert code == 0, replica.log()
-            log = replica.log()
-            assert "draining (at most 1 s)" in log
-            assert outcome, "the in-flight request ended (cut after the drain bound)"
+            [(status, body)] = outcome
+            assert status == 200 and body["result"]["content"][0]["text"] == "finished", body
 
 
 # --------------------------------------------------------------------------- OAuth
