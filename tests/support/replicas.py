@@ -45,9 +45,15 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 # answering (conn-failure, empty-response, response-timeout): the requests in flight
 # on a SIGKILLed replica are answered by another one, which is safe for the stateless
 # 2026-07-28 era because every request there is self-contained. "retries 3" bounds it.
+# http-server-close: one server connection per request. With reused server connections
+# HAProxy answers a request whose reused connection died by closing the *client's*
+# connection without a response (keep-alive semantics: it expects the client to resend),
+# and an HTTP client does not resend a POST; a fresh connection fails as conn-failure,
+# which HAProxy retries itself. The access log (haproxy.log) shows each retry.
 HAPROXY_CFG = """\
 global
     maxconn 512
+    log stdout format raw local0 info
 defaults
     mode http
     timeout connect 2s
@@ -56,6 +62,9 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
+    option http-server-close
+    log global
+    option httplog
 frontend funnel
     bind 127.0.0.1:{port}
     default_backend replicas

@@ -52,6 +52,7 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
+    option http-server-close
 frontend funnel
     bind 127.0.0.1:{port}
     default_backend replicas
