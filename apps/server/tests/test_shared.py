@@ -243,3 +243,23 @@ def test_the_public_url_is_the_redirect_uri_and_passes_the_host_and_origin_check
     for bad in ("funnel.example.com", "ftp://x", "https://h/?q=1", "https://u:p@h"):
         with pytest.raises(ValueError, match="--public-url"):
             check_public_url(bad)
+
+
+async def test_when_redis_goes_away_limits_fail_closed_and_auth_failures_count_locally(
+    redis_url: str, keys: StateKeys
+) -> None:
+    from funnel_auth import RateLimiter
+    from funnel_server._security import InboundAuth
+
+    with redis_server() as own_url:
+        shared = SharedState(own_url, keys=keys)
+        await shared.__aenter__()
+    try:  # the server has stopped; the client is still "connected"
+        assert not await shared.ping()
+        with pytest.raises(SharedStateUnavailable):
+            await shared.acquire([("tool:x", 5, 60.0)])
+        auth = InboundAuth("t" * 20, limiter=RateLimiter(max_attempts=2, window=60), shared=shared)
+        waits = [await auth.failed("10.0.0.1") for _ in range(3)]
+        assert waits[:2] == [0.0, 0.0] and waits[2] > 0
+    finally:
+        await shared.__aexit__(None, None, None)

@@ -35,6 +35,7 @@ from msgspec import Raw
 from funnel_auth import AuthorizationCodeAuth, RateLimiter
 from funnel_proxy import Funnel, FunnelConfig, PatternSet, RateLimits, ReloadReport, ToolEntry
 from funnel_server._audit import audit
+from funnel_server._shared import SharedStateUnavailable
 from funnel_transports import RpcError
 
 if TYPE_CHECKING:
@@ -202,7 +203,21 @@ class ServerFunnel(Funnel):
                 (f"tool:{pattern}", calls, seconds)
                 for pattern, calls, seconds in self.limits.buckets(entry.name)
             ]
-            wait = await self.shared.acquire(buckets)
+            try:
+                wait = await self.shared.acquire(buckets)
+            except SharedStateUnavailable as exc:
+                # Fail closed: a limit nobody can count is not a limit.
+                audit(
+                    "tool.call",
+                    outcome="failure",
+                    reason="shared state unreachable",
+                    server=entry.server,
+                    tool=entry.name,
+                    client=call_origin.get(),
+                )
+                raise RpcError(
+                    -32603, f"{entry.name} is rate limited and the shared state is unreachable"
+                ) from exc
             if wait > 0:
                 audit(
                     "tool.call",

@@ -191,10 +191,16 @@ class InboundAuth:
 
     async def failed(self, client: str) -> float:
         """Count a failed attempt from ``client``; the seconds it must wait (0: not limited)."""
-        if self.shared is None:
-            return self.limiter.acquire(client)
-        bucket = (f"auth:{client}", self.limiter.max_attempts, self.limiter.window)
-        return await self.shared.acquire([bucket])
+        if self.shared is not None:
+            from funnel_server._shared import SharedStateUnavailable
+
+            bucket = (f"auth:{client}", self.limiter.max_attempts, self.limiter.window)
+            try:
+                return await self.shared.acquire([bucket])
+            except SharedStateUnavailable as exc:
+                # Still limited while Redis is away: by this replica alone.
+                logger.warning("failed-auth counter unreachable (%s): counting locally", exc)
+        return self.limiter.acquire(client)
 
     def token_ok(self, candidate: str) -> bool:
         """Whether ``candidate`` is the API token."""
