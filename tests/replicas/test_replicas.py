@@ -186,14 +186,6 @@ async def test_sigterm_stops_accepting_and_lets_the_call_in_flight_finish(
 # --------------------------------------------------------------------------- OAuth
 
 
-def _has_shared_token_store() -> bool:
-    import funnel_tokenstore
-
-    return hasattr(funnel_tokenstore, "RedisTokenStore") and hasattr(
-        funnel_tokenstore, "EncryptedTokenStore"
-    )
-
-
 def audit_events(tmp: Path, index: int, event: str, **match: Any) -> int:
     path = tmp / f"home-{index}" / "audit.log"
     if not path.exists():
@@ -223,10 +215,6 @@ async def wait_statuses(cluster: Cluster, server: str, wanted: str) -> None:
 
 
 @pytest.mark.npm
-@pytest.mark.skipif(
-    not _has_shared_token_store(),
-    reason="funnel-tokenstore has no RedisTokenStore/EncryptedTokenStore yet",
-)
 async def test_a_login_begun_on_one_replica_and_called_back_on_another_connects_every_replica(
     cluster: ClusterFactory, tmp_path: Path, oidc: Peer, protected: Peer
 ) -> None:
@@ -284,3 +272,16 @@ async def test_a_login_begun_on_one_replica_and_called_back_on_another_connects_
             audit_events(tmp_path, i, "auth.client_registered", outcome="success") for i in range(3)
         )
         assert (completed, registered) == (1, 1), c.logs()
+        # Tokens and the registration are in Redis, sealed: no JSON field in the clear.
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(c.redis_url)
+        try:
+            keys = [key async for key in client.scan_iter(match="funnel:tok:*")]
+            assert len(keys) >= 2, keys  # the tokens and the client registration at least
+            for key in keys:
+                value = await client.get(key)
+                assert isinstance(value, bytes) and value.startswith(b"fs1"), key
+                assert b"access_token" not in value and b"client_id" not in value
+        finally:
+            await client.aclose()

@@ -7,7 +7,7 @@ funnel behind a plain round-robin balancer. :class:`SharedState` owns the one
 
 - the token store (``EncryptedTokenStore(RedisTokenStore(...))`` from funnel-tokenstore),
   used whatever the local token-store setting says, so tokens and client registrations
-  exist once for all replicas and are sealed at rest;
+  exist once for all replicas, sealed at rest (and a value that is not sealed is refused);
 - :meth:`publish` / :meth:`subscribe`: one pub/sub connection per process, fanned out to
   bounded local queues (a subscriber that does not keep up loses messages; it never
   blocks the reader or the publisher);
@@ -25,8 +25,8 @@ any number of replicas; the ± of the issue is only the network's reordering at 
 of a window.
 
 Every key lives under ``<namespace>:`` (default ``funnel``), so several funnels may share
-one Redis database. Secrets never reach Redis unsealed: the token store seals with
-``StateKeys.derive("tokens")``, pending logins with ``derive("flows")``. Without the
+one Redis database. Secrets never reach Redis unsealed: the token store seals under its
+own subkey of ``FUNNEL_STATE_KEY``, pending logins under ``derive("flows")``. Without the
 flag none of this exists and ``redis`` is never imported.
 """
 
@@ -57,6 +57,8 @@ from funnel_tokenstore import (
 
 if TYPE_CHECKING:
     import redis.asyncio
+
+    from funnel_tokenstore import RedisTokenStore
 
 __all__ = [
     "SHARED_STATE_ENV",
@@ -168,6 +170,7 @@ class SharedState:
         self._channels: dict[str, set[MemoryObjectSendStream[bytes]]] = {}
         self._acquire_script: Any = None
         self._token_store: TokenStore | None = None
+        self._redis_store: RedisTokenStore | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
     @classmethod
@@ -262,9 +265,9 @@ class SharedState:
             if self._pubsub is not None:
                 await self._pubsub.aclose()
                 self._pubsub = None
-            closer = getattr(self._token_store, "aclose", None)
-            if closer is not None:
-                await closer()
+            if self._redis_store is not None:
+                await self._redis_store.aclose()
+                self._redis_store = None
             if self._client is not None:
                 await self._client.aclose()
                 self._client = None
@@ -285,23 +288,17 @@ class SharedState:
     def token_store(self) -> TokenStore:
         """The shared, encrypted token store (tokens and client registrations).
 
-        Raises:
-            SharedStateError: funnel-tokenstore has no Redis store (too old).
+        Every value is sealed (``EncryptedTokenStore`` derives its own subkey of
+        :attr:`keys`); a value in Redis that is not sealed is refused, never trusted.
         """
         if self._token_store is None:
-            try:
-                from funnel_tokenstore import (  # type: ignore[attr-defined,unused-ignore]
-                    EncryptedTokenStore,
-                    RedisTokenStore,
-                )
-            except ImportError as exc:
-                raise SharedStateError(
-                    "this funnel-tokenstore has no RedisTokenStore/EncryptedTokenStore: "
-                    "upgrade funnel-tokenstore"
-                ) from exc
+            from funnel_tokenstore import EncryptedTokenStore, RedisTokenStore
+
             # Its keys are <namespace>:tok:… and :lock:…, apart from this module's own.
-            inner = RedisTokenStore(self.url, namespace=self.namespace)
-            self._token_store = EncryptedTokenStore(inner, self.keys.derive("tokens"))
+            self._redis_store = RedisTokenStore(self.url, namespace=self.namespace)
+            self._token_store = EncryptedTokenStore(
+                self._redis_store, self.keys, migrate_plaintext=False
+            )
         return self._token_store
 
     # ------------------------------------------------------------------ pub/sub
