@@ -8,8 +8,8 @@ without the balancer. The client sends stateless
 (2026-07-28) ``tools/call`` requests of ``demo__echo`` from ``--concurrency`` keep-alive
 connections, after a warm-up, and prints calls per second and the median latency.
 
-    uv run --locked python tools/bench/replicas.py                 # 3000 calls per row
-    uv run --locked python tools/bench/replicas.py --calls 1000 --concurrency 8
+    uv run --locked python tools/bench/balancer.py                 # 3000 calls per row
+    uv run --locked python tools/bench/balancer.py --calls 1000 --concurrency 8
 
 On a 2-core machine the replicas, HAProxy, Redis and this client share the same two
 cores: three replicas cannot be faster than one there, and the row shows what the
