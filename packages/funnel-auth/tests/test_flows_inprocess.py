@@ -19,6 +19,7 @@ from funnel_auth import (
     AUDIT_LOGGER,
     AuthConfigError,
     AuthorizationCodeAuth,
+    AuthorizationFlows,
     AuthorizationRequired,
     ClientCredentialsAuth,
     DiscoveryError,
@@ -393,6 +394,7 @@ async def test_a_pending_flow_is_reused_instead_of_starting_another() -> None:
     first = await required(auth, world)
     second = await required(auth, world)
     assert first == second
+    assert isinstance(auth.flows, AuthorizationFlows)
     assert len(auth.flows) == 1
     assert len([u for u in world.urls() if "well-known" in u]) == 2  # discovered once
 
@@ -465,6 +467,7 @@ async def test_begin_without_arguments_joins_the_flow_the_challenge_started() ->
     start = await auth.begin()  # the dashboard's Authorize link, a CLI
     assert start.authorization_url == url
     assert query(url)["scope"] == "read"
+    assert isinstance(auth.flows, AuthorizationFlows)
     assert len(auth.flows) == 1
 
 

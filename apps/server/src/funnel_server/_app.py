@@ -18,7 +18,7 @@ import time
 from base64 import b64encode
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import Annotated, Any, Final, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol, TypeVar, cast
 
 import anyio
 import msgspec
@@ -61,9 +61,12 @@ from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._logs import LogBuffer, LogEntry
 from funnel_server._middleware import SecurityMiddleware
 from funnel_server._security import InboundAuth, OriginPolicy
-from funnel_server._settings import AppSettings
+from funnel_server._settings import AppSettings, Readiness
 from funnel_server._ws import WsConnection
 from funnel_transports import DecodeError, RequestTimeout, RpcError, TransportError, from_raw
+
+if TYPE_CHECKING:
+    from funnel_server._shared import SharedState
 
 __all__ = [
     "AppSettings",
@@ -71,6 +74,7 @@ __all__ = [
     "CallResult",
     "Health",
     "LogList",
+    "Ready",
     "ReconnectAccepted",
     "ServerChanged",
     "ServerInfo",
@@ -94,6 +98,22 @@ class Health(msgspec.Struct, frozen=True):
 
     status: Literal["ok"]
     version: str
+
+
+class Ready(msgspec.Struct, frozen=True, rename="camel"):
+    """Readiness: whether this replica should get traffic.
+
+    Attributes:
+        status: ``ready``, or ``unavailable`` (answered with 503).
+        version: funnel-server's version.
+        shared_state: ``ok``, ``unreachable``, or ``off`` (no ``--shared-state``).
+        draining: Whether a SIGTERM is draining this process.
+    """
+
+    status: Literal["ready", "unavailable"]
+    version: str
+    shared_state: Literal["ok", "unreachable", "off"]
+    draining: bool
 
 
 class ServerInfo(msgspec.Struct, frozen=True, rename="camel"):
@@ -482,7 +502,12 @@ async def _unless_disconnected(
 
 
 def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of global state
-    funnel: Funnel, settings: AppSettings, *, logs: LogBuffer | None = None
+    funnel: Funnel,
+    settings: AppSettings,
+    *,
+    logs: LogBuffer | None = None,
+    shared: SharedState | None = None,
+    readiness: Readiness | None = None,
 ) -> Litestar:
     """Build the web app over a running funnel.
 
@@ -492,6 +517,8 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         logs: The log view's buffer, installed by the caller before the funnel started
             (so it has the backends' first stderr lines). Default: a buffer of
             ``settings.log_capacity`` entries that the app installs while it runs.
+        shared: The replicas' shared state (failed-auth counters; readiness pings it).
+        readiness: The drain flag readiness reports (the CLI sets it on SIGTERM).
 
     Returns:
         The Litestar application (an ASGI app).
@@ -501,12 +528,14 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         limiter=RateLimiter(
             max_attempts=settings.failed_auth_attempts, window=settings.failed_auth_window
         ),
+        shared=shared,
     )
     policy = OriginPolicy(
         bind_host=settings.bind_host,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_origins=settings.allowed_origins,
+        allowed_hosts=settings.public_hosts(),
+        allowed_origins=settings.public_origins(),
     )
+    readiness = Readiness() if readiness is None else readiness
     endpoint = McpHttpEndpoint(
         funnel,
         version=settings.version,
@@ -522,6 +551,28 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
     def health() -> Health:
         """Liveness and version (no token needed)."""
         return Health(status="ok", version=settings.version)
+
+    @get("/api/health/live", opt={"auth": "open"}, tags=["status"], sync_to_thread=False)
+    def live() -> Health:
+        """Liveness for orchestrators: the process serves HTTP (no token needed)."""
+        return Health(status="ok", version=settings.version)
+
+    @get("/api/health/ready", opt={"auth": "open"}, tags=["status"])
+    async def ready() -> Response[Ready]:
+        """Readiness: config loaded, shared state reachable, not draining (else 503)."""
+        reachable: Literal["ok", "unreachable", "off"] = "off"
+        if shared is not None:
+            reachable = "ok" if await shared.ping() else "unreachable"
+        ok = reachable != "unreachable" and not readiness.draining
+        answer = Ready(
+            status="ready" if ok else "unavailable",
+            version=settings.version,
+            shared_state=reachable,
+            draining=readiness.draining,
+        )
+        return Response(
+            answer, status_code=200 if ok else 503, headers={"cache-control": "no-store"}
+        )
 
     @get("/api/servers", tags=["servers"], sync_to_thread=False)
     def servers() -> ServerList:
@@ -729,6 +780,8 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
     app = Litestar(
         route_handlers=[
             health,
+            live,
+            ready,
             servers,
             reconnect,
             disable,

@@ -24,6 +24,7 @@ backend runs.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import functools
 import importlib
 import importlib.util
@@ -36,7 +37,8 @@ import stat
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,8 +67,9 @@ from funnel_server._live_config import watching_config
 from funnel_server._logs import LogBuffer
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
 from funnel_server._serve import bind, display_host, running_server
-from funnel_server._settings import AppSettings
-from funnel_tokenstore import funnel_home
+from funnel_server._settings import AppSettings, Readiness, check_public_url
+from funnel_server._shared import SHARED_STATE_ENV, SharedState, SharedStateError
+from funnel_tokenstore import STATE_KEY_ENV, funnel_home
 
 __all__ = ["demo_config", "main"]
 
@@ -78,6 +81,7 @@ EXIT_USAGE = 2
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3456
+PUBLIC_URL_ENV = "FUNNEL_PUBLIC_URL"
 
 
 @functools.cache
@@ -159,6 +163,32 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ORIGIN",
         help="also accept browser requests from this origin, e.g. https://example.com (repeatable)",
+    )
+    parser.add_argument(
+        "--shared-state",
+        metavar="URL",
+        default=None,
+        help=(
+            "share tokens, logins and limits with other replicas through Valkey/Redis: "
+            f"redis://HOST:PORT/DB, rediss://… or unix://PATH (or ${SHARED_STATE_ENV}; "
+            f"needs {STATE_KEY_ENV})"
+        ),
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        default=os.environ.get(PUBLIC_URL_ENV) or None,
+        help=(
+            "the externally visible base URL (a load balancer's): OAuth redirect URI, "
+            f"dashboard link, accepted Host/Origin (or ${PUBLIC_URL_ENV})"
+        ),
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM, seconds in-flight requests get to finish (default 10)",
     )
     parser.add_argument(
         "--log-level",
@@ -354,8 +384,15 @@ async def _until_signalled(main: Callable[..., Awaitable[int]], *args: Any) -> i
     their children reaped, the web app shut down, tokens already persisted. Handling both
     signals here, in the event loop, works the same whether SIGINT is deliverable (a
     terminal) or ignored (a background job, a service manager that only sends SIGTERM).
+
+    A ``main`` that drains (the HTTP server) says so through :data:`_drain`: the first
+    signal then asks it to drain (stop accepting, finish the requests in flight within
+    its bound, close the backends) and only a second signal, or the drain overrunning
+    its bound, cancels it.
     """
     result = EXIT_OK
+    drain = _Drain()
+    _drain.set(drain)
     async with anyio.create_task_group() as tg:
 
         async def run() -> None:
@@ -366,13 +403,36 @@ async def _until_signalled(main: Callable[..., Awaitable[int]], *args: Any) -> i
         async def watch() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    logger.info("%s received; shutting down", signal.Signals(signum).name)
+                    name = signal.Signals(signum).name
+                    if drain.graceful and not drain.requested.is_set():
+                        logger.info("%s received; draining (at most %g s)", name, drain.bound)
+                        drain.requested.set()
+                        tg.start_soon(backstop)
+                        continue
+                    logger.info("%s received; shutting down", name)
                     tg.cancel_scope.cancel()
                     return
+
+        async def backstop() -> None:
+            await anyio.sleep(drain.bound + 15)  # the drain's own bound, plus closing backends
+            logger.warning("the drain took too long; stopping now")
+            tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
         tg.start_soon(run)
     return result
+
+
+@dataclass
+class _Drain:
+    """A graceful stop requested by a signal (see :func:`_until_signalled`)."""
+
+    requested: anyio.Event = field(default_factory=anyio.Event)
+    graceful: bool = False
+    bound: float = 10.0
+
+
+_drain: contextvars.ContextVar[_Drain | None] = contextvars.ContextVar("funnel_drain", default=None)
 
 
 def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> int:
@@ -382,6 +442,15 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
         token, token_source = load_api_token(home)
     except ValueError as exc:
         print(f"funnel-server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        public_url = check_public_url(args.public_url) if args.public_url else None
+        shared = SharedState.from_environment(args.shared_state)
+    except (ValueError, SharedStateError) as exc:
+        print(f"funnel-server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if shared is not None and args.stdio:
+        print("funnel-server: --shared-state is for HTTP replicas, not --stdio", file=sys.stderr)
         return EXIT_USAGE
     # The audit log's stderr copy: every event at DEBUG, else only failures.
     debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
@@ -412,6 +481,8 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
             bind_host=args.host,
             allowed_hosts=tuple(args.allow_host),
             allowed_origins=tuple(args.allow_origin),
+            public_url=public_url,
+            drain_timeout=max(0.0, args.drain_timeout),
         )
         logger.info("API token from %s", token_source)
         if args.command == "login":
@@ -426,9 +497,18 @@ def _serve(args: argparse.Namespace, config: FunnelConfig, base_dir: Path) -> in
                 sock,
                 args.server,
                 args.timeout,
+                shared,
             )
         return _event_loop(
-            _until_signalled, _run, config, base_dir, settings, sock, args.stdio, args.config
+            _until_signalled,
+            _run,
+            config,
+            base_dir,
+            settings,
+            sock,
+            args.stdio,
+            args.config,
+            shared,
         )
     finally:
         remove_audit_handlers(audit_log)
@@ -447,14 +527,45 @@ def _startup_wait() -> float:
     return seconds
 
 
-def _funnel_options(port: int | None) -> dict[str, Any]:
-    """The OAuth redirect URI: this server's own callback on the port it really listens on."""
+def _funnel_options(port: int | None, public_url: str | None = None) -> dict[str, Any]:
+    """The OAuth redirect URI.
+
+    ``<public url>/api/oauth/callback`` when there is one, else this server's own
+    callback on the port it really listens on.
+    """
     if port is None or "redirect_uri" not in inspect.signature(Funnel.__init__).parameters:
         return {}
+    if public_url is not None:
+        return {"redirect_uri": f"{public_url}/api/oauth/callback"}
     return {"redirect_uri": f"http://localhost:{port}/api/oauth/callback"}
 
 
+async def _shared_options(
+    stack: AsyncExitStack, shared: SharedState | None, config: FunnelConfig
+) -> dict[str, Any]:
+    """Connect the shared state (if any) and the funnel options that use it.
+
+    With shared state the tokens and client registrations live in it whatever the local
+    token-store setting says (for a config with an authenticated server), and pending
+    logins are shared by every replica.
+
+    Raises:
+        SharedStateError: It cannot be reached, or funnel-tokenstore lacks its store.
+    """
+    if shared is None:
+        return {}
+    from funnel_server._shared import SharedFlows
+
+    await stack.enter_async_context(shared)
+    options: dict[str, Any] = {"shared": shared, "flows": SharedFlows(shared)}
+    if any(server.auth is not None for server in config.servers):
+        options["token_store"] = shared.token_store()
+    return options
+
+
 def _base_url(settings: AppSettings, sock: socket.socket) -> str:
+    if settings.public_url is not None:
+        return settings.public_url
     return f"http://{display_host(settings.bind_host)}:{sock.getsockname()[1]}"
 
 
@@ -470,11 +581,34 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
     sock: socket.socket | None,
     stdio: bool,
     config_path: str | None = None,
+    shared: SharedState | None = None,
 ) -> int:
     port = sock.getsockname()[1] if sock is not None else None
     # Serving starts at once: a slow backend never holds up initialize or the web app;
     # the first list waits for it briefly, and it is announced with list_changed later.
-    options = {"ready_timeout": 0.0, "startup_wait": _startup_wait(), **_funnel_options(port)}
+    options = {
+        "ready_timeout": 0.0,
+        "startup_wait": _startup_wait(),
+        **_funnel_options(port, settings.public_url),
+    }
+    async with AsyncExitStack() as stack:
+        try:
+            options |= await _shared_options(stack, shared, config)
+        except SharedStateError as exc:
+            print(f"funnel-server: {exc}", file=sys.stderr)
+            return EXIT_BACKEND_FAILED
+        return await _run_funnel(config, base_dir, settings, sock, stdio, config_path, options)
+
+
+async def _run_funnel(  # noqa: PLR0917 - internal, positional like _run
+    config: FunnelConfig,
+    base_dir: Path,
+    settings: AppSettings,
+    sock: socket.socket | None,
+    stdio: bool,
+    config_path: str | None,
+    options: dict[str, Any],
+) -> int:
     async with (
         # Capturing before the backends start: the dashboard's log view has their first lines.
         _captured_logs(settings.log_capacity) as logs,
@@ -501,11 +635,16 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
             return EXIT_OK
         from funnel_server._app import create_app
 
+        drain = _drain.get() or _Drain()
+        drain.graceful, drain.bound = True, settings.drain_timeout
+        readiness = Readiness()
+        app = create_app(funnel, settings, logs=logs, shared=funnel.shared, readiness=readiness)
         async with (
-            running_server(create_app(funnel, settings, logs=logs), sock) as running,
+            running_server(app, sock, graceful_timeout=settings.drain_timeout) as running,
             anyio.create_task_group() as tg,
         ):
             print(banner, file=sys.stderr, flush=True)
+            tg.start_soon(funnel.follow_logins)
 
             async def overview() -> None:
                 # Serving does not wait for the backends; the overview does, briefly,
@@ -526,8 +665,17 @@ async def _run(  # noqa: PLR0917 - called positionally by anyio.run
                     await mcp_on_stdin.wait()
                     either.cancel_scope.cancel()
 
+                async def drained() -> None:
+                    # SIGTERM: readiness says 503 from now on, and leaving this block
+                    # stops accepting and waits for the requests in flight (bounded);
+                    # the funnel then closes the backends.
+                    await drain.requested.wait()
+                    readiness.draining = True
+                    either.cancel_scope.cancel()
+
                 either.start_soon(stopped)
                 either.start_soon(misused)
+                either.start_soon(drained)
             tg.cancel_scope.cancel()
             if mcp_on_stdin.is_set():
                 print(_STDIN_MCP_MESSAGE, file=sys.stderr, flush=True)
@@ -626,14 +774,34 @@ async def _login(  # noqa: PLR0917 - called positionally by anyio.run
     sock: socket.socket,
     server_name: str,
     timeout: float,
+    shared: SharedState | None = None,
 ) -> int:
     chosen = config.server(server_name)  # main() checked it exists and uses oauth2-code
     if chosen is None:  # pragma: no cover
         sock.close()
         return EXIT_USAGE
     only = msgspec.structs.replace(config, servers=(chosen,))
-    options = _funnel_options(sock.getsockname()[1])
-    async with ServerFunnel(only, base_dir=base_dir, **options) as funnel:
+    options = _funnel_options(sock.getsockname()[1], settings.public_url)
+    async with AsyncExitStack() as stack:
+        try:
+            options |= await _shared_options(stack, shared, only)
+        except SharedStateError as exc:
+            print(f"funnel-server: {exc}", file=sys.stderr)
+            sock.close()
+            return EXIT_BACKEND_FAILED
+        return await _login_with(only, base_dir, settings, sock, server_name, timeout, options)
+
+
+async def _login_with(  # noqa: PLR0917 - internal, positional like _login
+    config: FunnelConfig,
+    base_dir: Path,
+    settings: AppSettings,
+    sock: socket.socket,
+    server_name: str,
+    timeout: float,
+    options: dict[str, Any],
+) -> int:
+    async with ServerFunnel(config, base_dir=base_dir, **options) as funnel:
         from funnel_server._app import create_app, oauth_hooks
 
         hooks = oauth_hooks(funnel)
@@ -641,7 +809,7 @@ async def _login(  # noqa: PLR0917 - called positionally by anyio.run
             print("funnel-server: this build cannot run authorization flows", file=sys.stderr)
             sock.close()
             return EXIT_USAGE
-        app = create_app(funnel, settings)
+        app = create_app(funnel, settings, shared=funnel.shared)
         async with running_server(app, sock), funnel.events() as events:
             state = funnel.states()[0]
             if state.status == "connected":

@@ -113,7 +113,7 @@ class SecurityMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         if verdict == "invalid":
-            wait = self.auth.limiter.acquire(client)
+            wait = await self.auth.failed(client)
             if wait > 0:
                 await self._limited(scope, send, path, client, wait)
                 return

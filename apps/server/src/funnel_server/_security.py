@@ -18,10 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 from funnel_auth import RateLimiter
+
+if TYPE_CHECKING:
+    from funnel_server._shared import SharedState
 
 __all__ = [
     "API_TOKEN_ENV",
@@ -174,12 +177,30 @@ class InboundAuth:
     Args:
         token: The API token.
         limiter: Counts failed attempts per client address.
+        shared: With several replicas, where failed attempts are counted instead (once
+            across replicas, with the limiter's attempts and window).
     """
 
-    def __init__(self, token: str, *, limiter: RateLimiter) -> None:
+    def __init__(
+        self, token: str, *, limiter: RateLimiter, shared: SharedState | None = None
+    ) -> None:
         self._token = token.encode()
         self.limiter = limiter
+        self.shared = shared
         self.cookie_value = hmac.new(self._token, _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
+
+    async def failed(self, client: str) -> float:
+        """Count a failed attempt from ``client``; the seconds it must wait (0: not limited)."""
+        if self.shared is not None:
+            from funnel_server._shared import SharedStateUnavailable
+
+            bucket = (f"auth:{client}", self.limiter.max_attempts, self.limiter.window)
+            try:
+                return await self.shared.acquire([bucket])
+            except SharedStateUnavailable as exc:
+                # Still limited while Redis is away: by this replica alone.
+                logger.warning("failed-auth counter unreachable (%s): counting locally", exc)
+        return self.limiter.acquire(client)
 
     def token_ok(self, candidate: str) -> bool:
         """Whether ``candidate`` is the API token."""

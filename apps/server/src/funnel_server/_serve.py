@@ -102,15 +102,19 @@ class RunningServer:
 
 @asynccontextmanager
 async def running_server(
-    app: Litestar, sock: socket.socket, *, http: str = "auto"
+    app: Litestar, sock: socket.socket, *, http: str = "auto", graceful_timeout: float = 2.0
 ) -> AsyncIterator[RunningServer]:
     """Serve ``app`` on ``sock`` for the duration of the block, then shut it down (bounded).
+
+    Leaving the block stops accepting connections at once and gives the requests in
+    flight ``graceful_timeout`` seconds to finish (the drain), then closes the rest.
 
     Args:
         app: The app.
         sock: A bound, listening socket (see :func:`bind`); closed on exit.
         http: uvicorn's HTTP/1.1 implementation: ``auto`` (``httptools`` when it is
             installed, else ``h11``), ``httptools`` or ``h11``.
+        graceful_timeout: Seconds in-flight requests get when the block ends.
     """
     import uvicorn
 
@@ -122,7 +126,8 @@ async def running_server(
         http=http,
         ws="websockets-sansio",
         ws_max_size=_WS_MAX_SIZE,
-        timeout_graceful_shutdown=2,
+        # uvicorn's type says int; asyncio takes any number of seconds.
+        timeout_graceful_shutdown=max(0.1, graceful_timeout),  # type: ignore[arg-type]
         server_header=False,
     )
     server = _quiet_server()(config)
@@ -150,7 +155,7 @@ async def running_server(
                     endpoint.close_all()  # ends long-lived /mcp streams so shutdown is quick
                 server.should_exit = True
                 # uvicorn's graceful timeout bounds the shutdown; this is the backstop.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(graceful_timeout + 8):
                     await running.stopped.wait()
                 serve_scope.cancel()
     finally:

@@ -3,8 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-__all__ = ["AppSettings"]
+__all__ = ["AppSettings", "Readiness", "check_public_url"]
+
+
+def check_public_url(url: str) -> str:
+    """A ``--public-url`` value, checked and without a trailing slash.
+
+    Raises:
+        ValueError: Not an ``http(s)://host[:port][/path]`` URL (no query, no fragment).
+    """
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--public-url {url!r}: use the externally visible base URL, https://HOST")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"--public-url {url!r}: no query, fragment or credentials, please")
+    return url
+
+
+class Readiness:
+    """Whether this process should get traffic (``GET /api/health/ready``).
+
+    Attributes:
+        draining: Set when a SIGTERM starts the drain: the balancer stops sending.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +51,9 @@ class AppSettings:
         mcp_session_idle_timeout: Seconds an unused ``/mcp`` session is kept.
         instructions: Instructions for models, sent by ``/mcp`` on initialize/discover.
         log_capacity: Log entries the dashboard's log view keeps in memory.
+        public_url: The externally visible base URL (a load balancer's), if not this
+            server's own: OAuth redirect URI, dashboard link, Host/Origin checks.
+        drain_timeout: Seconds in-flight requests get to finish after SIGTERM.
     """
 
     api_token: str
@@ -38,3 +68,19 @@ class AppSettings:
     mcp_session_idle_timeout: float = 3600.0
     instructions: str | None = field(default=None)
     log_capacity: int = 2000
+    public_url: str | None = None
+    drain_timeout: float = 10.0
+
+    def public_hosts(self) -> tuple[str, ...]:
+        """``allowed_hosts`` and the public URL's host (``Host`` checks)."""
+        if self.public_url is None:
+            return self.allowed_hosts
+        host = urlsplit(self.public_url).hostname or ""
+        return (*self.allowed_hosts, host)
+
+    def public_origins(self) -> tuple[str, ...]:
+        """``allowed_origins`` and the public URL's origin (``Origin`` checks)."""
+        if self.public_url is None:
+            return self.allowed_origins
+        parts = urlsplit(self.public_url)
+        return (*self.allowed_origins, f"{parts.scheme}://{parts.netloc}")

@@ -45,7 +45,12 @@ from funnel_auth._errors import (
     TokenRequestError,
 )
 from funnel_auth._factory import create_auth, httpx2_auth
-from funnel_auth._flows import AuthorizationFlows, AuthorizationStart
+from funnel_auth._flows import (
+    AuthorizationFlows,
+    AuthorizationStart,
+    FlowRegistry,
+    PendingAuthorization,
+)
 from funnel_auth._models import (
     AuthorizationServerMetadata,
     ClientRegistration,
@@ -82,6 +87,7 @@ __all__ = [
     "ClientRegistration",
     "DiscoveryError",
     "EnterpriseManagedAuth",
+    "FlowRegistry",
     "InsufficientScope",
     "InvalidGrant",
     "InvalidState",
@@ -95,6 +101,7 @@ __all__ = [
     "OAuth2JwtBearer",
     "OAuthAuth",
     "OAuthOptions",
+    "PendingAuthorization",
     "ProtectedResourceMetadata",
     "RateLimited",
     "RateLimiter",

@@ -46,7 +46,12 @@ from funnel_auth._errors import (
     RegistrationError,
     TokenRequestError,
 )
-from funnel_auth._flows import AuthorizationFlows, AuthorizationStart, PendingAuthorization
+from funnel_auth._flows import (
+    AuthorizationFlows,
+    AuthorizationStart,
+    FlowRegistry,
+    PendingAuthorization,
+)
 from funnel_auth._logic import (
     check_callback,
     check_pkce_support,
@@ -85,7 +90,9 @@ class AuthorizationCodeAuth(OAuthAuth):
         config: The ``oauth2-code`` config.
         redirect_uri: The application's redirect URI (where it serves the callback),
             unless the config sets one; one of the two is required.
-        flows: The registry of pending flows, shared with the callback handler.
+        flows: The registry of pending flows, shared with the callback handler (and,
+            for an application running several processes, with them: see
+            :class:`~funnel_auth.FlowRegistry`).
         client_name: ``client_name`` for dynamic registration.
         wait_timeout: When set, a request that needs a person waits this many seconds
             for the callback instead of raising at once.
@@ -99,7 +106,7 @@ class AuthorizationCodeAuth(OAuthAuth):
         config: OAuth2AuthorizationCode,
         *,
         redirect_uri: str | None = None,
-        flows: AuthorizationFlows | None = None,
+        flows: FlowRegistry | None = None,
         client_name: str = "funnel",
         wait_timeout: float | None = None,
         on_authorization_required: Callable[[str], Awaitable[None] | None] | None = None,
@@ -126,7 +133,8 @@ class AuthorizationCodeAuth(OAuthAuth):
                 raise AuthConfigError(
                     f"{name} {url!r} is neither HTTPS nor loopback", server=self.server_name
                 )
-        self.flows = flows if flows is not None else AuthorizationFlows()
+        self.flows: FlowRegistry = flows if flows is not None else AuthorizationFlows()
+        self.flows.attach(self)
         self._client_name = client_name
         self._wait_timeout = wait_timeout
         self._on_required = on_authorization_required
@@ -373,18 +381,18 @@ class AuthorizationCodeAuth(OAuthAuth):
                     configured=self._config.scope if isinstance(self._config.scope, str) else None,
                 )
             self._required_scope = scope
-            pending = self._pending
-            if (
-                pending is not None
-                and pending.scope == scope
-                and pending.expires_at > self.flows.now()
-                and pending.issuer in (metadata.issuer, None)
-            ):
-                return AuthorizationStart(
-                    pending.authorization_url, pending.state, pending.expires_at
-                )
-            self._limit("authorization", metadata.issuer)
-            registration = await self._registration(metadata)
+            # One flow per server and scope set, whichever process or task asks: the
+            # registry's lock makes joining or starting it (and registering a client for
+            # it) one step, here and in every process sharing the registry.
+            async with self.flows.lock(self.server_name):
+                pending = await self._joinable(scope, metadata.issuer)
+                if pending is not None:
+                    return AuthorizationStart(
+                        pending.authorization_url, pending.state, pending.expires_at
+                    )
+                self._limit("authorization", metadata.issuer)
+                registration = await self._registration(metadata)
+                return await self._start_flow(discovery, registration, scope)
         except AuthError as exc:
             exc.server = self.server_name
             audit(
@@ -395,7 +403,23 @@ class AuthorizationCodeAuth(OAuthAuth):
                 reason=type(exc).__name__,
             )
             raise
-        return self._start_flow(discovery, registration, scope)
+
+    async def _joinable(self, scope: str | None, issuer: str) -> PendingAuthorization | None:
+        """The pending flow for ``scope`` at ``issuer`` to join, if any.
+
+        This provider's own, else one another process sharing the registry started.
+        """
+        pending = self._pending
+        if pending is None or pending.scope != scope or pending.expires_at <= self.flows.now():
+            pending = await self.flows.find(self.server_name, scope)
+        if pending is None or pending.issuer not in (issuer, None):
+            return None
+        if self._pending is None or self._pending.state != pending.state:
+            self._pending = pending
+            if self._done.is_set():
+                self._done = anyio.Event()
+            self._flow_error = None
+        return pending
 
     def _check_cycle(self) -> None:
         if self._cycle_completed and self.flows.now() - self._cycle_last > _CYCLE_TTL:
@@ -411,7 +435,7 @@ class AuthorizationCodeAuth(OAuthAuth):
     def _end_challenge_cycle(self) -> None:
         self._cycle_completed = 0
 
-    def _start_flow(
+    async def _start_flow(
         self, discovery: Discovery, registration: ClientRegistration, scope: str | None
     ) -> AuthorizationStart:
         metadata = discovery.metadata
@@ -458,7 +482,7 @@ class AuthorizationCodeAuth(OAuthAuth):
             },
         )
         if self._pending is not None:
-            self.flows.discard(self._pending.state)
+            await self.flows.discard(self._pending.state)
         pending = PendingAuthorization(
             state=state,
             verifier=verifier,
@@ -473,7 +497,7 @@ class AuthorizationCodeAuth(OAuthAuth):
             expires_at=self.flows.now() + self.flows.ttl,
             provider=self,
         )
-        self.flows.add(pending)
+        await self.flows.add(pending)
         self._pending = pending
         if self._done.is_set():
             self._done = anyio.Event()
@@ -511,7 +535,8 @@ class AuthorizationCodeAuth(OAuthAuth):
         )
 
     def _flow_finished(self, pending: PendingAuthorization, error: AuthError | None) -> None:
-        if self._pending is pending:
+        # By state, not identity: a shared registry hands back a copy of the flow.
+        if self._pending is not None and self._pending.state == pending.state:
             self._pending = None
             self._flow_error = error
             self._done.set()
@@ -586,6 +611,18 @@ class AuthorizationCodeAuth(OAuthAuth):
         )
         logger.info("[%s] authorization completed", self.server_name)
         self._flow_finished(pending, None)
+
+    def authorized_elsewhere(self) -> None:
+        """Another process sharing the token store and flows completed this server's login.
+
+        The local copy of the pending flow is dropped (waiters wake up) and the tokens
+        are read from the store again on the next request.
+        """
+        self._pending = None
+        self._flow_error = None
+        self._tokens = None
+        self._loaded = False
+        self._done.set()
 
     async def wait_authorized(self, timeout: float) -> None:
         """Wait until the pending flow completes (the app's callback calls :meth:`complete`).

@@ -22,7 +22,7 @@ from funnel_auth._config import (
 from funnel_auth._core import BearerTokenAuth, NullAuth, OAuthOptions
 from funnel_auth._enterprise import EnterpriseManagedAuth
 from funnel_auth._errors import AuthConfigError
-from funnel_auth._flows import AuthorizationFlows
+from funnel_auth._flows import FlowRegistry
 from funnel_auth._ratelimit import RateLimiter
 from funnel_tokenstore import TokenStore
 
@@ -39,7 +39,7 @@ def create_auth(
     server_url: str,
     store: TokenStore | None = None,
     http_client: httpx.AsyncClient | None = None,
-    flows: AuthorizationFlows | None = None,
+    flows: FlowRegistry | None = None,
     limiter: RateLimiter | None = None,
     redirect_uri: str | None = None,
     client_name: str = "funnel",

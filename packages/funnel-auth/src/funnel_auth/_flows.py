@@ -6,20 +6,40 @@ URL is shown to anyone; the app's callback hands ``state``, ``code`` and ``iss``
 :meth:`AuthorizationFlows.complete`, which takes the record out (single use) and lets
 its provider exchange the code. One registry can serve many providers, so one callback
 route serves every server.
+
+The registry is pluggable (:class:`FlowRegistry`): :class:`AuthorizationFlows` keeps the
+flows in this process; an application running several processes passes one that keeps
+them where every process sees them (funnel-server's, in Valkey/Redis, sealed). Such a
+registry stores a flow as its :meth:`PendingAuthorization.encode` bytes and, when a
+callback arrives, gives it to the provider of that server *in the process that received
+the callback* (:meth:`FlowRegistry.attach`), so a login begun by one process completes
+in another. :meth:`FlowRegistry.lock` serializes the start of a server's flow (and the
+client registration it may need) across those processes: whoever comes second joins the
+flow the first one started.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import anyio
+import msgspec
 
 from funnel_auth._audit import audit
 from funnel_auth._errors import AuthError, InvalidState
 from funnel_auth._models import ClientRegistration
 
-__all__ = ["AuthorizationFlows", "AuthorizationStart", "FlowOwner", "PendingAuthorization"]
+__all__ = [
+    "AuthorizationFlows",
+    "AuthorizationStart",
+    "FlowOwner",
+    "FlowRegistry",
+    "PendingAuthorization",
+]
 
 
 class FlowOwner(Protocol):
@@ -75,9 +95,124 @@ class PendingAuthorization:
     def __repr__(self) -> str:
         return f"PendingAuthorization(server={self.provider.server_name!r}, issuer={self.issuer!r})"
 
+    @property
+    def server(self) -> str:
+        """The server the flow is for."""
+        return self.provider.server_name
+
+    def encode(self) -> bytes:
+        """The flow as bytes, without its provider (it holds the PKCE verifier: seal it)."""
+        return _RECORD_ENCODER.encode(
+            _FlowRecord(
+                server=self.provider.server_name,
+                state=self.state,
+                verifier=self.verifier,
+                issuer=self.issuer,
+                iss_advertised=self.iss_advertised,
+                authorization_url=self.authorization_url,
+                redirect_uri=self.redirect_uri,
+                scope=self.scope,
+                resource=self.resource,
+                token_endpoint=self.token_endpoint,
+                registration=self.registration,
+                expires_at=self.expires_at,
+            )
+        )
+
+    @staticmethod
+    def decode(data: bytes, owners: Mapping[str, FlowOwner]) -> PendingAuthorization:
+        """A flow from :meth:`encode`'s bytes, handed to this process's provider of its server.
+
+        Raises:
+            InvalidState: The bytes are not a flow, or no provider here serves its server.
+        """
+        try:
+            record = _RECORD_DECODER.decode(data)
+        except msgspec.DecodeError:
+            raise InvalidState("unreadable authorization state", reason="unknown") from None
+        owner = owners.get(record.server)
+        if owner is None:
+            raise InvalidState(
+                f"no provider for {record.server} here to complete its authorization",
+                reason="unknown",
+                server=record.server,
+            )
+        fields = msgspec.structs.asdict(record)
+        del fields["server"]
+        return PendingAuthorization(**fields, provider=owner)
+
+
+class _FlowRecord(msgspec.Struct, kw_only=True, frozen=True):
+    server: str
+    state: str
+    verifier: str
+    issuer: str | None
+    iss_advertised: bool
+    authorization_url: str
+    redirect_uri: str
+    scope: str | None
+    resource: str
+    token_endpoint: str
+    registration: ClientRegistration
+    expires_at: float
+
+
+_RECORD_ENCODER = msgspec.json.Encoder()
+_RECORD_DECODER = msgspec.json.Decoder(_FlowRecord)
+
+
+class FlowRegistry(Protocol):
+    """Where pending flows live: this process (:class:`AuthorizationFlows`) or shared.
+
+    Attributes:
+        ttl: Seconds a flow stays valid after it starts.
+    """
+
+    ttl: float
+
+    def now(self) -> float:
+        """The registry's clock (the same for every process that shares the registry)."""
+        ...
+
+    def attach(self, owner: FlowOwner) -> None:
+        """Name the provider that completes ``owner.server_name``'s flows in this process."""
+        ...
+
+    def lock(self, server: str) -> AbstractAsyncContextManager[None]:
+        """Held while a server's flow is joined or started (and its client registered)."""
+        ...
+
+    async def add(self, pending: PendingAuthorization) -> None:
+        """Record a flow (its ``state`` usable once, until ``expires_at``)."""
+        ...
+
+    async def discard(self, state: str) -> None:
+        """Forget a flow without completing it."""
+        ...
+
+    async def find(self, server: str, scope: str | None) -> PendingAuthorization | None:
+        """The unexpired flow of ``server`` for exactly ``scope``, to join, if any."""
+        ...
+
+    async def complete(
+        self,
+        state: str,
+        code: str | None,
+        iss: str | None = None,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+    ) -> str:
+        """Finish the flow ``state`` belongs to; return its server's name."""
+        ...
+
 
 class AuthorizationFlows:
     """The registry of pending authorization flows, shared by providers and the callback.
+
+    It keeps the flows in this process. Subclasses keep them elsewhere by overriding
+    :meth:`now`, :meth:`lock`, :meth:`add`, :meth:`discard`, :meth:`find` and
+    :meth:`pop` (see :class:`FlowRegistry`).
 
     Args:
         ttl: Seconds a flow stays valid after :meth:`AuthorizationCodeAuth.begin`.
@@ -90,29 +225,59 @@ class AuthorizationFlows:
         self.ttl = ttl
         self._clock = clock
         self._pending: dict[str, PendingAuthorization] = {}
+        self._owners: dict[str, FlowOwner] = {}
+        self._locks: dict[str, anyio.Lock] = {}
 
     def now(self) -> float:
         """The registry clock's current time."""
         return self._clock()
 
-    def add(self, pending: PendingAuthorization) -> None:
+    def attach(self, owner: FlowOwner) -> None:
+        """Name the provider that completes ``owner.server_name``'s flows here (the latest wins)."""
+        self._owners[owner.server_name] = owner
+
+    @property
+    def owners(self) -> Mapping[str, FlowOwner]:
+        """The providers attached, by server name."""
+        return self._owners
+
+    @asynccontextmanager
+    async def lock(self, server: str) -> AsyncIterator[None]:
+        """Held while ``server``'s flow is joined or started (one task at a time)."""
+        lock = self._locks.setdefault(server, anyio.Lock())
+        async with lock:
+            yield
+
+    async def add(self, pending: PendingAuthorization) -> None:
         """Record a flow (dropping expired ones)."""
         now = self._clock()
         for state in [s for s, p in self._pending.items() if p.expires_at <= now]:
             del self._pending[state]
         self._pending[pending.state] = pending
 
-    def discard(self, state: str) -> None:
+    async def discard(self, state: str) -> None:
         """Forget a flow without completing it."""
         self._pending.pop(state, None)
 
-    def take(self, state: str) -> PendingAuthorization:
+    async def find(self, server: str, scope: str | None) -> PendingAuthorization | None:
+        """The unexpired flow of ``server`` for exactly ``scope``, if any."""
+        now = self._clock()
+        for pending in self._pending.values():
+            if pending.server == server and pending.scope == scope and pending.expires_at > now:
+                return pending
+        return None
+
+    async def pop(self, state: str) -> PendingAuthorization | None:
+        """Remove and return the flow recorded for ``state`` (expired or not), if any."""
+        return self._pending.pop(state, None)
+
+    async def take(self, state: str) -> PendingAuthorization:
         """Remove and return the flow for ``state``: a state is usable once.
 
         Raises:
             InvalidState: No such flow (never started, or already used), or it expired.
         """
-        pending = self._pending.pop(state, None) if state else None
+        pending = await self.pop(state) if state else None
         if pending is None:
             audit(
                 "auth.flow_failed",
@@ -165,7 +330,7 @@ class AuthorizationFlows:
             TokenRequestError: The code exchange failed (nothing stored).
             AuthServerUnavailable: The token endpoint could not be reached.
         """
-        pending = self.take(state)
+        pending = await self.take(state)
         await pending.provider._exchange(
             pending, code=code, iss=iss, error=error, error_description=error_description
         )

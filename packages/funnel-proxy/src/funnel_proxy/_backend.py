@@ -45,8 +45,8 @@ from msgspec import Raw
 
 from funnel_auth import (
     AuthError,
-    AuthorizationFlows,
     AuthorizationRequired,
+    FlowRegistry,
     InsufficientScope,
     NoAuth,
     create_auth,
@@ -226,7 +226,7 @@ class Backend:
         client_info: Implementation,
         connect_timeout: float = 30.0,
         token_store: TokenStore | None = None,
-        flows: AuthorizationFlows | None = None,
+        flows: FlowRegistry | None = None,
         redirect_uri: str | None = None,
         server_requests: ServerRequestHandler | None = None,
         notifications: NotificationSink | None = None,

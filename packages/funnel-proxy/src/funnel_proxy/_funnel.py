@@ -51,6 +51,7 @@ from funnel_auth import (
     AuthorizationFlows,
     AuthorizationRequired,
     BearerAuth,
+    FlowRegistry,
     NoAuth,
     OAuth2AuthorizationCode,
 )
@@ -229,6 +230,8 @@ class Funnel:
             uses OAuth).
         startup_wait: Seconds a client's first request that needs the backends' lists
             waits for backends still starting (later ones follow with ``list_changed``).
+        flows: The registry of pending OAuth flows (default: this process's own; several
+            replicas pass one they share).
     """
 
     def __init__(
@@ -243,6 +246,7 @@ class Funnel:
         redirect_uri: str | None = None,
         token_store: TokenStore | None = None,
         startup_wait: float = 2.0,
+        flows: FlowRegistry | None = None,
     ) -> None:
         self.config = config
         self.startup_wait = startup_wait
@@ -254,7 +258,7 @@ class Funnel:
         self.policy = VisibilityPolicy(config)
         self._redirect_uri = redirect_uri
         self._token_store = token_store
-        self._flows = AuthorizationFlows()
+        self._flows: FlowRegistry = flows if flows is not None else AuthorizationFlows()
         self.core = CoreTools(self)
         self._enabled: set[str] = set()
         self._backends: dict[str, Backend] = {}

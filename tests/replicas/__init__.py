@@ -1,0 +1,1 @@
+"""Several funnel-server replicas behind a load balancer, state in Redis."""
