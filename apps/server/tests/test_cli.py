@@ -20,6 +20,8 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.text import TextReceiveStream
 
+from funnel_tokenstore import StateKeys
+
 pytestmark = pytest.mark.anyio
 
 FUNNEL = str(Path(sys.executable).with_name("funnel-server"))
@@ -549,3 +551,21 @@ async def test_mcp_on_stdin_without_stdio_is_reported_instead_of_hanging(tmp_pat
     assert "MCP messages are arriving on stdin" in err
     assert '"--stdio"' in err
     assert out == b""
+
+
+def test_state_key_prints_a_fresh_key_the_shared_state_accepts(tmp_path: Path) -> None:
+    runs = [
+        subprocess.run(
+            [FUNNEL, "state-key"],
+            env=environment(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        for _ in range(2)
+    ]
+    first, second = (run.stdout.strip() for run in runs)
+    assert first != second
+    keys = StateKeys.parse(f"{first},{second}")
+    assert keys.open(StateKeys.parse(second).seal(b"x")) == b"x"

@@ -236,6 +236,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    sub.add_parser(
+        "state-key",
+        help="print a new random FUNNEL_STATE_KEY",
+        description=_wrap(
+            "Print a new random state key (32 bytes, base64url) for FUNNEL_STATE_KEY, the key "
+            "that encrypts tokens, pending logins and session tickets at rest. To rotate, put "
+            "the new key first and keep the old one after a comma until everything sealed "
+            "with it has been rewritten: FUNNEL_STATE_KEY=<new>,<old>."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     login = sub.add_parser(
         "login",
         parents=[common],
@@ -273,6 +284,11 @@ def _load(path: str | None) -> tuple[FunnelConfig, Path, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``funnel-server``; returns the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "state-key":
+        from funnel_tokenstore import generate_state_key
+
+        print(generate_state_key())
+        return EXIT_OK
     handler = logging.StreamHandler(sys.stderr)
     # Libraries log request headers at DEBUG (uvicorn's WebSocket handshake): mask credentials.
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

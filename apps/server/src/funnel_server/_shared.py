@@ -191,7 +191,7 @@ class SharedState:
             raise SharedStateError(
                 f"--shared-state needs {STATE_KEY_ENV}: secrets in the shared store are always "
                 "encrypted, with the same key on every replica. Generate one with "
-                "python -c 'from funnel_tokenstore import generate_state_key as g; print(g())'"
+                "funnel-server state-key"
             )
         try:
             keys = StateKeys.parse(text)
