@@ -40,7 +40,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -100,16 +100,47 @@ def audit(event: str, *, outcome: str, **fields: str | float | None) -> None:
 
 def _fields(event: str, outcome: str, fields: Mapping[str, object]) -> dict[str, object]:
     extra: dict[str, object] = {"event": event, "outcome": outcome}
+    # _clean() inlined: this runs for every field of every tool call.
+    secret_names, cache = _secret_names, _scrub_cache
     for name, value in fields.items():
-        if value is not None:
-            extra[name] = _clean(name, value)
+        if value is None:
+            continue
+        secret = secret_names.get(name)
+        if secret is None:
+            secret = _is_secret_name(name)
+        if secret:
+            extra[name] = REDACTED
+        elif isinstance(value, str):
+            cleaned = cache.get(value)
+            extra[name] = cleaned if cleaned is not None else _scrubbed(value)
+        else:
+            extra[name] = value
     return extra
 
 
 def _clean(name: str, value: object) -> object:
     if _is_secret_name(name):
         return REDACTED
-    return scrub_fast(value) if isinstance(value, str) else value
+    return _scrubbed(value) if isinstance(value, str) else value
+
+
+# What scrub_fast() made of short texts seen before. Audit fields repeat (server and tool
+# names, outcomes, client kinds): one dict lookup instead of a regex scan each time. Only
+# the writer thread uses it; bounded (cleared when full), and only short texts enter.
+_scrub_cache: dict[str, str] = {}
+_SCRUB_CACHE_SIZE: Final = 1024
+_SCRUB_CACHE_TEXT: Final = 256
+
+
+def _scrubbed(text: str) -> str:
+    cleaned = _scrub_cache.get(text)
+    if cleaned is None:
+        cleaned = scrub_fast(text)
+        if len(text) <= _SCRUB_CACHE_TEXT:
+            if len(_scrub_cache) >= _SCRUB_CACHE_SIZE:
+                _scrub_cache.clear()
+            _scrub_cache[text] = cleaned
+    return cleaned
 
 
 # Field names for which "name=value" is itself something scrub() masks (a field called
@@ -130,7 +161,7 @@ def _is_secret_name(name: str) -> bool:
 
 def _message(event: str, extra: Mapping[str, object]) -> str:
     """``event k=v …`` from fields that are redacted already."""
-    return " ".join([event, *(f"{key}={value}" for key, value in extra.items() if key != "event")])
+    return " ".join([event] + [f"{key}={value}" for key, value in extra.items() if key != "event"])
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -163,7 +194,26 @@ def _timestamp(created: float) -> str:
     # ISO 8601 in UTC with milliseconds, as datetime.isoformat(timespec="milliseconds").
     seconds = int(created)
     millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}+00:00"
+    return f"{_second(seconds, _utc_seconds, time.gmtime, '%Y-%m-%dT%H:%M:%S')}.{millis:03d}+00:00"
+
+
+# The formatted second of the last event, per format: events come in bursts within the
+# same second, and strftime() is most of what formatting a time costs.
+_utc_seconds: list[tuple[int, str]] = [(-1, "")]
+_local_seconds: list[tuple[int, str]] = [(-1, "")]
+
+
+def _second(
+    seconds: int,
+    cache: list[tuple[int, str]],
+    convert: Callable[[float], time.struct_time],
+    fmt: str,
+) -> str:
+    cached, text = cache[0]
+    if cached != seconds:
+        text = time.strftime(fmt, convert(seconds))
+        cache[0] = (seconds, text)
+    return text
 
 
 def _json_line(
@@ -175,9 +225,12 @@ def _json_line(
         "logger": logger,
         "message": message,
     }
-    for key, value in extra.items():
-        if key not in entry:
-            entry[key] = value
+    if _RESERVED.isdisjoint(extra):
+        entry.update(extra)
+    else:
+        for key, value in extra.items():
+            if key not in entry:
+                entry[key] = value
     return _encoder.encode(entry)
 
 
@@ -386,7 +439,7 @@ class AuditLog:
         level_name = logging.getLevelName(level)
         lines.append(_json_line(created, level_name, AUDIT_LOGGER, message, extra) + b"\n")
         if level >= self._stream_level:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            stamp = _second(int(created), _local_seconds, time.localtime, "%Y-%m-%d %H:%M:%S")
             millis = int((created - int(created)) * 1000)
             human.append(f"{stamp},{millis:03d} {level_name} {AUDIT_LOGGER}: {message}\n")
 
