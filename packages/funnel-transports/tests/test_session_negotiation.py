@@ -421,3 +421,52 @@ async def test_server_errors_become_rpc_errors_with_code_message_and_data() -> N
         "Unknown tool: nope",
         {"tool": "nope"},
     )
+
+
+async def test_an_answer_to_a_withdrawn_request_is_dropped_and_later_answers_still_arrive() -> None:
+    withdrawn_seen = anyio.Event()
+
+    async def server(t: MemoryTransport) -> None:
+        await answer_initialize(t)
+        withdrawn: Any = None
+        while withdrawn is None:  # the call may be withdrawn before or after it went out
+            message = await t.from_client.receive()
+            if isinstance(message, Notification) and message.method == "notifications/cancelled":
+                withdrawn = from_raw(message.params)["requestId"]  # type: ignore[arg-type]
+        withdrawn_seen.set()
+        second = await next_request(t)
+        while from_raw(second.params)["name"] != "fast":  # type: ignore[arg-type]
+            second = await next_request(t)
+        # Late answers to the withdrawn call (a result and an error), a notification and
+        # a stray error in between, then the second call's answer.
+        t.to_client.send_nowait(Response(id=withdrawn, result=to_raw({"content": []})))
+        t.to_client.send_nowait(Notification(method="notifications/message", params=to_raw({})))
+        t.to_client.send_nowait(
+            ErrorResponse(id=withdrawn, error=ErrorObject(code=-32603, message="too late"))
+        )
+        t.to_client.send_nowait(
+            ErrorResponse(id=None, error=ErrorObject(code=-32700, message="stray"))
+        )
+        reply(t, second, {"content": [{"type": "text", "text": "second"}]})
+        await anyio.sleep_forever()
+
+    outcomes: list[object] = []
+    notified = anyio.Event()
+
+    def on_notification(message: Notification) -> None:
+        notified.set()
+
+    async with served(server, mode="legacy", notification_handler=on_notification) as (
+        session,
+        _,
+    ):
+        request_id = session.start_request("tools/call", {"name": "slow"}, outcomes.append)
+        session.cancel_request(request_id, "the client cancelled the call")
+        with anyio.fail_after(5):
+            await withdrawn_seen.wait()
+            result = await session.call_tool("fast")
+            await notified.wait()
+        assert result == {"content": [{"type": "text", "text": "second"}]}
+        assert session.in_flight == 0
+        assert not session.closed
+    assert outcomes == [], "a withdrawn request's callback is never called"

@@ -848,6 +848,20 @@ class ClientSession:
 
     def _safe_route(self, message: Message) -> None:
         try:
+            if isinstance(message, Response | ErrorResponse) and message.id is not None:
+                # The hot path, _route() and _complete() inlined: one answer per call.
+                entry = self._pending.pop(message.id, None)
+                if entry is not None and entry.send_scope is None:
+                    try:
+                        entry.on_done(message)
+                    except Exception:
+                        logger.exception(
+                            "[%s] a completion callback for %s failed", self.name, entry.method
+                        )
+                    return
+                if entry is not None:
+                    self._complete(entry, message)
+                    return
             self._route(message)
         except Exception:
             logger.exception("[%s] routing a message failed", self.name)
