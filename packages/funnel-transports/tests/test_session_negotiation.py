@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import anyio
@@ -470,3 +470,28 @@ async def test_an_answer_to_a_withdrawn_request_is_dropped_and_later_answers_sti
         assert session.in_flight == 0
         assert not session.closed
     assert outcomes == [], "a withdrawn request's callback is never called"
+
+
+async def test_params_of_any_mapping_go_out_as_given_and_are_never_changed() -> None:
+    seen: list[Any] = []
+
+    async def server(t: MemoryTransport) -> None:
+        await answer_initialize(t)
+        for _ in range(2):
+            call = await next_request(t)
+            seen.append(from_raw(call.params))  # type: ignore[arg-type]
+            reply(t, call, {"content": []})
+        await anyio.sleep_forever()
+
+    frozen = MappingProxyType({"name": "t", "arguments": {"a": 1}})
+    plain = {"name": "t", "_meta": {"k": "v"}}
+
+    async def on_progress(params: dict[str, Any]) -> None:
+        pass
+
+    async with served(server, mode="legacy") as (session, _):
+        await session.request("tools/call", frozen)
+        await session.request("tools/call", plain, on_progress=on_progress)
+    assert seen[0] == {"name": "t", "arguments": {"a": 1}}
+    assert seen[1]["_meta"]["k"] == "v" and "progressToken" in seen[1]["_meta"]
+    assert plain == {"name": "t", "_meta": {"k": "v"}}, "the caller's params are not changed"

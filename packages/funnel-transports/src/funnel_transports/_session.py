@@ -454,7 +454,10 @@ class ClientSession:
         request_id = next(self._ids)
         # The caller's params are encoded as they are unless the session adds to _meta
         # (then they are copied first: the caller's mapping is never changed).
-        body: Mapping[str, Any] | None = params
+        # (A mapping that is not a dict is copied anyway: the encoder takes only dicts.)
+        body: Mapping[str, Any] | None = (
+            params if params is None or type(params) is dict else dict(params)
+        )
         if on_progress is not None or self._modern_meta is not None:
             copied: dict[str, Any] = dict(params) if params is not None else {}
             body = copied
