@@ -31,6 +31,7 @@ from _common import (
     Command,
     Section,
     Workspace,
+    cpu_seconds,
     fastmcp_command,
     funnel_command,
     node_everything_command,
@@ -72,6 +73,12 @@ class Target:
     latencies: list[float] = field(default_factory=list)  # µs, every serial call
     throughput: list[float] = field(default_factory=list)  # calls/s, per round
     driver_cpu: list[float] = field(default_factory=list)  # µs of driver CPU per call
+    # The target process's own CPU (utime + stime), summed over every round's blocks: the
+    # figure that load does not move, and that the latency and throughput ratios follow.
+    serial_cpu: float = 0.0  # seconds
+    serial_calls: int = 0
+    pipelined_cpu: float = 0.0  # seconds
+    pipelined_calls: int = 0
     checks: Checks = field(default_factory=Checks)
     rss_kib: int = 0
     failure: str = ""
@@ -103,19 +110,25 @@ def _visit(target: Target, plan: Plan) -> None:
     assert peer is not None
     latencies: list[float] = []
     start = time.perf_counter()
+    used = cpu_seconds(peer.pid)
     while True:
         latencies += [ns / 1e3 for ns in peer.serial(plan.serial, target.checks)]
         if time.perf_counter() - start >= plan.serial_seconds:
             break
+    target.serial_cpu += cpu_seconds(peer.pid) - used
+    target.serial_calls += len(latencies)
     target.latencies += latencies
     target.p50.append(quantile(latencies, 0.5))
     cpu = time.thread_time()
+    used = cpu_seconds(peer.pid)
     calls, wall = 0, 0.0
     while True:
         wall += peer.pipelined(plan.pipelined, target.checks, in_flight=IN_FLIGHT)
         calls += plan.pipelined
         if wall >= plan.pipelined_seconds:
             break
+    target.pipelined_cpu += cpu_seconds(peer.pid) - used
+    target.pipelined_calls += calls
     target.driver_cpu.append((time.thread_time() - cpu) / calls * 1e6)
     target.throughput.append(calls / wall)
 
@@ -157,6 +170,19 @@ def _by_label(found: list[Target], label: str) -> Target | None:
     return next((t for t in found if t.label == label and not t.failure), None)
 
 
+def _per_call(seconds: float, calls: int) -> float:
+    return seconds / calls * 1e6 if calls else math.nan
+
+
+def _cpu_ratio(value: float, base: Target | None) -> float:
+    if base is None:
+        return math.nan
+    floor = _per_call(
+        base.serial_cpu + base.pipelined_cpu, base.serial_calls + base.pipelined_calls
+    )
+    return value / floor if floor > 0 else math.nan
+
+
 def report(found: list[Target], plan: Plan) -> Section:
     """The table: latency, throughput, their ratios per round, answers checked."""
     direct = _by_label(found, DIRECT)
@@ -169,6 +195,12 @@ def report(found: list[Target], plan: Plan) -> Section:
         x_direct = ratios(target.p50, direct.p50) if direct and ok else nan
         x_relay = ratios(target.p50, relay.p50) if relay and ok else nan
         t_direct = ratios(target.throughput, direct.throughput) if direct and ok else nan
+        serial_cpu = _per_call(target.serial_cpu, target.serial_calls)
+        pipelined_cpu = _per_call(target.pipelined_cpu, target.pipelined_calls)
+        all_cpu = _per_call(
+            target.serial_cpu + target.pipelined_cpu, target.serial_calls + target.pipelined_calls
+        )
+        cpu_x_relay = _cpu_ratio(all_cpu, relay) if ok else math.nan
         checked = f"{target.checks.checked:,}"
         if not ok:
             checked += f" FAILED: {target.failure or target.checks.first_failure}"
@@ -182,6 +214,9 @@ def report(found: list[Target], plan: Plan) -> Section:
                 spread(x_relay, "{:.2f}"),
                 spread(target.throughput),
                 spread(t_direct, "{:.2f}"),
+                f"{serial_cpu:.1f}",
+                f"{pipelined_cpu:.1f}",
+                f"{cpu_x_relay:.2f}",
                 spread(target.driver_cpu, "{:.0f}"),
                 f"{target.rss_kib / 1024:.0f}" if target.rss_kib else "-",
                 checked,
@@ -196,6 +231,10 @@ def report(found: list[Target], plan: Plan) -> Section:
             "x_relay": x_relay,
             "throughput_x_direct": t_direct,
             "driver_cpu_us": target.driver_cpu,
+            "cpu_us_serial": serial_cpu,
+            "cpu_us_pipelined": pipelined_cpu,
+            "cpu_us": all_cpu,
+            "cpu_x_relay": cpu_x_relay,
             "rss_kib": target.rss_kib,
             "checked": target.checks.checked,
             "failed": target.checks.failed,
@@ -217,6 +256,9 @@ def report(found: list[Target], plan: Plan) -> Section:
             "x msgspec relay",
             f"calls/s @{IN_FLIGHT}",
             "x direct",
+            "CPU µs/call serial",
+            "CPU µs/call @64",
+            "CPU x relay",
             "driver CPU µs/call",
             "RSS MiB",
             "answers checked",
@@ -224,8 +266,11 @@ def report(found: list[Target], plan: Plan) -> Section:
         rows=rows,
         notes=[
             "",
-            "p50 per round (range); p90 and p99 over all serial calls of all rounds. Driver CPU: "
-            "what the driver itself spent per pipelined call. RSS at rest after the load (the "
+            "p50 per round (range); p90 and p99 over all serial calls of all rounds. CPU: what "
+            "the process the driver talks to spent (utime + stime from /proc, its backend not "
+            "included) per serial and per pipelined call, over all rounds; x relay compares "
+            "both kinds together with the msgspec relay's. Load moves the times, hardly the CPU. "
+            "Driver CPU: what the driver itself spent per pipelined call. RSS at rest after the load (the "
             "process the driver talks to, not its backend).",
         ],
         data=data,

@@ -196,6 +196,21 @@ def rss_kib(pid: int) -> int:
     raise LookupError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux ``/proc``), its own only.
+
+    Robust to load where wall-clock figures are not: a busy machine delays a process but
+    does not make its work cost more CPU. The resolution is one clock tick (10 ms), so
+    callers sum it over many calls.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After "pid (comm)": state is field 3, utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 class ServerProcess:
     """A long-running server (HTTP) in its own process group, stopped with its children."""
 

@@ -136,6 +136,9 @@ def targets(data: dict[str, dict[str, Any]]) -> list[list[str]]:
         row("stdio latency, funnel / msgspec relay", lat, "≤ 1.25x", lat <= 1.25)
         thr = _median(funnel.get("throughput_x_direct", []))
         row("stdio calls/s @64, funnel / direct", thr, "≥ 0.75x", thr >= 0.75)
+        cpu = float(funnel.get("cpu_x_relay", math.nan))
+        # No goal of its own: the figure the two ratios above follow, robust to load.
+        row("stdio CPU per call, funnel / msgspec relay", cpu, "(what both follow)", None)
     http = data.get("http", {})
     for label, values in http.items():
         if not label.startswith("funnel-server"):
@@ -174,6 +177,10 @@ def _failures(data: dict[str, dict[str, Any]]) -> list[str]:
             if values.get("failed") or values.get("failure") or not values.get("checked"):
                 found.append(f"{section}: {label}: {values.get('failure') or 'no answer checked'}")
     return found
+
+
+def _cpu(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, float) and not math.isnan(value) else "-"
 
 
 README_START = "<!-- bench:start (written by tools/bench/run.py --readme) -->"
@@ -218,6 +225,8 @@ def readme_section(
                 spread(v["x_relay"], "{:.2f}"),
                 spread(v["throughput"]),
                 spread(v["throughput_x_direct"], "{:.2f}"),
+                _cpu(v.get("cpu_us_serial")),
+                _cpu(v.get("cpu_us_pipelined")),
             ]
             for label, v in calls.items()
         ]
@@ -226,7 +235,16 @@ def readme_section(
             f"{max(len(v['p50_us']) for v in calls.values())} interleaved rounds):",
             "",
             markdown_table(
-                ["target", "p50 µs", "x direct", "x msgspec relay", "calls/s @64", "x direct"],
+                [
+                    "target",
+                    "p50 µs",
+                    "x direct",
+                    "x msgspec relay",
+                    "calls/s @64",
+                    "x direct",
+                    "CPU µs/call serial",
+                    "CPU µs/call @64",
+                ],
                 rows,
             ),
             "",

@@ -12,10 +12,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import funnel_server
 from funnel_auth import RateLimiter
 from funnel_proxy import RateLimit, RateLimits
+from funnel_server import _audit
 from funnel_server._audit import (
     AuditLog,
     JsonLinesFormatter,
@@ -233,6 +236,54 @@ def test_audit_events_become_redacted_json_lines_in_a_private_file(tmp_path: Pat
     human = stream_path.read_text()
     assert "tool.call" not in human, "successes reach stderr only at DEBUG"
     assert "WARNING funnel.audit: inbound.auth_failed outcome=denied" in human
+
+
+_AUDIT_TEXTS = [
+    "demo__echo",
+    "success",
+    "Authorization: Bearer abc.def.ghi",
+    "password=hunter2",
+    "funnel_session=abc123; Path=/",
+    "https://x.example/cb?code=c0de&state=s",
+    "stdio",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_AUDIT_TEXTS) | st.text(max_size=300), min_size=1, max_size=8))
+def test_a_repeated_audit_text_is_redacted_like_a_new_one(texts: list[str]) -> None:
+    # The writer caches what redaction made of short texts: seen twice or once, the
+    # answer is scrub()'s.
+    for text in texts + texts:
+        assert _audit._scrubbed(text) == scrub(text)
+
+
+def test_events_in_the_same_second_and_across_seconds_get_their_own_times() -> None:
+    # The formatted second is cached; the milliseconds and the next second are not.
+    assert _audit._timestamp(1_700_000_000.25) == "2023-11-14T22:13:20.250+00:00"
+    assert _audit._timestamp(1_700_000_000.999) == "2023-11-14T22:13:20.999+00:00"
+    assert _audit._timestamp(1_700_000_001.0) == "2023-11-14T22:13:21.000+00:00"
+    assert _audit._timestamp(1_600_000_000.5) == "2020-09-13T12:26:40.500+00:00"
+
+
+def test_a_secret_repeated_across_events_is_masked_every_time(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.log", stream=io.StringIO(), linger=0)
+    try:
+        for _ in range(3):
+            log.submit(
+                logging.INFO,
+                "tool.call",
+                "failure",
+                {"server": "demo", "reason": "Authorization: Bearer abc.def.ghi", "token": "t0k"},
+            )
+    finally:
+        log.close()
+    text = (tmp_path / "audit.log").read_text()
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert len(entries) == 3
+    assert all(e["reason"] == "Authorization: [REDACTED]" for e in entries)
+    assert all(e["token"] == "[REDACTED]" for e in entries)
+    assert "abc.def.ghi" not in text and "t0k" not in text
 
 
 def test_every_event_reaches_stderr_at_debug(tmp_path: Path) -> None:

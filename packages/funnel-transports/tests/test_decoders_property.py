@@ -538,3 +538,105 @@ def test_the_depth_scan_counts_mixed_objects_and_arrays_exactly(kinds: list[bool
     depth = len(kinds)
     assert _deeper_than(data, depth - 1)
     assert not _deeper_than(data, depth)
+
+
+# ------------------------------------------------------- classification, by the rules
+
+any_ids = (
+    st.booleans()
+    | st.none()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | json_text
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(json_text, st.integers(), max_size=1)
+)
+error_members = (
+    st.fixed_dictionaries(
+        {"code": st.integers(min_value=-(2**31), max_value=2**31), "message": json_text},
+        optional={"data": json_values},
+    )
+    | json_values
+)
+
+
+def _by_the_rules(envelope: dict[str, Any]) -> tuple[str, Any]:
+    """What JSON-RPC 2.0 makes of an envelope, written from the spec, not from the code."""
+    absent = "id" not in envelope
+    rid = envelope.get("id")
+    valid_id = not absent and (
+        (isinstance(rid, int) and not isinstance(rid, bool)) or isinstance(rid, str)
+    )
+    if envelope.get("jsonrpc") != "2.0" or not (valid_id or rid is None):
+        return "invalid", None
+    if "method" in envelope:
+        params = envelope.get("params", {})
+        if (
+            not isinstance(envelope["method"], str)
+            or "result" in envelope
+            or "error" in envelope
+            or not isinstance(params, dict | list)
+            or (rid is None and not absent)
+        ):
+            return "invalid", None
+        return ("notification", None) if absent else ("request", rid)
+    if "result" in envelope:
+        if "error" in envelope or not valid_id:
+            return "invalid", None
+        return "response", rid
+    if "error" in envelope:
+        error = envelope["error"]
+        readable = (
+            isinstance(error, dict)
+            and set(error) <= {"code", "message", "data"}
+            and isinstance(error.get("code"), int)
+            and not isinstance(error.get("code"), bool)
+            and isinstance(error.get("message"), str)
+        )
+        if not readable or absent:
+            return "invalid", None
+        return "error", rid
+    return "invalid", None
+
+
+_KINDS: dict[type, str] = {
+    Request: "request",
+    Notification: "notification",
+    Response: "response",
+    ErrorResponse: "error",
+}
+
+
+@given(
+    st.fixed_dictionaries(
+        {"jsonrpc": st.just("2.0") | json_values},
+        optional={
+            "id": any_ids,
+            "method": methods | st.none() | st.integers(),
+            "params": json_values,
+            "result": json_values,
+            "error": error_members,
+        },
+    )
+)
+@example({"jsonrpc": "2.0", "id": True, "method": "tools/call", "params": {}})
+@example({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": "name"})
+@example({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": None})
+@example({"jsonrpc": "2.0", "id": "", "method": "tools/call", "params": []})
+@example({"jsonrpc": "2.0", "id": None, "method": "tools/call"})
+@example({"jsonrpc": "2.0", "id": 1.0, "result": {}})
+@example({"jsonrpc": "2.0", "id": None, "error": {"code": 1, "message": "x"}})
+def test_messages_are_classified_by_the_json_rpc_rules(envelope: dict[str, Any]) -> None:
+    # The decoder's fast checks (first byte of params, the id's exact type) must agree
+    # with the rules for ids of every type and params that are not an object.
+    expected_kind, expected_id = _by_the_rules(envelope)
+    try:
+        decoded = decode_message(msgspec.json.encode(envelope))
+    except DecodeError:
+        assert expected_kind == "invalid", envelope
+        return
+    assert not isinstance(decoded, list)
+    assert _KINDS[type(decoded)] == expected_kind, envelope
+    if expected_kind != "notification":
+        assert decoded.id == expected_id  # type: ignore[union-attr] # only notifications lack it
+        assert type(decoded.id) is type(expected_id)  # type: ignore[union-attr] # as above

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import anyio
@@ -421,3 +421,77 @@ async def test_server_errors_become_rpc_errors_with_code_message_and_data() -> N
         "Unknown tool: nope",
         {"tool": "nope"},
     )
+
+
+async def test_an_answer_to_a_withdrawn_request_is_dropped_and_later_answers_still_arrive() -> None:
+    withdrawn_seen = anyio.Event()
+
+    async def server(t: MemoryTransport) -> None:
+        await answer_initialize(t)
+        withdrawn: Any = None
+        while withdrawn is None:  # the call may be withdrawn before or after it went out
+            message = await t.from_client.receive()
+            if isinstance(message, Notification) and message.method == "notifications/cancelled":
+                withdrawn = from_raw(message.params)["requestId"]  # type: ignore[arg-type]
+        withdrawn_seen.set()
+        second = await next_request(t)
+        while from_raw(second.params)["name"] != "fast":  # type: ignore[arg-type]
+            second = await next_request(t)
+        # Late answers to the withdrawn call (a result and an error), a notification and
+        # a stray error in between, then the second call's answer.
+        t.to_client.send_nowait(Response(id=withdrawn, result=to_raw({"content": []})))
+        t.to_client.send_nowait(Notification(method="notifications/message", params=to_raw({})))
+        t.to_client.send_nowait(
+            ErrorResponse(id=withdrawn, error=ErrorObject(code=-32603, message="too late"))
+        )
+        t.to_client.send_nowait(
+            ErrorResponse(id=None, error=ErrorObject(code=-32700, message="stray"))
+        )
+        reply(t, second, {"content": [{"type": "text", "text": "second"}]})
+        await anyio.sleep_forever()
+
+    outcomes: list[object] = []
+    notified = anyio.Event()
+
+    def on_notification(message: Notification) -> None:
+        notified.set()
+
+    async with served(server, mode="legacy", notification_handler=on_notification) as (
+        session,
+        _,
+    ):
+        request_id = session.start_request("tools/call", {"name": "slow"}, outcomes.append)
+        session.cancel_request(request_id, "the client cancelled the call")
+        with anyio.fail_after(5):
+            await withdrawn_seen.wait()
+            result = await session.call_tool("fast")
+            await notified.wait()
+        assert result == {"content": [{"type": "text", "text": "second"}]}
+        assert session.in_flight == 0
+        assert not session.closed
+    assert outcomes == [], "a withdrawn request's callback is never called"
+
+
+async def test_params_of_any_mapping_go_out_as_given_and_are_never_changed() -> None:
+    seen: list[Any] = []
+
+    async def server(t: MemoryTransport) -> None:
+        await answer_initialize(t)
+        for _ in range(2):
+            call = await next_request(t)
+            seen.append(from_raw(call.params))  # type: ignore[arg-type]
+            reply(t, call, {"content": []})
+        await anyio.sleep_forever()
+
+    frozen = MappingProxyType({"name": "t", "arguments": {"a": 1}})
+    plain = {"name": "t", "_meta": {"k": "v"}}
+
+    async def on_progress(params: dict[str, Any]) -> None:
+        pass
+
+    async with served(server, mode="legacy") as (session, _):
+        await session.request("tools/call", frozen)
+        await session.request("tools/call", plain, on_progress=on_progress)
+    assert seen[0] == {"name": "t", "arguments": {"a": 1}}
+    assert seen[1]["_meta"]["k"] == "v" and "progressToken" in seen[1]["_meta"]
+    assert plain == {"name": "t", "_meta": {"k": "v"}}, "the caller's params are not changed"

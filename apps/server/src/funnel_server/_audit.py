@@ -40,7 +40,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -90,7 +90,8 @@ def audit(event: str, *, outcome: str, **fields: str | float | None) -> None:
     level = logging.WARNING if outcome in _FAILURES else logging.INFO
     sink = _sink
     if sink is not None:
-        sink.submit(level, event, outcome, fields)
+        # What submit() does, one call less on every tool call.
+        sink._put((time.time(), level, event, outcome, fields))
         return
     if not _logger.isEnabledFor(level):
         return
@@ -100,16 +101,47 @@ def audit(event: str, *, outcome: str, **fields: str | float | None) -> None:
 
 def _fields(event: str, outcome: str, fields: Mapping[str, object]) -> dict[str, object]:
     extra: dict[str, object] = {"event": event, "outcome": outcome}
+    # _clean() inlined: this runs for every field of every tool call.
+    secret_names, cache = _secret_names, _scrub_cache
     for name, value in fields.items():
-        if value is not None:
-            extra[name] = _clean(name, value)
+        if value is None:
+            continue
+        secret = secret_names.get(name)
+        if secret is None:
+            secret = _is_secret_name(name)
+        if secret:
+            extra[name] = REDACTED
+        elif isinstance(value, str):
+            cleaned = cache.get(value)
+            extra[name] = cleaned if cleaned is not None else _scrubbed(value)
+        else:
+            extra[name] = value
     return extra
 
 
 def _clean(name: str, value: object) -> object:
     if _is_secret_name(name):
         return REDACTED
-    return scrub_fast(value) if isinstance(value, str) else value
+    return _scrubbed(value) if isinstance(value, str) else value
+
+
+# What scrub_fast() made of short texts seen before. Audit fields repeat (server and tool
+# names, outcomes, client kinds): one dict lookup instead of a regex scan each time. Only
+# the writer thread uses it; bounded (cleared when full), and only short texts enter.
+_scrub_cache: dict[str, str] = {}
+_SCRUB_CACHE_SIZE: Final = 1024
+_SCRUB_CACHE_TEXT: Final = 256
+
+
+def _scrubbed(text: str) -> str:
+    cleaned = _scrub_cache.get(text)
+    if cleaned is None:
+        cleaned = scrub_fast(text)
+        if len(text) <= _SCRUB_CACHE_TEXT:
+            if len(_scrub_cache) >= _SCRUB_CACHE_SIZE:
+                _scrub_cache.clear()
+            _scrub_cache[text] = cleaned
+    return cleaned
 
 
 # Field names for which "name=value" is itself something scrub() masks (a field called
@@ -130,7 +162,7 @@ def _is_secret_name(name: str) -> bool:
 
 def _message(event: str, extra: Mapping[str, object]) -> str:
     """``event k=v …`` from fields that are redacted already."""
-    return " ".join([event, *(f"{key}={value}" for key, value in extra.items() if key != "event")])
+    return " ".join([event] + [f"{key}={value}" for key, value in extra.items() if key != "event"])
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -163,7 +195,26 @@ def _timestamp(created: float) -> str:
     # ISO 8601 in UTC with milliseconds, as datetime.isoformat(timespec="milliseconds").
     seconds = int(created)
     millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}+00:00"
+    return f"{_second(seconds, _utc_seconds, time.gmtime, '%Y-%m-%dT%H:%M:%S')}.{millis:03d}+00:00"
+
+
+# The formatted second of the last event, per format: events come in bursts within the
+# same second, and strftime() is most of what formatting a time costs.
+_utc_seconds: list[tuple[int, str]] = [(-1, "")]
+_local_seconds: list[tuple[int, str]] = [(-1, "")]
+
+
+def _second(
+    seconds: int,
+    cache: list[tuple[int, str]],
+    convert: Callable[[float], time.struct_time],
+    fmt: str,
+) -> str:
+    cached, text = cache[0]
+    if cached != seconds:
+        text = time.strftime(fmt, convert(seconds))
+        cache[0] = (seconds, text)
+    return text
 
 
 def _json_line(
@@ -175,9 +226,12 @@ def _json_line(
         "logger": logger,
         "message": message,
     }
-    for key, value in extra.items():
-        if key not in entry:
-            entry[key] = value
+    if _RESERVED.isdisjoint(extra):
+        entry.update(extra)
+    else:
+        for key, value in extra.items():
+            if key not in entry:
+                entry[key] = value
     return _encoder.encode(entry)
 
 
@@ -209,6 +263,10 @@ class RedactingFormatter(logging.Formatter):
 # What the queue holds: (created, level, event, outcome, fields) from audit(), or
 # (created, level, None, message, extra) from a logging record, or a flush marker.
 _Item = tuple[float, int, str | None, str, Mapping[str, object]]
+
+
+# Events formatted between two chances for other threads to take the GIL (about 0.1 ms).
+_YIELD_EVERY: Final = 32
 
 
 class _Flush:
@@ -350,7 +408,13 @@ class AuditLog:
     def _drain(self) -> None:
         lines: list[bytes] = []
         human: list[str] = []
+        formatted = 0
         while self._queue:
+            formatted += 1
+            if formatted % _YIELD_EVERY == 0:
+                # Formatting holds the GIL; a long batch would stall the event loop's thread
+                # for milliseconds (until the interpreter's switch interval). Let it run.
+                time.sleep(0)
             item = self._queue.popleft()
             if isinstance(item, _Flush):
                 self._write(lines, human)
@@ -386,7 +450,7 @@ class AuditLog:
         level_name = logging.getLevelName(level)
         lines.append(_json_line(created, level_name, AUDIT_LOGGER, message, extra) + b"\n")
         if level >= self._stream_level:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+            stamp = _second(int(created), _local_seconds, time.localtime, "%Y-%m-%d %H:%M:%S")
             millis = int((created - int(created)) * 1000)
             human.append(f"{stamp},{millis:03d} {level_name} {AUDIT_LOGGER}: {message}\n")
 

@@ -336,11 +336,15 @@ class McpServerSession:
         send = self._send_nowait
         token = meta.get("progressToken")
         on_progress = self._progress_writer(token, send) if token is not None else None
-        forwarded = {
-            key: value
-            for key, value in meta.items()
-            if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
-        }
+        forwarded = (
+            {
+                key: value
+                for key, value in meta.items()
+                if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
+            }
+            if meta
+            else None
+        )
         self._last_active = time.monotonic()
         self._calls[request_id] = InFlight(entry.server, request_id)
 

@@ -246,9 +246,12 @@ def _take(
         # The decoder is meant to be total; never let one line end the session.
         tg.start_soon(session.handle, ParseError(f"unreadable message: {exc}"))
         return
-    for message in decoded if isinstance(decoded, list) else [decoded]:
-        if not handle_nowait(message):
-            tg.start_soon(session.handle, message)
+    if isinstance(decoded, list):
+        for message in decoded:
+            if not handle_nowait(message):
+                tg.start_soon(session.handle, message)
+    elif not handle_nowait(decoded):
+        tg.start_soon(session.handle, decoded)
 
 
 async def serve_stdio(

@@ -255,11 +255,12 @@ def validate_params(raw: Raw | bytes, *, max_depth: int = MAX_DEPTH, what: str =
     Raises:
         InvalidParams: One of the checks failed (JSON-RPC -32602).
     """
-    data = bytes(raw) if isinstance(raw, Raw) else raw
-    reason = _utf8_error(data)
-    if reason is not None:
+    data = bytes(raw) if type(raw) is not bytes else raw
+    if not data.isascii() and (reason := _utf8_error(data)) is not None:
         raise InvalidParams(f"{what}: {reason}")
-    if _deeper_than(data, max_depth):
+    # (The length test is _deeper_than's own first exit, inlined for the short texts most
+    # calls carry.)
+    if len(data) > 2 * max_depth and _deeper_than(data, max_depth):
         raise InvalidParams(f"{what}: nested deeper than {max_depth} levels")
     if b"\\u" in data and _LONE_SURROGATE.search(data):
         raise InvalidParams(f"{what}: contains an unpaired UTF-16 surrogate escape")
@@ -271,8 +272,15 @@ def _recover_id(value: Any) -> RequestId | None:
     return None
 
 
+_OPENING_BRACKETS: Final = (ord("{"), ord("["))
+
+
 def _classify(env: _Envelope) -> Message:
-    rid = _recover_id(env.id)
+    # The common ids first, without a call: ``type() is`` also keeps bools out (True is an
+    # int to isinstance, and not an id).
+    rid = env.id
+    if type(rid) is not int and type(rid) is not str:
+        rid = _recover_id(rid)
     if env.jsonrpc != JSONRPC_VERSION:
         raise InvalidRequest('"jsonrpc" must be "2.0"', request_id=rid)
     if env.id is not UNSET and env.id is not None and rid is None:
@@ -282,13 +290,14 @@ def _classify(env: _Envelope) -> Message:
             raise InvalidRequest('"method" must be a string', request_id=rid)
         if env.result is not UNSET or env.error is not UNSET:
             raise InvalidRequest("a request cannot carry a result or an error", request_id=rid)
-        if isinstance(env.params, Raw) and bytes(memoryview(env.params)[:1]) not in (b"{", b"["):
+        params = env.params
+        if params is not UNSET and memoryview(params)[0] not in _OPENING_BRACKETS:
             raise InvalidRequest('"params" must be an object or an array', request_id=rid)
         if env.id is UNSET:
-            return Notification(method=env.method, params=env.params)
+            return Notification(method=env.method, params=params)
         if rid is None:
             raise InvalidRequest('a request "id" must not be null')
-        return Request(id=rid, method=env.method, params=env.params)
+        return Request(id=rid, method=env.method, params=params)
     if isinstance(env.result, Raw):
         if env.error is not UNSET:
             raise InvalidRequest("a response cannot carry both result and error", request_id=rid)

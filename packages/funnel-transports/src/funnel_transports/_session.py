@@ -49,6 +49,7 @@ import inspect
 import itertools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -290,6 +291,7 @@ class ClientSession:
         self._host: TaskHost | None = None
         self._work_send: MemoryObjectSendStream[Notification] | None = None
         self._closed = anyio.Event()
+        self._ended = False  # self._closed.is_set(), as a plain attribute for the hot path
         self._close_reason: TransportError | None = None
         self._closing = False
 
@@ -399,6 +401,7 @@ class ClientSession:
         if self._closed.is_set():
             return
         self._close_reason = reason
+        self._ended = True
         failure = reason or TransportClosed(f"{self.name}: session closed")
         pending, self._pending = self._pending, {}
         self._timers.clear()
@@ -446,13 +449,19 @@ class ClientSession:
         Raises:
             TransportClosed: The session is closed (``on_done`` is not called).
         """
-        if self._closed.is_set():
+        if self._ended:
             raise self._close_reason or TransportClosed(f"{self.name}: session closed")
         request_id = next(self._ids)
-        body: dict[str, Any] | None = dict(params) if params is not None else None
+        # The caller's params are encoded as they are unless the session adds to _meta
+        # (then they are copied first: the caller's mapping is never changed).
+        # (A mapping that is not a dict is copied anyway: the encoder takes only dicts.)
+        body: Mapping[str, Any] | None = (
+            params if params is None or type(params) is dict else dict(params)
+        )
         if on_progress is not None or self._modern_meta is not None:
-            body = body if body is not None else {}
-            meta_source = body.get("_meta")
+            copied: dict[str, Any] = dict(params) if params is not None else {}
+            body = copied
+            meta_source = copied.get("_meta")
             meta: dict[str, Any] = dict(meta_source) if isinstance(meta_source, Mapping) else {}
             if on_progress is not None:
                 meta["progressToken"] = request_id
@@ -463,9 +472,11 @@ class ClientSession:
                 meta.update(self._modern_meta)
                 if isinstance(theirs, Mapping):
                     meta[META_CLIENT_CAPABILITIES] = theirs
-            body["_meta"] = meta
+            copied["_meta"] = meta
         seconds = self._request_timeout if isinstance(timeout, _Default) else timeout
-        deadline = math.inf if seconds is None else anyio.current_time() + seconds
+        # Deadlines are on time.monotonic (a C call) rather than anyio.current_time(), which
+        # looks the backend up on every call; the timer task only ever waits relative times.
+        deadline = math.inf if seconds is None else time.monotonic() + seconds
         entry = _Pending(method, on_done, on_progress, deadline, seconds)
         self._pending[request_id] = entry
         if deadline != math.inf:
@@ -610,7 +621,7 @@ class ClientSession:
     async def _timer_loop(self) -> None:
         while True:
             timers = self._timers
-            now = anyio.current_time()
+            now = time.monotonic()
             while timers and timers[0][0] <= now:
                 deadline, _, request_id = heapq.heappop(timers)
                 entry = self._pending.get(request_id)
@@ -619,7 +630,7 @@ class ClientSession:
                     self._notice_cancelled(request_id, "timed out")
                     self._complete(entry, RequestTimeout(self._timeout_message(entry)))
             self._timer_wake = anyio.Event()
-            wait = timers[0][0] - anyio.current_time() if timers else math.inf
+            wait = timers[0][0] - time.monotonic() if timers else math.inf
             with anyio.move_on_after(wait):
                 await self._timer_wake.wait()
 
@@ -840,6 +851,20 @@ class ClientSession:
 
     def _safe_route(self, message: Message) -> None:
         try:
+            if isinstance(message, Response | ErrorResponse) and message.id is not None:
+                # The hot path, _route() and _complete() inlined: one answer per call.
+                entry = self._pending.pop(message.id, None)
+                if entry is not None and entry.send_scope is None:
+                    try:
+                        entry.on_done(message)
+                    except Exception:
+                        logger.exception(
+                            "[%s] a completion callback for %s failed", self.name, entry.method
+                        )
+                    return
+                if entry is not None:
+                    self._complete(entry, message)
+                    return
             self._route(message)
         except Exception:
             logger.exception("[%s] routing a message failed", self.name)

@@ -277,9 +277,10 @@ class StdioTransport:
             raise TransportClosed(f"{self._name}: transport closed")
         if self._write_error is not None:
             raise self._write_error
-        if self._inbox.closed:
+        inbox = self._inbox
+        if inbox.closed:
             # The server is gone; say why rather than writing into a dead pipe.
-            reason = self._inbox.reason
+            reason = inbox.reason
             raise ConnectionLost(str(reason) if reason else f"{self._name}: the server exited")
         data = encode_message(message) + b"\n"
         if logger.isEnabledFor(logging.DEBUG):
