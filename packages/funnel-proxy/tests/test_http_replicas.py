@@ -8,19 +8,22 @@ turn, as a load balancer without stickiness does. The official SDK client (hands
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 import uvicorn
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -51,6 +54,7 @@ class Front:
     """Round robin over the replicas, counting what each served."""
 
     replicas: list[McpHttpEndpoint]
+    funnels: list[Funnel] = field(default_factory=list)
     served: list[list[str]] = field(default_factory=list)
     turn: int = 0
     pinned: int | None = None
@@ -69,7 +73,7 @@ class Front:
 @asynccontextmanager
 async def replica(
     keys: StateKeys | None = KEYS, sharing: SessionSharing | None = None, echo: str = "Echo"
-) -> AsyncIterator[McpHttpEndpoint]:
+) -> AsyncIterator[tuple[McpHttpEndpoint, Funnel]]:
     environ = {"PATH": os.environ["PATH"], "SDK_PEER_ECHO": echo}
     config = parse_config(
         {
@@ -87,7 +91,7 @@ async def replica(
         endpoint = McpHttpEndpoint(funnel, version="test", state_keys=keys, sharing=sharing)
         async with endpoint.replicate():
             try:
-                yield endpoint
+                yield endpoint, funnel
             finally:
                 endpoint.close_all()
 
@@ -119,13 +123,13 @@ async def replicas(
     count: int = 2, sharing: list[SessionSharing] | None = None
 ) -> AsyncIterator[tuple[str, Front]]:
     async with AsyncExitStack() as stack:
-        endpoints = [
+        pairs = [
             await stack.enter_async_context(
                 replica(sharing=sharing[i] if sharing else None, echo=f"Echo{i}")
             )
             for i in range(count)
         ]
-        front = Front(endpoints)
+        front = Front([endpoint for endpoint, _ in pairs], [funnel for _, funnel in pairs])
         url = await stack.enter_async_context(serve(front))
         yield url, front
 
@@ -223,7 +227,7 @@ async def test_without_state_keys_ids_are_random_and_held_by_one_process() -> No
     with anyio.fail_after(60):
         async with AsyncExitStack() as stack:
             endpoints = [
-                await stack.enter_async_context(replica(keys=None, echo=f"Echo{i}"))
+                (await stack.enter_async_context(replica(keys=None, echo=f"Echo{i}")))[0]
                 for i in range(2)
             ]
             front = Front(endpoints, pinned=0)
@@ -238,3 +242,154 @@ async def test_without_state_keys_ids_are_random_and_held_by_one_process() -> No
                 url, json=ping, headers={**HEADERS, "mcp-session-id": session_id}
             )
             assert answer.status_code == 404
+
+
+# ---------------------------------------------------------------------- shared state
+# The store and bus below are in-memory fakes of the two protocols (unit tests of how the
+# endpoint uses them); funnel-server's tests run the same behaviour over real Redis.
+
+
+class MemoryBus:
+    """At-most-once fan-out to bounded subscriber streams, like SharedState's."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, list[MemoryObjectSendStream[bytes]]] = {}
+        self.published: list[bytes] = []
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        self.published.append(payload)
+        for stream in list(self.subscribers.get(channel, ())):
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                stream.send_nowait(payload)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterable[bytes]]:
+        send, receive = anyio.create_memory_object_stream[bytes](64)
+        self.subscribers.setdefault(channel, []).append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self.subscribers[channel].remove(send)
+            send.close()
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[bytes, float]] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        found = self.values.get(key)
+        return found[0] if found is not None else None
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        assert ttl > 0
+        self.values[key] = (value, ttl)
+
+
+def shared(count: int) -> tuple[MemoryBus, MemoryStore, list[SessionSharing]]:
+    bus, store = MemoryBus(), MemoryStore()
+    return bus, store, [SessionSharing(bus=bus, store=store, replica=f"r{i}") for i in range(count)]
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait (bounded by the caller's fail_after) until another task made ``predicate`` true."""
+    # The bus hands the message to the replica's own task; its effect is all there is to
+    # wait for, so check again at every scheduling point.
+    while not predicate():
+        await anyio.lowlevel.checkpoint()
+
+
+async def start(http: httpx2.AsyncClient, url: str, front: Front, on: int) -> dict[str, str]:
+    front.pinned = on
+    response = await http.post(url, json=INIT, headers=HEADERS)
+    headers = {
+        **HEADERS,
+        "mcp-session-id": response.headers["mcp-session-id"],
+        "mcp-protocol-version": "2025-11-25",
+    }
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await http.post(url, json=initialized, headers=headers)).status_code == 202
+    return headers
+
+
+def held(endpoint: McpHttpEndpoint) -> Any:
+    return next(iter(endpoint._sessions.values()))
+
+
+async def test_a_delete_on_one_replica_ends_the_session_on_every_replica() -> None:
+    _, store, sharing = shared(3)
+    ping = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+    with anyio.fail_after(60):
+        async with replicas(3, sharing) as (url, front), httpx2.AsyncClient() as http:
+            headers = await start(http, url, front, on=0)
+            front.pinned = 1
+            assert (await http.post(url, json=ping, headers=headers)).status_code == 200
+            assert [e.session_count for e in front.replicas] == [1, 1, 0]
+            assert (await http.delete(url, headers=headers)).status_code == 204
+            # Replica 0 held it and hears the end on the bus ...
+            await until(lambda: front.replicas[0].session_count == 0)
+            front.pinned = 0
+            assert (await http.post(url, json=ping, headers=headers)).status_code == 404
+            # ... replica 2 never held it and finds it ended in the store.
+            front.pinned = 2
+            assert (await http.post(url, json=ping, headers=headers)).status_code == 404
+            assert (await http.delete(url, headers=headers)).status_code == 404
+            assert front.replicas[2].session_count == 0
+            # The store keeps the end sealed, and no longer than the id is valid.
+            ((value, ttl),) = store.values.values()
+            assert b"ended" not in value
+            assert 0 < ttl <= 86400
+
+
+async def test_the_log_level_set_on_one_replica_reaches_the_others() -> None:
+    *_, sharing = shared(3)
+    set_level = {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "logging/setLevel",
+        "params": {"level": "error"},
+    }
+    with anyio.fail_after(60):
+        async with replicas(3, sharing) as (url, front), httpx2.AsyncClient() as http:
+            headers = await start(http, url, front, on=0)
+            front.pinned = 1
+            answer = await http.post(url, json=set_level, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert held(front.replicas[1]).record.level == "error"
+            # Replica 0 holds the session: the bus brings it the new level ...
+            await until(lambda: held(front.replicas[0]).record.level == "error")
+            assert held(front.replicas[0]).mcp._log_level == "error"
+            # ... replica 2 rebuilds the session later and reads it from the store.
+            front.pinned = 2
+            ping = {"jsonrpc": "2.0", "id": 6, "method": "ping"}
+            assert (await http.post(url, json=ping, headers=headers)).status_code == 200
+            assert held(front.replicas[2]).mcp._log_level == "error"
+
+
+async def test_a_list_change_on_one_replica_reaches_a_get_stream_on_another() -> None:
+    *_, sharing = shared(2)
+    with anyio.fail_after(60):
+        async with replicas(2, sharing) as (url, front), httpx2.AsyncClient() as http:
+            for funnel in front.funnels:
+                await funnel.wait_ready(30)
+            headers = await start(http, url, front, on=0)
+            front.pinned = 1
+            async with (
+                front.funnels[1].events() as own_events,
+                http.stream("GET", url, headers=headers) as stream,
+            ):
+                assert stream.status_code == 200
+                lines = stream.aiter_lines()
+                # Replica 0's backend goes away: its tool list changes, replica 1's does not.
+                await front.funnels[0].set_disabled("sdk", disabled=True)
+                async for line in lines:
+                    if "notifications/tools/list_changed" in line:
+                        break
+                # Replica 1's own funnel saw no list change: the bus brought this one.
+                while True:
+                    try:
+                        event = own_events.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    assert event.kind != "list_changed"

@@ -506,7 +506,12 @@ class McpHttpEndpoint:
                 await self._sharing.bus.publish(
                     SESSION_CHANNEL,
                     encode_bus(
-                        BusMessage(origin=self._replica, kind="record", session=key, record=record),
+                        BusMessage(
+                            origin=self._replica,
+                            kind="record",
+                            session=session.ticket.key,
+                            record=record,
+                        ),
                         self._sealer,
                     ),
                 )
