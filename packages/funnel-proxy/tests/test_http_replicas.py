@@ -31,6 +31,7 @@ from funnel_proxy import Funnel, McpHttpEndpoint, SessionSharing, parse_config
 from funnel_proxy._http_server import Receive, Scope, Send
 from funnel_proxy._session_ticket import SessionTicket, seal_ticket
 from funnel_tokenstore import StateKeys
+from funnel_transports import MODERN_VERSIONS
 
 pytestmark = pytest.mark.anyio
 
@@ -387,6 +388,51 @@ async def test_a_list_change_on_one_replica_reaches_a_get_stream_on_another() ->
                     if "notifications/tools/list_changed" in line:
                         break
                 # Replica 1's own funnel saw no list change: the bus brought this one.
+                while True:
+                    try:
+                        event = own_events.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    assert event.kind != "list_changed"
+
+
+async def test_a_list_change_on_one_replica_reaches_a_subscriptions_listen_stream_on_another() -> (
+    None
+):
+    *_, sharing = shared(2)
+    modern = MODERN_VERSIONS[0]
+    listen = {
+        "jsonrpc": "2.0",
+        "id": "L1",
+        "method": "subscriptions/listen",
+        "params": {
+            "notifications": {"toolsListChanged": True},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": modern,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    headers = {**HEADERS, "mcp-protocol-version": modern, "mcp-method": "subscriptions/listen"}
+    with anyio.fail_after(60):
+        async with replicas(2, sharing) as (url, front), httpx2.AsyncClient() as http:
+            for funnel in front.funnels:
+                await funnel.wait_ready(30)
+            front.pinned = 1
+            async with (
+                front.funnels[1].events() as own_events,
+                http.stream("POST", url, json=listen, headers=headers) as stream,
+            ):
+                assert stream.status_code == 200
+                lines = stream.aiter_lines()
+                async for line in lines:
+                    if "notifications/subscriptions/acknowledged" in line:
+                        break
+                await front.funnels[0].set_disabled("sdk", disabled=True)
+                async for line in lines:
+                    if "notifications/tools/list_changed" in line:
+                        assert '"io.modelcontextprotocol/subscriptionId":"L1"' in line
+                        break
                 while True:
                     try:
                         event = own_events.receive_nowait()

@@ -635,7 +635,14 @@ class McpHttpEndpoint:
             logger.info("MCP session %s… ended on another replica", session.id[-8:])
             self._drop(session)
         elif self._tg is not None:
-            self._tg.start_soon(self._apply, session, record)
+            self._tg.start_soon(self._apply_heard, session, record)
+
+    async def _apply_heard(self, session: _HttpSession, record: SessionRecord) -> None:
+        # Runs in replicate()'s task group: one session's trouble must not end the bus.
+        try:
+            await self._apply(session, record)
+        except Exception:
+            logger.exception("MCP session %s…: applying another replica's change", session.id[-8:])
 
     def _tell_lists(self, lists: frozenset[str]) -> None:
         """Tell this replica's streams about list changes another replica saw."""
