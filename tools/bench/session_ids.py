@@ -16,6 +16,12 @@ Three figures, in one process, rounds interleaved so machine noise lands on ever
   so each one opens the id and rebuilds the session: the worst case, a round robin over
   more replicas than requests).
 
+With ``--redis`` (a throwaway ``redis-server`` on 127.0.0.1 and the ``redis`` client,
+both there with funnel-server's ``--shared-state``), the alternative design's price too:
+state kept in the store under a random id costs a replica that does not hold the session
+one ``GET`` round trip (measured here, sealed value and all) where a sealed id costs one
+open.
+
 Nothing is asserted: figures are printed. The funnel has no backends (``ping`` is
 answered by the endpoint's session), so the figures are the endpoint's overhead alone.
 """
@@ -123,10 +129,29 @@ async def _requests(
     return elapsed / count * 1e6
 
 
+async def _redis_get(count: int) -> float:
+    """Microseconds per ``GET`` of a 200-byte sealed record from a loopback redis-server."""
+    import redis.asyncio
+
+    from funnel_tokenstore.testing import redis_server
+
+    with redis_server() as url:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            await client.set("bench:session", os.urandom(200))
+            started = time.perf_counter()
+            for _ in range(count):
+                await client.get("bench:session")
+            return (time.perf_counter() - started) / count * 1e6
+        finally:
+            await client.aclose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--redis", action="store_true", help="also time a store GET")
     args = parser.parse_args()
     keys = StateKeys([os.urandom(32)]).derive("mcp-sessions")
     environ = {"PATH": os.environ.get("PATH", "")}
@@ -156,6 +181,9 @@ async def main() -> None:
     for name, values in columns.items():
         value = statistics.median(values)
         print(f"  {name:<16} {value:7.1f} µs/request  ({value - base:+6.1f} µs vs random ids)")
+    if args.redis:
+        get = await _redis_get(args.requests * 2)
+        print(f"state in the store instead: one GET from redis-server on loopback {get:7.1f} µs")
 
 
 if __name__ == "__main__":
