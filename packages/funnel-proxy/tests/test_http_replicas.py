@@ -24,11 +24,12 @@ import httpx2
 import pytest
 import uvicorn
 from anyio.streams.memory import MemoryObjectSendStream
-from mcp import Client
+from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
 from funnel_proxy import Funnel, McpHttpEndpoint, SessionSharing, parse_config
 from funnel_proxy._http_server import Receive, Scope, Send
+from funnel_proxy._session_sharing import decode_bus
 from funnel_proxy._session_ticket import SessionTicket, seal_ticket
 from funnel_tokenstore import StateKeys
 from funnel_transports import MODERN_VERSIONS
@@ -73,7 +74,10 @@ class Front:
 
 @asynccontextmanager
 async def replica(
-    keys: StateKeys | None = KEYS, sharing: SessionSharing | None = None, echo: str = "Echo"
+    keys: StateKeys | None = KEYS,
+    sharing: SessionSharing | None = None,
+    echo: str = "Echo",
+    server: str = "sdk_server.py",
 ) -> AsyncIterator[tuple[McpHttpEndpoint, Funnel]]:
     environ = {"PATH": os.environ["PATH"], "SDK_PEER_ECHO": echo}
     config = parse_config(
@@ -81,7 +85,7 @@ async def replica(
             "servers": {
                 "sdk": {
                     "command": sys.executable,
-                    "args": [str(SERVERS / "sdk_server.py")],
+                    "args": [str(SERVERS / server)],
                     "env": {"SDK_PEER_ECHO": echo},
                 }
             }
@@ -439,3 +443,43 @@ async def test_a_list_change_on_one_replica_reaches_a_subscriptions_listen_strea
                     except anyio.WouldBlock:
                         break
                     assert event.kind != "list_changed"
+
+
+async def sample(
+    context: Any, params: types.CreateMessageRequestParams
+) -> types.CreateMessageResult:
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text="sampled"), model="m"
+    )
+
+
+async def test_a_backend_asks_the_client_during_a_call_whichever_replica_the_answer_lands_on() -> (
+    None
+):
+    # The backend's request goes out on the call's POST stream (the replica running the
+    # call); the client's answer is a new POST, which round robin sends anywhere.
+    bus, _, sharing = shared(2)
+    with anyio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            pairs = [
+                await stack.enter_async_context(
+                    replica(sharing=sharing[i], server="conformance_server.py")
+                )
+                for i in range(2)
+            ]
+            front = Front([e for e, _ in pairs], [f for _, f in pairs])
+            url = await stack.enter_async_context(serve(front))
+            http = await stack.enter_async_context(httpx2.AsyncClient())
+            client = await stack.enter_async_context(
+                Client(
+                    streamable_http_client(url, http_client=http),
+                    mode="legacy",
+                    sampling_callback=sample,
+                )
+            )
+            for _ in range(4):
+                result = await client.call_tool("sdk__test_sampling", {"prompt": "hi"})
+                assert _text(result) == "LLM response: sampled"
+        heard = [decode_bus(payload, KEYS) for payload in bus.published]
+        # Some answers landed on the replica that had not asked, and were passed on.
+        assert any(m is not None and m.kind == "answer" for m in heard), heard

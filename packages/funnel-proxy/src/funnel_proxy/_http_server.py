@@ -129,6 +129,8 @@ _KEEPALIVE_SECONDS: Final = 15.0
 #: Methods whose success changes a session's shared record.
 _RECORDED: Final = frozenset({"logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 _UNKNOWN: Final = "Unknown or ended MCP session"
+#: Separates the replica from funnel's own id in a request funnel sends a client.
+_ASK_MARK: Final = "~"
 
 
 class _Unavailable(Exception):
@@ -583,6 +585,81 @@ class McpHttpEndpoint:
 
     # ------------------------------------------------------------------ replicas
 
+    def _outgoing(self, message: Message) -> Message:
+        """A message for the client, with funnel's own request ids naming this replica.
+
+        With replicas, the client's answer to a request funnel sent it is a new POST that
+        the balancer may hand to any replica; the id tells that replica whose it is.
+        """
+        if self._sharing is None:
+            return message
+        if isinstance(message, Request):
+            return msgspec.structs.replace(message, id=f"{self._replica}{_ASK_MARK}{message.id}")
+        if (
+            isinstance(message, Notification)
+            and message.method == "notifications/cancelled"
+            and isinstance(message.params, Raw)
+        ):
+            params = _notification_params(message)
+            asked = params.get("requestId")
+            if isinstance(asked, str):
+                params["requestId"] = f"{self._replica}{_ASK_MARK}{asked}"
+                return Notification(method=message.method, params=to_raw(params))
+        return message
+
+    async def _take(self, mcp: McpServerSession, session: _HttpSession, message: Message) -> None:
+        """Handle a client's notification or answer (passing another replica's on)."""
+        if isinstance(message, Response | ErrorResponse):
+            answer = await self._answer_for(session, message)
+            if answer is None:
+                return
+            message = answer
+        await mcp.handle(message)
+
+    async def _answer_for(
+        self, session: _HttpSession, answer: Response | ErrorResponse
+    ) -> Response | ErrorResponse | None:
+        """The client's answer to one of funnel's requests, if it is this replica's to take.
+
+        An answer to another replica's request is passed on to it over the bus.
+        """
+        if self._sharing is None or not isinstance(answer.id, str) or _ASK_MARK not in answer.id:
+            return answer
+        replica, _, asked = answer.id.partition(_ASK_MARK)
+        answer = msgspec.structs.replace(answer, id=asked)
+        if replica == self._replica:
+            return answer
+        if self._sealer is not None and session.ticket is not None:
+            message = BusMessage(
+                origin=self._replica,
+                kind="answer",
+                session=session.ticket.key,
+                target=replica,
+                payload=encode_message(answer),
+            )
+            try:
+                with anyio.fail_after(5):
+                    await self._sharing.bus.publish(
+                        SESSION_CHANNEL, encode_bus(message, self._sealer)
+                    )
+            except Exception as exc:  # noqa: BLE001 - the asking replica times the request out
+                logger.warning("could not pass a client's answer to replica %s: %s", replica, exc)
+        return None
+
+    def _heard_answer(self, key: str, payload: bytes) -> None:
+        session = next(
+            (s for s in self._sessions.values() if s.ticket is not None and s.ticket.key == key),
+            None,
+        )
+        if session is None or session.mcp is None or self._tg is None:
+            return  # the session left this replica: its request times out
+        try:
+            answer = decode_message(payload)
+        except DecodeError:
+            return
+        if isinstance(answer, Response | ErrorResponse):
+            self._tg.start_soon(session.mcp.handle, answer)
+
     @contextlib.asynccontextmanager
     async def replicate(self) -> AsyncIterator[None]:
         """Take part in the replicas' bus for the duration of the block.
@@ -621,6 +698,9 @@ class McpHttpEndpoint:
                     continue  # not ours to read, or our own echo
                 if message.kind == "lists":
                     self._tell_lists(frozenset(message.lists))
+                elif message.kind == "answer":
+                    if message.target == self._replica:
+                        self._heard_answer(message.session, message.payload)
                 elif message.record is not None:
                     self._heard_record(message.session, message.record)
 
@@ -858,7 +938,7 @@ class McpHttpEndpoint:
         assert session.mcp is not None  # noqa: S101 - set when the session was made
         http.extra_headers.append((SESSION_HEADER.encode(), session.id.encode()))
         if not isinstance(message, Request):
-            await session.mcp.handle(message)
+            await self._take(session.mcp, session, message)
             await http.respond(202)
             return
         if message.id in session.routes:
@@ -980,7 +1060,7 @@ class McpHttpEndpoint:
             if not streaming:
                 streaming = True
                 await http.start_stream()
-            await http.chunk(_sse_event(message))
+            await http.chunk(_sse_event(self._outgoing(message)))
             if final:
                 await http.end_stream()
                 return message
@@ -1025,7 +1105,7 @@ class McpHttpEndpoint:
                         if wait.cancelled_caught:
                             await http.chunk(b": keepalive\n\n")
                         else:
-                            await http.chunk(_sse_event(message))
+                            await http.chunk(_sse_event(self._outgoing(message)))
             finally:
                 session.scopes.discard(scope)
                 session.stream = None

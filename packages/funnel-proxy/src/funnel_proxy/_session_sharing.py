@@ -10,7 +10,8 @@ with these methods will do):
 - an :class:`EventBus`, at-most-once publish/subscribe, on which a replica announces
   what the others must apply now: a session's record changed (they replay it on the
   session if they hold it), a session ended (they drop it), a list changed (they tell
-  their own GET and ``subscriptions/listen`` streams).
+  their own GET and ``subscriptions/listen`` streams), a client answered a request
+  another replica sent it (that replica takes the answer).
 
 Every bus message is sealed (so only a replica with the state key can end a session or
 change its level) and names its origin replica, whose own echo it ignores. The codec
@@ -79,18 +80,24 @@ class BusMessage(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
 
     Attributes:
         origin: The replica that sent it.
-        kind: ``record`` (a session's record changed; ``ended`` in it ends it) or
-            ``lists`` (lists changed on the origin's backends).
+        kind: ``record`` (a session's record changed; ``ended`` in it ends it),
+            ``lists`` (lists changed on the origin's backends) or ``answer`` (the
+            client answered a request that ``target`` sent it, and the answer reached
+            the origin).
         session: The session's key (``record``).
         record: The session's new record (``record``).
         lists: Which lists changed (``lists``): ``tools``, ``prompts``, ``resources``.
+        target: The replica the message is for (``answer``).
+        payload: The client's JSON-RPC answer, encoded (``answer``).
     """
 
     origin: str
-    kind: Literal["record", "lists"]
+    kind: Literal["record", "lists", "answer"]
     session: str = ""
     record: SessionRecord | None = None
     lists: tuple[str, ...] = ()
+    target: str = ""
+    payload: bytes = b""
 
 
 _encoder: Final = msgspec.msgpack.Encoder()
