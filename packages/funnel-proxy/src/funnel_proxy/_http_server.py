@@ -322,7 +322,7 @@ class McpHttpEndpoint:
         wall_clock: Wall-clock seconds (sealed expiries are compared across replicas).
 
     Raises:
-        ValueError: ``sharing`` without ``state_keys``.
+        ValueError: ``sharing`` without ``state_keys``, or a replica id with ``~``.
     """
 
     def __init__(
@@ -343,6 +343,8 @@ class McpHttpEndpoint:
     ) -> None:
         if sharing is not None and state_keys is None:
             raise ValueError("sharing sessions between replicas needs state_keys")
+        if sharing is not None and _ASK_MARK in sharing.replica:
+            raise ValueError(f"a replica id must not contain {_ASK_MARK!r}")
         self._funnel = funnel
         self._version = version
         self._instructions = instructions
