@@ -41,7 +41,9 @@ announced on the bus, so every replica holding the session applies it and one th
 rebuilds it later reads it; list changes are announced too, for GET and
 ``subscriptions/listen`` streams on other replicas. :meth:`McpHttpEndpoint.replicate`
 runs the bus side. A backend's request to the client during a call still goes on that
-call's POST stream, which the replica handling the POST holds.
+call's POST stream, which the replica handling the POST holds; with ``sharing`` its id
+names that replica, so the client's answer, a POST the balancer may hand to any
+replica, is passed on to it over the bus.
 """
 
 from __future__ import annotations
