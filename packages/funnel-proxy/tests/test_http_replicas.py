@@ -483,3 +483,17 @@ async def test_a_backend_asks_the_client_during_a_call_whichever_replica_the_ans
         heard = [decode_bus(payload, KEYS) for payload in bus.published]
         # Some answers landed on the replica that had not asked, and were passed on.
         assert any(m is not None and m.kind == "answer" for m in heard), heard
+
+
+async def test_a_deleted_sealed_session_stays_ended_on_its_replica_without_sharing() -> None:
+    # Without a store the id alone would rebuild it: the replica remembers the end.
+    ping = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
+    with anyio.fail_after(60):
+        async with replicas(count=1) as (url, front), httpx2.AsyncClient() as http:
+            headers = await start(http, url, front, on=0)
+            assert (await http.delete(url, headers=headers)).status_code == 204
+            assert (await http.post(url, json=ping, headers=headers)).status_code == 404
+            assert (await http.delete(url, headers=headers)).status_code == 404
+            async with http.stream("GET", url, headers=headers) as stream:
+                assert stream.status_code == 404
+            assert front.replicas[0].session_count == 0

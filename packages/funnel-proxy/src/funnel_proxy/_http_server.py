@@ -131,6 +131,8 @@ _KEEPALIVE_SECONDS: Final = 15.0
 #: Methods whose success changes a session's shared record.
 _RECORDED: Final = frozenset({"logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 _UNKNOWN: Final = "Unknown or ended MCP session"
+#: Sealed sessions ended here remembered at most (each until its id expires).
+_MAX_ENDED: Final = 4096
 #: Separates the replica from funnel's own id in a request funnel sends a client.
 _ASK_MARK: Final = "~"
 
@@ -365,6 +367,7 @@ class McpHttpEndpoint:
         self._listens: dict[int, tuple[MemoryObjectSendStream[Message], RequestId, frozenset[str]]]
         self._listens = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._ended: OrderedDict[str, float] = OrderedDict()
 
     @property
     def session_count(self) -> int:
@@ -410,7 +413,7 @@ class McpHttpEndpoint:
         session = self._sessions.get(session_id)
         if session is None:
             ticket = self._open(session_id)
-            if ticket is None:
+            if ticket is None or self._has_ended(ticket):
                 return None
             record = await self._load(ticket)
             if record.ended:
@@ -426,6 +429,18 @@ class McpHttpEndpoint:
         session.last_used = self._clock()
         self._sessions.move_to_end(session_id)
         return session
+
+    def _end(self, ticket: SessionTicket) -> None:
+        """Remember here that a sealed session ended: its id would otherwise rebuild it."""
+        now = self._wall()
+        for key in [k for k, expires in self._ended.items() if not expires > now]:
+            del self._ended[key]
+        self._ended[ticket.key] = ticket.expires
+        while len(self._ended) > _MAX_ENDED:
+            self._ended.popitem(last=False)  # the oldest: the shared store still knows
+
+    def _has_ended(self, ticket: SessionTicket) -> bool:
+        return ticket.key in self._ended
 
     def _open(self, session_id: str) -> SessionTicket | None:
         if self._sealer is None:
@@ -717,6 +732,8 @@ class McpHttpEndpoint:
             return
         if record.ended:
             logger.info("MCP session %s… ended on another replica", session.id[-8:])
+            if session.ticket is not None:
+                self._end(session.ticket)
             self._drop(session)
         elif self._tg is not None:
             self._tg.start_soon(self._apply_heard, session, record)
@@ -1125,6 +1142,8 @@ class McpHttpEndpoint:
         self._expire()
         session = self._sessions.get(session_id)
         ticket = session.ticket if session is not None else self._open(session_id)
+        if ticket is not None and self._has_ended(ticket):
+            ticket = None
         record = session.record if session is not None else None
         if ticket is not None and record is None:
             try:
@@ -1138,6 +1157,8 @@ class McpHttpEndpoint:
         ended = _HttpSession(id=session_id, ticket=ticket) if session is None else session
         if session is not None:
             self._drop(session)
+        if ticket is not None:
+            self._end(ticket)
         # Every replica forgets it: the ended record is kept as long as the id is valid.
         await self._record(ended, msgspec.structs.replace(record or SessionRecord(), ended=True))
         logger.info("MCP session %s… ended by the client", session_id[-8:])
