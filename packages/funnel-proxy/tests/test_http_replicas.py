@@ -32,7 +32,7 @@ from funnel_proxy._http_server import Receive, Scope, Send
 from funnel_proxy._session_sharing import decode_bus
 from funnel_proxy._session_ticket import SessionTicket, seal_ticket
 from funnel_tokenstore import StateKeys
-from funnel_transports import MODERN_VERSIONS
+from funnel_transports import MODERN_VERSIONS, Notification, to_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -497,3 +497,47 @@ async def test_a_deleted_sealed_session_stays_ended_on_its_replica_without_shari
             async with http.stream("GET", url, headers=headers) as stream:
                 assert stream.status_code == 404
             assert front.replicas[0].session_count == 0
+
+
+async def test_a_resource_subscription_made_on_one_replica_is_heard_on_a_get_stream_on_another() -> (
+    None
+):
+    *_, sharing = shared(2)
+    uri = "test://watched-resource"
+    subscribe = {"jsonrpc": "2.0", "id": 7, "method": "resources/subscribe", "params": {"uri": uri}}
+    with anyio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            pairs = [
+                await stack.enter_async_context(
+                    replica(sharing=sharing[i], server="conformance_server.py")
+                )
+                for i in range(2)
+            ]
+            front = Front([e for e, _ in pairs], [f for _, f in pairs])
+            url = await stack.enter_async_context(serve(front))
+            http = await stack.enter_async_context(httpx2.AsyncClient())
+            for funnel in front.funnels:
+                await funnel.wait_ready(30)
+            headers = await start(http, url, front, on=0)
+            async with http.stream("GET", url, headers=headers) as stream:
+                assert stream.status_code == 200
+                front.pinned = 1
+                answer = await http.post(url, json=subscribe, headers=headers)
+                assert answer.status_code == 200, answer.text
+                assert held(front.replicas[1]).record.uris == (uri,)
+                # Replica 0 holds the session and its GET stream: the bus brings it the
+                # subscription, which it makes on its own backend ...
+                copy = held(front.replicas[0])
+                await until(lambda: copy.mcp in front.funnels[0]._resource_subscribers.get(uri, ()))
+                assert copy.record.uris == (uri,)
+                # ... so an update from that backend reaches the stream.
+                front.funnels[0]._on_backend_notification(
+                    "sdk",
+                    Notification(
+                        method="notifications/resources/updated", params=to_raw({"uri": uri})
+                    ),
+                )
+                async for line in stream.aiter_lines():
+                    if "notifications/resources/updated" in line:
+                        assert uri in line
+                        break
