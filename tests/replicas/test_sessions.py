@@ -16,7 +16,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 from support.peers import SERVERS
 from support.replicas import AUTH, ClusterFactory
@@ -27,9 +27,9 @@ HANDSHAKE = "2025-11-25"
 JSON = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-def write_config(tmp: Path) -> Path:
+def write_config(tmp: Path, server: str = "sdk_server.py") -> Path:
     config = tmp / ".mcp-funnel.json"
-    servers = {"local": {"command": sys.executable, "args": [str(SERVERS / "sdk_server.py")]}}
+    servers = {"local": {"command": sys.executable, "args": [str(SERVERS / server)]}}
     config.write_text(json.dumps({"servers": servers}))
     return config
 
@@ -156,3 +156,32 @@ async def test_a_delete_on_one_replica_ends_the_session_on_every_replica(
         await ended_everywhere(http, session, {"r0", "r1", "r2"})
         # A replica that never held it (restarted since) finds the end in the store.
         assert (await http.delete("/mcp", headers=session)).status_code == 404
+
+
+async def sample(
+    context: Any, params: types.CreateMessageRequestParams
+) -> types.CreateMessageResult:
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text="sampled"), model="m"
+    )
+
+
+async def test_a_backend_asks_the_session_client_whichever_replica_its_answer_reaches(
+    cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    # The backend's sampling request travels on the call's POST stream (the replica
+    # running the call); the client answers in a new POST, which HAProxy sends to the
+    # next replica in turn: that one passes the answer on over Redis.
+    async with (
+        cluster(write_config(tmp_path, "conformance_server.py"), tmp_path) as c,
+        httpx2.AsyncClient(headers=AUTH, timeout=30) as http,
+        Client(
+            streamable_http_client(f"{c.url}/mcp", http_client=http),
+            mode="legacy",
+            sampling_callback=sample,
+        ) as client,
+    ):
+        for n in range(6):
+            with anyio.fail_after(30):
+                result = await client.call_tool("local__test_sampling", {"prompt": f"p{n}"})
+            assert result.content[0].text == "LLM response: sampled", c.logs()  # type: ignore[union-attr]
