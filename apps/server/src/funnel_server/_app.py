@@ -52,6 +52,7 @@ from funnel_proxy import (
     McpHttpEndpoint,
     ProxyError,
     Reason,
+    SessionSharing,
     ToolNotFound,
     namespaced_name,
 )
@@ -501,6 +502,31 @@ async def _unless_disconnected(
 # ---------------------------------------------------------------------- the app
 
 
+class _SharedSessionStore:
+    """``/mcp``'s session records in the replicas' Valkey/Redis (a ``SessionStore``)."""
+
+    def __init__(self, shared: SharedState) -> None:
+        self._shared = shared
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._shared.client.get(self._shared.key(key))
+        # The client does not decode responses: values come back as bytes.
+        return value if isinstance(value, bytes) else None
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._shared.client.set(self._shared.key(key), value, px=max(1, int(ttl * 1000)))
+
+
+def _mcp_replicas(shared: SharedState | None) -> dict[str, Any]:
+    """How ``/mcp`` shares handshake-era sessions between replicas (not at all without one)."""
+    if shared is None:
+        return {}
+    return {
+        "state_keys": shared.keys.derive("mcp-sessions"),
+        "sharing": SessionSharing(bus=shared, store=_SharedSessionStore(shared)),
+    }
+
+
 def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of global state
     funnel: Funnel,
     settings: AppSettings,
@@ -542,6 +568,7 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         instructions=settings.instructions,
         max_sessions=settings.mcp_max_sessions,
         session_idle_timeout=settings.mcp_session_idle_timeout,
+        **_mcp_replicas(shared),
     )
     dashboard = _dashboard()
     own_logs = logs is None
@@ -808,6 +835,8 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         ),
         on_startup=[logs.install] if own_logs else [],
         on_shutdown=[endpoint.close_all, logs.uninstall] if own_logs else [endpoint.close_all],
+        # /mcp hears the other replicas' session changes and list changes while it runs.
+        lifespan=[lambda _: endpoint.replicate()] if shared is not None else [],
         debug=False,
         # The app configures logging itself; Litestar's dictConfig would disable existing loggers.
         logging_config=None,

@@ -50,6 +50,7 @@ from funnel_proxy._secrets import (
     SecretProvider,
 )
 from funnel_proxy._semantic import Embedder, load_embedder
+from funnel_proxy._session_sharing import EventBus, SessionSharing, SessionStore
 from funnel_proxy._stdio_server import serve_stdio
 from funnel_proxy._surface import Conflict, Surface, ToolEntry, build_surface
 from funnel_proxy._telemetry import configure_from_env as configure_telemetry_from_env
@@ -69,6 +70,7 @@ __all__ = [
     "Conflict",
     "DotenvProvider",
     "Embedder",
+    "EventBus",
     "Funnel",
     "FunnelConfig",
     "FunnelEvent",
@@ -89,6 +91,8 @@ __all__ = [
     "SearchIndex",
     "SecretProvider",
     "ServerConfig",
+    "SessionSharing",
+    "SessionStore",
     "SseTransportConfig",
     "StdioTransportConfig",
     "StreamableHttpTransportConfig",

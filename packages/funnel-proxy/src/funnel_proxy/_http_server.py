@@ -27,6 +27,23 @@ Garbage (not JSON, not JSON-RPC, a batch) gets a JSON-RPC error with HTTP 400 an
 session survives. Resources are bounded: body size, sessions (least recently used idle
 ones are dropped first; idle sessions expire), requests in flight per session, one GET
 stream per session, buffered notifications.
+
+Replicas. Given a state key (``state_keys``), a handshake session's id is its sealed
+:class:`~funnel_proxy._session_ticket.SessionTicket`: a replica that does not hold the
+session rebuilds it from the id alone (replaying ``initialize``), so a round-robin load
+balancer needs no stickiness and a replica's death loses only its calls in flight. An id
+that does not open (another deployment's, tampered, expired) is a 404 like an unknown
+one. Sessions then end by DELETE or when their lifetime (``session_lifetime``) runs out;
+idle expiry and the session limit only drop a replica's local copy. With ``sharing``
+(:class:`~funnel_proxy.SessionSharing`: a store and a bus), the state that changes after
+``initialize`` (log level, resource subscriptions, ended) is written to the store and
+announced on the bus, so every replica holding the session applies it and one that
+rebuilds it later reads it; list changes are announced too, for GET and
+``subscriptions/listen`` streams on other replicas. :meth:`McpHttpEndpoint.replicate`
+runs the bus side. A backend's request to the client during a call still goes on that
+call's POST stream, which the replica handling the POST holds; with ``sharing`` its id
+names that replica, so the client's answer, a POST the balancer may hand to any
+replica, is passed on to it over the bus.
 """
 
 from __future__ import annotations
@@ -36,17 +53,18 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
 import anyio.abc
+import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from msgspec import UNSET, Raw
 
 from funnel_proxy import _telemetry
-from funnel_proxy._dispatcher import McpServerSession
+from funnel_proxy._dispatcher import _LIST_NOTIFICATIONS, McpServerSession
 from funnel_proxy._errors import ProxyError
 from funnel_proxy._funnel import Funnel
 from funnel_proxy._http_rules import (
@@ -59,6 +77,23 @@ from funnel_proxy._http_rules import (
     progress_token,
     stateless_refusal,
     status_for,
+)
+from funnel_proxy._session_sharing import (
+    SESSION_CHANNEL,
+    BusMessage,
+    SessionSharing,
+    decode_bus,
+    encode_bus,
+)
+from funnel_proxy._session_ticket import (
+    Sealer,
+    SessionRecord,
+    SessionTicket,
+    TicketTooLarge,
+    open_record,
+    open_ticket,
+    seal_record,
+    seal_ticket,
 )
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
@@ -93,6 +128,24 @@ Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
 
 _KEEPALIVE_SECONDS: Final = 15.0
+#: Methods whose success changes a session's shared record.
+_RECORDED: Final = frozenset({"logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+_UNKNOWN: Final = "Unknown or ended MCP session"
+#: Sealed sessions ended here remembered at most (each until its id expires).
+_MAX_ENDED: Final = 4096
+#: Separates the replica from funnel's own id in a request funnel sends a client.
+_ASK_MARK: Final = "~"
+
+
+class _Unavailable(Exception):
+    """A session cannot be served here now (answered with ``status``)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 _SSE_HEADERS: Final = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache, no-store"),
@@ -135,6 +188,8 @@ class _HttpSession:
     scopes: set[anyio.CancelScope] = field(default_factory=set)
     last_used: float = 0.0
     closed: bool = False
+    ticket: SessionTicket | None = None
+    record: SessionRecord = field(default_factory=SessionRecord)
 
     @property
     def busy(self) -> bool:
@@ -261,6 +316,17 @@ class McpHttpEndpoint:
         max_in_flight: Requests one session may have running at once.
         max_body: Largest POST body accepted, in bytes.
         clock: A monotonic clock (injectable for tests).
+        state_keys: Seal session ids with these keys (``StateKeys.derive("mcp-sessions")``)
+            so that any replica given the same keys serves any session; ``None`` (one
+            process): random ids.
+        sharing: The replicas' store and bus (needs ``state_keys``): the log level,
+            subscriptions and DELETE reach every replica, and so do list changes while
+            :meth:`replicate` runs.
+        session_lifetime: Seconds a sealed session id is accepted after ``initialize``.
+        wall_clock: Wall-clock seconds (sealed expiries are compared across replicas).
+
+    Raises:
+        ValueError: ``sharing`` without ``state_keys``, or a replica id with ``~``.
     """
 
     def __init__(
@@ -274,7 +340,15 @@ class McpHttpEndpoint:
         max_in_flight: int = 64,
         max_body: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
+        state_keys: Sealer | None = None,
+        sharing: SessionSharing | None = None,
+        session_lifetime: float = 86400.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        if sharing is not None and state_keys is None:
+            raise ValueError("sharing sessions between replicas needs state_keys")
+        if sharing is not None and _ASK_MARK in sharing.replica:
+            raise ValueError(f"a replica id must not contain {_ASK_MARK!r}")
         self._funnel = funnel
         self._version = version
         self._instructions = instructions
@@ -284,6 +358,16 @@ class McpHttpEndpoint:
         self._max_body = max_body
         self._clock = clock
         self._sessions: OrderedDict[str, _HttpSession] = OrderedDict()
+        self._sealer = state_keys
+        self._sharing = sharing
+        self._replica = (sharing.replica if sharing is not None else "") or secrets.token_hex(8)
+        self._lifetime = session_lifetime
+        self._wall = wall_clock
+        self._replays = 0
+        self._listens: dict[int, tuple[MemoryObjectSendStream[Message], RequestId, frozenset[str]]]
+        self._listens = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ended: OrderedDict[str, float] = OrderedDict()
 
     @property
     def session_count(self) -> int:
@@ -319,33 +403,170 @@ class McpHttpEndpoint:
 
     # ------------------------------------------------------------------ sessions
 
-    def _session(self, session_id: str) -> _HttpSession | None:
+    async def _session(self, session_id: str) -> _HttpSession | None:
+        """The session ``session_id`` names, rebuilt from a sealed id if need be.
+
+        Raises:
+            _Unavailable: It is valid but cannot be served here now.
+        """
         self._expire()
         session = self._sessions.get(session_id)
-        if session is not None:
-            session.last_used = self._clock()
-            self._sessions.move_to_end(session_id)
+        if session is None:
+            ticket = self._open(session_id)
+            if ticket is None or self._has_ended(ticket):
+                return None
+            record = await self._load(ticket)
+            if record.ended:
+                return None
+            # Another request for it may have rebuilt it while the store answered.
+            session = self._sessions.get(session_id) or await self._rebuild(
+                session_id, ticket, record
+            )
+        elif session.ticket is not None and not session.ticket.expires > self._wall():
+            logger.info("MCP session %s… expired (lifetime over)", session.id[-8:])
+            self._drop(session)
+            return None
+        session.last_used = self._clock()
+        self._sessions.move_to_end(session_id)
         return session
+
+    def _end(self, ticket: SessionTicket) -> None:
+        """Remember here that a sealed session ended: its id would otherwise rebuild it."""
+        now = self._wall()
+        for key in [k for k, expires in self._ended.items() if not expires > now]:
+            del self._ended[key]
+        self._ended[ticket.key] = ticket.expires
+        while len(self._ended) > _MAX_ENDED:
+            self._ended.popitem(last=False)  # the oldest: the shared store still knows
+
+    def _has_ended(self, ticket: SessionTicket) -> bool:
+        return ticket.key in self._ended
+
+    def _open(self, session_id: str) -> SessionTicket | None:
+        if self._sealer is None:
+            return None
+        return open_ticket(session_id, self._sealer, now=self._wall())
+
+    async def _load(self, ticket: SessionTicket) -> SessionRecord:
+        """The session's shared record (a fresh one without sharing or when none is kept)."""
+        if self._sharing is None or self._sealer is None:
+            return SessionRecord()
+        try:
+            data = await self._sharing.store.get(_record_key(ticket))
+        except Exception as exc:
+            logger.warning("MCP session store unreachable: %s", exc)
+            raise _Unavailable(503, "The shared session store is unreachable") from exc
+        if data is None:
+            return SessionRecord()
+        return open_record(_record_key(ticket), data, self._sealer) or SessionRecord()
+
+    async def _rebuild(
+        self, session_id: str, ticket: SessionTicket, record: SessionRecord
+    ) -> _HttpSession:
+        """Make a session another replica started servable here (replaying its state)."""
+        session = self._new_session(session_id, ticket)
+        if session is None:
+            raise _Unavailable(503, "Too many MCP sessions; try again later")
+        assert session.mcp is not None  # noqa: S101 - set by _new_session
+        await session.mcp.handle(
+            Request(
+                id=self._replay_id(), method="initialize", params=to_raw(ticket.initialize_params())
+            )
+        )
+        await session.mcp.handle(Notification(method="notifications/initialized"))
+        logger.info("MCP session %s… resumed from its id", session.id[-8:])
+        await self._apply(session, record)
+        return session
+
+    def _replay_id(self) -> str:
+        # Answers to replayed requests match no route: route() drops them.
+        self._replays += 1
+        return f"funnel-replay-{self._replica}-{self._replays}"
+
+    async def _apply(self, session: _HttpSession, record: SessionRecord) -> None:
+        """Bring a session held here to ``record`` (set by a request on any replica)."""
+        mcp = session.mcp
+        if mcp is None or session.closed:
+            return
+        old, session.record = session.record, record
+        if record.level is not None and record.level != old.level:
+            await mcp.handle(
+                Request(
+                    id=self._replay_id(),
+                    method="logging/setLevel",
+                    params=to_raw({"level": record.level}),
+                )
+            )
+        for uri in sorted(set(old.uris) - set(record.uris)):
+            await mcp.handle(
+                Request(
+                    id=self._replay_id(),
+                    method="resources/unsubscribe",
+                    params=to_raw({"uri": uri}),
+                )
+            )
+        for uri in sorted(set(record.uris) - set(old.uris)):
+            await mcp.handle(
+                Request(
+                    id=self._replay_id(), method="resources/subscribe", params=to_raw({"uri": uri})
+                )
+            )
+
+    async def _record(self, session: _HttpSession, record: SessionRecord) -> None:
+        """Keep a session's new record and tell the other replicas (best effort)."""
+        session.record = record
+        if self._sharing is None or self._sealer is None or session.ticket is None:
+            return
+        key = _record_key(session.ticket)
+        ttl = session.ticket.expires - self._wall()
+        if ttl <= 0:
+            return
+        try:
+            with anyio.fail_after(5):
+                await self._sharing.store.put(key, seal_record(key, record, self._sealer), ttl)
+                await self._sharing.bus.publish(
+                    SESSION_CHANNEL,
+                    encode_bus(
+                        BusMessage(
+                            origin=self._replica,
+                            kind="record",
+                            session=session.ticket.key,
+                            record=record,
+                        ),
+                        self._sealer,
+                    ),
+                )
+        except Exception as exc:  # noqa: BLE001 - the client has its answer; say what is lost
+            logger.warning(
+                "MCP session %s…: could not share its new state with the other replicas: %s",
+                session.id[-8:],
+                exc,
+            )
 
     def _expire(self) -> None:
         cutoff = self._clock() - self._idle_timeout
         for session in [s for s in self._sessions.values() if not s.busy and s.last_used < cutoff]:
-            logger.info("MCP session %s… expired after being idle", session.id[:8])
+            logger.info("MCP session %s… expired after being idle", session.id[-8:])
             self._drop(session)
 
     def _drop(self, session: _HttpSession) -> None:
         session.close()
-        self._sessions.pop(session.id, None)
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
 
-    def _new_session(self) -> _HttpSession | None:
+    def _new_session(
+        self, session_id: str | None = None, ticket: SessionTicket | None = None
+    ) -> _HttpSession | None:
         self._expire()
         while len(self._sessions) >= self._max_sessions:
             idle = next((s for s in self._sessions.values() if not s.busy), None)
             if idle is None:
                 return None
-            logger.info("MCP session %s… dropped: too many sessions", idle.id[:8])
+            logger.info("MCP session %s… dropped: too many sessions", idle.id[-8:])
             self._drop(idle)
-        session = _HttpSession(id=secrets.token_urlsafe(24), last_used=self._clock())
+        session = _HttpSession(
+            id=session_id or secrets.token_urlsafe(24), last_used=self._clock(), ticket=ticket
+        )
         session.mcp = McpServerSession(
             self._funnel, session.route, version=self._version, instructions=self._instructions
         )
@@ -353,8 +574,212 @@ class McpHttpEndpoint:
         # it lives, not only while a stream is open.
         self._funnel.add_client(session.mcp)
         self._sessions[session.id] = session
-        logger.info("MCP session %s… started (%d open)", session.id[:8], len(self._sessions))
+        logger.info("MCP session %s… started (%d open)", session.id[-8:], len(self._sessions))
         return session
+
+    def _ticket_for(self, request: Request) -> SessionTicket | None:
+        """The ticket an ``initialize`` makes (``None`` without state keys).
+
+        Raises:
+            TicketTooLarge: The request is too large to be carried in an id.
+        """
+        if self._sealer is None:
+            return None
+        try:
+            params = (
+                from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
+            )
+        except DecodeError:
+            params = {}
+        version = params.get("protocolVersion")
+        info = params.get("clientInfo")
+        capabilities = params.get("capabilities")
+        return SessionTicket(
+            number=secrets.token_bytes(16),
+            protocol_version=version if isinstance(version, str) else None,
+            client_info=info if isinstance(info, dict) else {},
+            capabilities=capabilities if isinstance(capabilities, dict) else {},
+            expires=self._wall() + self._lifetime,
+        )
+
+    # ------------------------------------------------------------------ replicas
+
+    def _outgoing(self, message: Message) -> Message:
+        """A message for the client, with funnel's own request ids naming this replica.
+
+        With replicas, the client's answer to a request funnel sent it is a new POST that
+        the balancer may hand to any replica; the id tells that replica whose it is.
+        """
+        if self._sharing is None:
+            return message
+        if isinstance(message, Request):
+            return msgspec.structs.replace(message, id=f"{self._replica}{_ASK_MARK}{message.id}")
+        if (
+            isinstance(message, Notification)
+            and message.method == "notifications/cancelled"
+            and isinstance(message.params, Raw)
+        ):
+            params = _notification_params(message)
+            asked = params.get("requestId")
+            if isinstance(asked, str):
+                params["requestId"] = f"{self._replica}{_ASK_MARK}{asked}"
+                return Notification(method=message.method, params=to_raw(params))
+        return message
+
+    async def _take(self, mcp: McpServerSession, session: _HttpSession, message: Message) -> None:
+        """Handle a client's notification or answer (passing another replica's on)."""
+        if isinstance(message, Response | ErrorResponse):
+            answer = await self._answer_for(session, message)
+            if answer is None:
+                return
+            message = answer
+        await mcp.handle(message)
+
+    async def _answer_for(
+        self, session: _HttpSession, answer: Response | ErrorResponse
+    ) -> Response | ErrorResponse | None:
+        """The client's answer to one of funnel's requests, if it is this replica's to take.
+
+        An answer to another replica's request is passed on to it over the bus.
+        """
+        if self._sharing is None or not isinstance(answer.id, str) or _ASK_MARK not in answer.id:
+            return answer
+        replica, _, asked = answer.id.partition(_ASK_MARK)
+        answer = msgspec.structs.replace(answer, id=asked)
+        if replica == self._replica:
+            return answer
+        if self._sealer is not None and session.ticket is not None:
+            message = BusMessage(
+                origin=self._replica,
+                kind="answer",
+                session=session.ticket.key,
+                target=replica,
+                payload=encode_message(answer),
+            )
+            try:
+                with anyio.fail_after(5):
+                    await self._sharing.bus.publish(
+                        SESSION_CHANNEL, encode_bus(message, self._sealer)
+                    )
+            except Exception as exc:  # noqa: BLE001 - the asking replica times the request out
+                logger.warning("could not pass a client's answer to replica %s: %s", replica, exc)
+        return None
+
+    def _heard_answer(self, key: str, payload: bytes) -> None:
+        session = next(
+            (s for s in self._sessions.values() if s.ticket is not None and s.ticket.key == key),
+            None,
+        )
+        if session is None or session.mcp is None or self._tg is None:
+            return  # the session left this replica: its request times out
+        try:
+            answer = decode_message(payload)
+        except DecodeError:
+            return
+        if isinstance(answer, Response | ErrorResponse):
+            self._tg.start_soon(session.mcp.handle, answer)
+
+    @contextlib.asynccontextmanager
+    async def replicate(self) -> AsyncIterator[None]:
+        """Take part in the replicas' bus for the duration of the block.
+
+        Hears the other replicas' session changes (applied to the sessions held here) and
+        list changes (told to this replica's GET and ``subscriptions/listen`` streams), and
+        announces this replica's list changes. Does nothing without ``sharing``. Status
+        changes stay per replica: each has its own backends.
+        """
+        sharing, sealer = self._sharing, self._sealer
+        if sharing is None or sealer is None:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self._hear, sharing, sealer)
+            tg.start_soon(self._announce, sharing, sealer)
+            try:
+                yield
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def _hear(
+        self,
+        sharing: SessionSharing,
+        sealer: Sealer,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with sharing.bus.subscribe(SESSION_CHANNEL) as payloads:
+            task_status.started()
+            async for payload in payloads:
+                message = decode_bus(payload, sealer)
+                if message is None or message.origin == self._replica:
+                    continue  # not ours to read, or our own echo
+                if message.kind == "lists":
+                    self._tell_lists(frozenset(message.lists))
+                elif message.kind == "answer":
+                    if message.target == self._replica:
+                        self._heard_answer(message.session, message.payload)
+                elif message.record is not None:
+                    self._heard_record(message.session, message.record)
+
+    def _heard_record(self, key: str, record: SessionRecord) -> None:
+        session = next(
+            (s for s in self._sessions.values() if s.ticket is not None and s.ticket.key == key),
+            None,
+        )
+        if session is None:
+            return
+        if record.ended:
+            logger.info("MCP session %s… ended on another replica", session.id[-8:])
+            if session.ticket is not None:
+                self._end(session.ticket)
+            self._drop(session)
+        elif self._tg is not None:
+            self._tg.start_soon(self._apply_heard, session, record)
+
+    async def _apply_heard(self, session: _HttpSession, record: SessionRecord) -> None:
+        # Runs in replicate()'s task group: one session's trouble must not end the bus.
+        try:
+            await self._apply(session, record)
+        except Exception:
+            logger.exception("MCP session %s…: applying another replica's change", session.id[-8:])
+
+    def _tell_lists(self, lists: frozenset[str]) -> None:
+        """Tell this replica's streams about list changes another replica saw."""
+        for kind in sorted(lists & _LIST_NOTIFICATIONS.keys()):
+            method, _ = _LIST_NOTIFICATIONS[kind]
+            for session in list(self._sessions.values()):
+                if session.stream is not None:
+                    _offer(session.stream, Notification(method=method))
+            for channel, subscription, kinds in list(self._listens.values()):
+                if kind in kinds:
+                    _offer(
+                        channel,
+                        Notification(
+                            method=method,
+                            params=to_raw(
+                                {"_meta": {"io.modelcontextprotocol/subscriptionId": subscription}}
+                            ),
+                        ),
+                    )
+
+    async def _announce(self, sharing: SessionSharing, sealer: Sealer) -> None:
+        async with self._funnel.events() as events:
+            async for event in events:
+                if event.kind != "list_changed":
+                    continue
+                payload = encode_bus(
+                    BusMessage(
+                        origin=self._replica, kind="lists", lists=tuple(sorted(event.lists))
+                    ),
+                    sealer,
+                )
+                try:
+                    with anyio.fail_after(5):
+                        await sharing.bus.publish(SESSION_CHANNEL, payload)
+                except Exception as exc:  # noqa: BLE001 - the next change is announced again
+                    logger.warning("could not announce a list change to the replicas: %s", exc)
 
     # ------------------------------------------------------------------ POST
 
@@ -465,16 +890,22 @@ class McpHttpEndpoint:
             self._funnel, deliver, version=self._version, instructions=self._instructions
         )
         listen = message.method == "subscriptions/listen"
-        await self._exchange(
-            mcp=mcp,
-            request=message,
-            channel=channel,
-            inbox=inbox,
-            receive=receive,
-            http=http,
-            modern=True,
-            watch=listen,
-        )
+        if listen:
+            # Other replicas' list changes reach this stream too (see replicate()).
+            self._listens[id(channel)] = (channel, message.id, _listened(params))
+        try:
+            await self._exchange(
+                mcp=mcp,
+                request=message,
+                channel=channel,
+                inbox=inbox,
+                receive=receive,
+                http=http,
+                modern=True,
+                watch=listen,
+            )
+        finally:
+            self._listens.pop(id(channel), None)
 
     async def _post_handshake(
         self, message: Message, headers: Mapping[str, str], receive: Receive, http: _Http
@@ -486,7 +917,17 @@ class McpHttpEndpoint:
             )
             return
         if isinstance(message, Request) and message.method == "initialize":
-            session = self._new_session()
+            try:
+                ticket = self._ticket_for(message)
+            except TicketTooLarge as exc:
+                await http.json(400, _error(message.id, -32602, f"Invalid params: {exc}"))
+                return
+            session_id = (
+                seal_ticket(ticket, self._sealer)
+                if ticket is not None and self._sealer is not None
+                else None
+            )
+            session = self._new_session(session_id, ticket)
             if session is None:
                 await http.json(
                     503, _error(message.id, -32000, "Too many MCP sessions; try again later")
@@ -504,18 +945,21 @@ class McpHttpEndpoint:
                     ),
                 )
                 return
-            found = self._session(session_id)
-            if found is None:
+            try:
+                found = await self._session(session_id)
+            except _Unavailable as exc:
                 await http.json(
-                    404,
-                    _error(getattr(message, "id", None), -32600, "Unknown or ended MCP session"),
+                    exc.status, _error(getattr(message, "id", None), -32000, exc.message)
                 )
+                return
+            if found is None:
+                await http.json(404, _error(getattr(message, "id", None), -32600, _UNKNOWN))
                 return
             session = found
         assert session.mcp is not None  # noqa: S101 - set when the session was made
         http.extra_headers.append((SESSION_HEADER.encode(), session.id.encode()))
         if not isinstance(message, Request):
-            await session.mcp.handle(message)
+            await self._take(session.mcp, session, message)
             await http.respond(202)
             return
         if message.id in session.routes:
@@ -534,7 +978,7 @@ class McpHttpEndpoint:
         if route.progress_token is not None:
             session.by_token[route.progress_token] = route
         try:
-            await self._exchange(
+            final = await self._exchange(
                 mcp=session.mcp,
                 request=message,
                 channel=channel,
@@ -544,6 +988,10 @@ class McpHttpEndpoint:
                 modern=False,
                 owner=session,
             )
+            if message.method in _RECORDED and isinstance(final, Response):
+                record = _recorded(session.record, message)
+                if record != session.record:
+                    await self._record(session, record)
         finally:
             session.routes.pop(message.id, None)
             if (
@@ -565,8 +1013,13 @@ class McpHttpEndpoint:
         modern: bool,
         watch: bool = False,
         owner: _HttpSession | None = None,
-    ) -> None:
-        """Run one request and write what it sends: JSON, or SSE once a notification comes first."""
+    ) -> Message | None:
+        """Run one request and write what it sends: JSON, or SSE once a notification comes first.
+
+        Returns:
+            The request's final response, if it was written.
+        """
+        final: Message | None = None
 
         async def work() -> None:
             async with channel:
@@ -585,7 +1038,7 @@ class McpHttpEndpoint:
                     if watch:
                         tg.start_soon(mcp.watch)
                     tg.start_soon(work)
-                    await self._write(inbox, http, request, modern=modern, keepalive=watch)
+                    final = await self._write(inbox, http, request, modern=modern, keepalive=watch)
                     tg.cancel_scope.cancel()
             finally:
                 if owner is not None:
@@ -593,6 +1046,7 @@ class McpHttpEndpoint:
         if scope.cancelled_caught or not http.finished:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await _finish(http, request, closed=owner is not None and owner.closed)
+        return final
 
     async def _write(
         self,
@@ -602,7 +1056,7 @@ class McpHttpEndpoint:
         *,
         modern: bool,
         keepalive: bool,
-    ) -> None:
+    ) -> Message | None:
         streaming = False
         while True:
             try:
@@ -619,18 +1073,18 @@ class McpHttpEndpoint:
                 if not streaming:
                     await http.start_stream()
                 await http.end_stream()
-                return
+                return None
             final = isinstance(message, Response | ErrorResponse) and message.id == request.id
             if final and not streaming:
                 await http.json(status_for(message, modern=modern), message)
-                return
+                return message
             if not streaming:
                 streaming = True
                 await http.start_stream()
-            await http.chunk(_sse_event(message))
+            await http.chunk(_sse_event(self._outgoing(message)))
             if final:
                 await http.end_stream()
-                return
+                return message
 
     # ------------------------------------------------------------------ GET and DELETE
 
@@ -644,9 +1098,13 @@ class McpHttpEndpoint:
         ):
             await http.respond(406)
             return
-        session = self._session(headers[SESSION_HEADER])
+        try:
+            session = await self._session(headers[SESSION_HEADER])
+        except _Unavailable as exc:
+            await http.json(exc.status, _error(None, -32000, exc.message))
+            return
         if session is None:
-            await http.json(404, _error(None, -32600, "Unknown or ended MCP session"))
+            await http.json(404, _error(None, -32600, _UNKNOWN))
             return
         if session.stream is not None:
             await http.json(409, _error(None, -32600, "This session already has a GET stream"))
@@ -668,7 +1126,7 @@ class McpHttpEndpoint:
                         if wait.cancelled_caught:
                             await http.chunk(b": keepalive\n\n")
                         else:
-                            await http.chunk(_sse_event(message))
+                            await http.chunk(_sse_event(self._outgoing(message)))
             finally:
                 session.scopes.discard(scope)
                 session.stream = None
@@ -681,13 +1139,70 @@ class McpHttpEndpoint:
         if headers.get(VERSION_HEADER) in MODERN_VERSIONS or not session_id:
             await http.respond(405, b"", [(b"allow", b"POST")])
             return
-        session = self._session(session_id)
-        if session is None:
-            await http.json(404, _error(None, -32600, "Unknown or ended MCP session"))
+        self._expire()
+        session = self._sessions.get(session_id)
+        ticket = session.ticket if session is not None else self._open(session_id)
+        if ticket is not None and self._has_ended(ticket):
+            ticket = None
+        record = session.record if session is not None else None
+        if ticket is not None and record is None:
+            try:
+                record = await self._load(ticket)
+            except _Unavailable as exc:
+                await http.json(exc.status, _error(None, -32000, exc.message))
+                return
+        if (session is None and ticket is None) or (record is not None and record.ended):
+            await http.json(404, _error(None, -32600, _UNKNOWN))
             return
-        self._drop(session)
-        logger.info("MCP session %s… ended by the client", session.id[:8])
+        ended = _HttpSession(id=session_id, ticket=ticket) if session is None else session
+        if session is not None:
+            self._drop(session)
+        if ticket is not None:
+            self._end(ticket)
+        # Every replica forgets it: the ended record is kept as long as the id is valid.
+        await self._record(ended, msgspec.structs.replace(record or SessionRecord(), ended=True))
+        logger.info("MCP session %s… ended by the client", session_id[-8:])
         await http.respond(204)
+
+
+def _record_key(ticket: SessionTicket) -> str:
+    return f"mcp-session:{ticket.key}"
+
+
+def _recorded(record: SessionRecord, request: Request) -> SessionRecord:
+    """A session's record after ``request`` (one of :data:`_RECORDED`) succeeded."""
+    try:
+        params = from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
+    except DecodeError:
+        return record
+    if request.method == "logging/setLevel":
+        level = params.get("level")
+        return msgspec.structs.replace(record, level=level) if isinstance(level, str) else record
+    uri = params.get("uri")
+    if not isinstance(uri, str):
+        return record
+    uris = set(record.uris)
+    if request.method == "resources/subscribe":
+        uris.add(uri)
+    else:
+        uris.discard(uri)
+    return msgspec.structs.replace(record, uris=tuple(sorted(uris)))
+
+
+def _listened(params: Mapping[str, Any]) -> frozenset[str]:
+    """Which lists a ``subscriptions/listen`` request asks to hear about."""
+    wanted = params.get("notifications")
+    if not isinstance(wanted, dict):
+        return frozenset()
+    return frozenset(kind for kind, (_, flag) in _LIST_NOTIFICATIONS.items() if wanted.get(flag))
+
+
+def _offer(stream: MemoryObjectSendStream[Message], message: Message) -> None:
+    # List changes are repeated on the next change anyway: drop rather than block.
+    with contextlib.suppress(
+        anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+    ):
+        stream.send_nowait(message)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
