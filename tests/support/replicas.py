@@ -49,7 +49,9 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 # HAProxy answers a request whose reused connection died by closing the *client's*
 # connection without a response (keep-alive semantics: it expects the client to resend),
 # and an HTTP client does not resend a POST; a fresh connection fails as conn-failure,
-# which HAProxy retries itself. The access log (haproxy.log) shows each retry.
+# which HAProxy retries itself. http-buffer-request: the whole request is in HAProxy's
+# buffer before a server is picked, so a retry (after a replica died between accepting and
+# answering) can always resend it. The access log (haproxy.log) shows each retry.
 HAPROXY_CFG = """\
 global
     maxconn 512
@@ -63,6 +65,7 @@ defaults
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
     option http-server-close
+    option http-buffer-request
     log global
     option httplog
 frontend funnel

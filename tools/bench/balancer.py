@@ -53,6 +53,7 @@ defaults
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
     option http-server-close
+    option http-buffer-request
 frontend funnel
     bind 127.0.0.1:{port}
     default_backend replicas
