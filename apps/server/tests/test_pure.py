@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import funnel_server
 from funnel_auth import RateLimiter
-from funnel_proxy import RateLimit, RateLimits
 from funnel_server import _audit
 from funnel_server._audit import (
     AuditLog,
@@ -28,7 +27,6 @@ from funnel_server._audit import (
     remove_audit_handlers,
     scrub,
 )
-from funnel_server._calls import ToolCallLimits
 from funnel_server._security import (
     COOKIE_NAME,
     InboundAuth,
@@ -177,28 +175,6 @@ def test_a_generated_token_is_stored_private_and_reused(tmp_path: Path) -> None:
 )
 def test_only_local_paths_are_followed_after_sign_in(value: str | None, expected: str) -> None:
     assert safe_next_path(value) == expected
-
-
-def test_every_matching_limit_counts_a_call_and_a_refusal_counts_nowhere() -> None:
-    now = [0.0]
-    limits = ToolCallLimits(
-        RateLimits(
-            tools={
-                "demo__*": RateLimit(calls=3, per_seconds=60),
-                "demo__echo": RateLimit(calls=1, per_seconds=10),
-            }
-        ),
-        clock=lambda: now[0],
-    )
-    assert limits.acquire("demo__echo") == 0
-    assert limits.acquire("demo__echo") == pytest.approx(10)
-    assert limits.acquire("demo__add") == 0, "the refused echo did not use up demo__*"
-    assert limits.acquire("demo__add") == 0
-    assert limits.acquire("demo__add") == pytest.approx(60)
-    assert limits.acquire("other__tool") == 0, "unmatched tools are unlimited"
-    now[0] = 60.0
-    assert limits.acquire("demo__echo") == 0
-    assert not ToolCallLimits(RateLimits())
 
 
 def test_audit_events_become_redacted_json_lines_in_a_private_file(tmp_path: Path) -> None:

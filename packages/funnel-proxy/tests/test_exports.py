@@ -2,6 +2,7 @@ import funnel_proxy
 
 EXPECTED = [
     "CONFIG_FILE_NAME",
+    "RATE_LIMITED",
     "AutoReconnect",
     "BackendState",
     "BackendUnavailable",
@@ -37,8 +38,10 @@ EXPECTED = [
     "StdioTransportConfig",
     "StreamableHttpTransportConfig",
     "Surface",
+    "ToolCallLimits",
     "ToolEntry",
     "ToolNotFound",
+    "ToolRateLimited",
     "TransportConfig",
     "WebSocketTransportConfig",
     "__version__",

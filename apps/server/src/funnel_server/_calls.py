@@ -6,10 +6,9 @@ that one method, so a limit or an audit line cannot be forgotten on any path. Wh
 a call came from travels in a context variable (:data:`call_origin`) set by each front
 door, so the audit event can say ``client=ws``.
 
-Limits come from the config's ``rateLimits.tools``: every pattern that matches the
-exposed name counts the call in its own bucket (shared by all clients). A call is
-refused without being counted anywhere when any bucket is full, with the time until it
-would be allowed. With shared state (``--shared-state``) the buckets live in Valkey/Redis
+Limits come from the config's ``rateLimits.tools`` and are funnel-proxy's
+(:class:`~funnel_proxy.ToolCallLimits`, applied by :meth:`Funnel.admit`); this app audits
+each refusal. With shared state (``--shared-state``) the buckets live in Valkey/Redis
 and count every replica's calls once (:meth:`SharedState.acquire
 <funnel_server._shared.SharedState.acquire>`, a sliding log in one Lua script); without
 it they are this process's :class:`~funnel_auth.RateLimiter`.
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -32,8 +30,15 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from msgspec import Raw
 
-from funnel_auth import AuthorizationCodeAuth, RateLimiter
-from funnel_proxy import Funnel, FunnelConfig, PatternSet, RateLimits, ReloadReport, ToolEntry
+from funnel_auth import AuthorizationCodeAuth
+from funnel_proxy import (
+    RATE_LIMITED,
+    Funnel,
+    FunnelConfig,
+    ToolCallLimits,
+    ToolEntry,
+    ToolRateLimited,
+)
 from funnel_server._audit import audit
 from funnel_server._shared import SharedStateUnavailable
 from funnel_transports import RpcError
@@ -54,88 +59,10 @@ class _TokensChanged(msgspec.Struct, frozen=True):
     origin: str
 
 
-RATE_LIMITED: Final = -32029
-"""The JSON-RPC error code of a call refused by a rate limit (implementation-defined range)."""
-
 call_origin: contextvars.ContextVar[str] = contextvars.ContextVar(
     "funnel_call_origin", default="stdio"
 )
 """Which front door a tool call came through: ``stdio``, ``mcp``, ``ws`` or ``rest``."""
-
-
-class ToolRateLimited(RpcError):
-    """A call was refused by a configured rate limit.
-
-    It is an :class:`~funnel_transports.RpcError`, so every MCP path answers it as a
-    JSON-RPC error (code :data:`RATE_LIMITED`, ``data.retryAfter`` in seconds).
-
-    Attributes:
-        tool: The exposed tool name.
-        retry_after: Seconds until the call would be allowed.
-    """
-
-    def __init__(self, tool: str, retry_after: float) -> None:
-        self.tool = tool
-        self.retry_after = retry_after
-        seconds = max(1, math.ceil(retry_after))
-        super().__init__(
-            RATE_LIMITED,
-            f"Rate limit exceeded for {tool}: try again in {seconds} s",
-            {"retryAfter": seconds},
-        )
-
-
-class ToolCallLimits:
-    """The configured per-tool call limits (pure: an injected clock, no I/O).
-
-    Args:
-        limits: The config's ``rateLimits``.
-        clock: A monotonic clock in seconds.
-
-    Attributes:
-        config: The ``rateLimits`` these limits were built from.
-    """
-
-    def __init__(self, limits: RateLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = limits
-        self._buckets = [
-            (
-                pattern,
-                PatternSet([pattern]),
-                RateLimiter(max_attempts=limit.calls, window=limit.per_seconds, clock=clock),
-            )
-            for pattern, limit in sorted(limits.tools.items())
-        ]
-
-    def __bool__(self) -> bool:
-        return bool(self._buckets)
-
-    def buckets(self, tool: str) -> list[tuple[str, int, float]]:
-        """``(pattern, calls, seconds)`` of every limit that matches ``tool``."""
-        return [
-            (pattern, self.config.tools[pattern].calls, self.config.tools[pattern].per_seconds)
-            for pattern, match, _ in self._buckets
-            if match.matches(tool)
-        ]
-
-    def acquire(self, tool: str) -> float:
-        """Count a call of ``tool`` if every matching limit allows it.
-
-        Returns:
-            0.0 when the call may go ahead (it was counted in every matching bucket),
-            else the seconds until it would be allowed (nothing counted).
-        """
-        if not self._buckets:
-            return 0.0
-        matching = [
-            (pattern, limiter) for pattern, match, limiter in self._buckets if match.matches(tool)
-        ]
-        wait = max((limiter.check(pattern) for pattern, limiter in matching), default=0.0)
-        if wait > 0:
-            return wait
-        for pattern, limiter in matching:
-            limiter.acquire(pattern)
-        return 0.0
 
 
 class ServerFunnel(Funnel):
@@ -156,18 +83,9 @@ class ServerFunnel(Funnel):
         shared: SharedState | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(config, **options)
-        self._clock = clock
+        super().__init__(config, clock=clock, **options)
         self.shared = shared
-        self.limits = ToolCallLimits(config.rate_limits, clock=clock)
         self._replica = f"{os.getpid()}-{id(self):x}"
-
-    async def apply_config(self, config: FunnelConfig) -> ReloadReport:
-        """:meth:`Funnel.apply_config`, and the new config's ``rateLimits`` (counts start afresh)."""
-        report = await super().apply_config(config)
-        if config.rate_limits != self.limits.config:
-            self.limits = ToolCallLimits(config.rate_limits, clock=self._clock)
-        return report
 
     def admit(self, entry: ToolEntry) -> dict[str, str | float | None]:
         """Refuse a call that a configured limit does not allow (audited either way).
@@ -180,11 +98,17 @@ class ServerFunnel(Funnel):
             "tool": entry.name,
             "client": call_origin.get(),
         }
-        # With shared state the limits were counted in Redis by call_tool already.
-        wait = 0.0 if self.shared is not None else self.limits.acquire(entry.name)
-        if wait > 0:
-            audit("tool.call", outcome="limited", retry_after=round(wait, 3), **fields)
-            raise ToolRateLimited(entry.name, wait)
+        if self.shared is None:  # with shared state call_tool counted them in Redis already
+            try:
+                super().admit(entry)
+            except ToolRateLimited as refused:
+                audit(
+                    "tool.call",
+                    outcome="limited",
+                    retry_after=round(refused.retry_after, 3),
+                    **fields,
+                )
+                raise
         return fields
 
     async def call_tool(

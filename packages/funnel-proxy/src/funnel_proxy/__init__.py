@@ -26,6 +26,7 @@ from funnel_proxy._errors import (
 )
 from funnel_proxy._funnel import Funnel, FunnelEvent
 from funnel_proxy._http_server import McpHttpEndpoint
+from funnel_proxy._limits import RATE_LIMITED, ToolCallLimits, ToolRateLimited
 from funnel_proxy._models import (
     AutoReconnect,
     FunnelConfig,
@@ -62,6 +63,7 @@ __version__ = _metadata.version("funnel-proxy")  # one source: pyproject.toml
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "RATE_LIMITED",
     "AutoReconnect",
     "BackendState",
     "BackendUnavailable",
@@ -97,8 +99,10 @@ __all__ = [
     "StdioTransportConfig",
     "StreamableHttpTransportConfig",
     "Surface",
+    "ToolCallLimits",
     "ToolEntry",
     "ToolNotFound",
+    "ToolRateLimited",
     "TransportConfig",
     "WebSocketTransportConfig",
     "__version__",

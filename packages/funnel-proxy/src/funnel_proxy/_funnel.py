@@ -58,6 +58,7 @@ from funnel_auth import (
 from funnel_proxy._backend import Backend, BackendState
 from funnel_proxy._core_tools import CORE_SERVER, CoreTools
 from funnel_proxy._errors import BackendUnavailable, ProxyError, ToolNotFound
+from funnel_proxy._limits import ToolCallLimits, ToolRateLimited
 from funnel_proxy._models import FunnelConfig, ServerConfig
 from funnel_proxy._mrtr import ParkedCall, ParkedCalls, input_required
 from funnel_proxy._reload import ReloadReport, diff_configs
@@ -232,6 +233,10 @@ class Funnel:
             waits for backends still starting (later ones follow with ``list_changed``).
         flows: The registry of pending OAuth flows (default: this process's own; several
             replicas pass one they share).
+        clock: The monotonic clock of the ``rateLimits`` windows (injectable for tests).
+
+    Attributes:
+        limits: The config's ``rateLimits``, enforced by :meth:`admit` on every path.
     """
 
     def __init__(
@@ -247,8 +252,11 @@ class Funnel:
         token_store: TokenStore | None = None,
         startup_wait: float = 2.0,
         flows: FlowRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self._limits_clock = clock
+        self.limits = ToolCallLimits(config.rate_limits, clock=clock)
         self.startup_wait = startup_wait
         self._environ = dict(os.environ if environ is None else environ)
         self._base_dir = base_dir or Path.cwd()
@@ -391,6 +399,8 @@ class Funnel:
             await self._stop(name)
         self.config = config
         self.policy = VisibilityPolicy(config)
+        if config.rate_limits != self.limits.config:  # counts start afresh
+            self.limits = ToolCallLimits(config.rate_limits, clock=self._limits_clock)
         kept = self._backends
         self._backends = {}
         for server in config.servers:
@@ -825,12 +835,16 @@ class Funnel:
     def admit(self, entry: ToolEntry) -> Any:
         """Hook run before every tool call, on every path; raise to refuse it.
 
-        An embedder overrides it (funnel-server applies ``rateLimits``); whatever it
-        returns is handed to :meth:`record` for the same call.
+        It applies the config's ``rateLimits``. An embedder may extend it (funnel-server
+        audits the refusal); whatever it returns is handed to :meth:`record` for the same
+        call.
 
         Raises:
-            RpcError: The call is refused (a rate limit, for example).
+            ToolRateLimited: A configured limit refused the call (nothing was counted).
         """
+        wait = self.limits.acquire(entry.name) if self.limits else 0.0
+        if wait > 0:
+            raise ToolRateLimited(entry.name, wait)
         return None
 
     def record(
