@@ -63,6 +63,20 @@ from funnel_proxy._mrtr import ParkedCall, ParkedCalls, input_required
 from funnel_proxy._reload import ReloadReport, diff_configs
 from funnel_proxy._routing import Client, InFlight, choose, client_supports, needed_capability
 from funnel_proxy._surface import Surface, ToolEntry, build_surface
+from funnel_proxy._tasks_routing import (
+    TASK_NOTIFICATIONS,
+    TASKS_EXTENSION,
+    TaskRoute,
+    TaskTable,
+    backend_offers_extension,
+    backend_offers_task_calls,
+    created_task,
+    merged_tasks_capability,
+    related_task_id,
+    task_support,
+    with_related_task,
+    with_task_id,
+)
 from funnel_proxy._visibility import VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import (
@@ -92,6 +106,8 @@ logger = logging.getLogger("funnel_proxy")
 _COALESCE_SECONDS = 0.05
 #: Events one subscriber may have unread before it loses some (list changes are kept).
 MAX_QUEUED_EVENTS = 1024
+#: ``tasks/list`` follows at most this many pages of one backend.
+_MAX_TASK_PAGES = 20
 _STOP_SECONDS = 15.0
 """Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
 #: Where a stateless-era request's ``_meta`` carries the calling client's capabilities.
@@ -278,6 +294,8 @@ class Funnel:
         self._cm: Any = None
         self._resource_subscribers: dict[str, set[Client]] = {}
         self._resource_listens: dict[str, anyio.CancelScope] = {}
+        self.tasks = TaskTable()
+        self._tools_raw_no_tasks: tuple[Surface, Raw] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -499,13 +517,22 @@ class Funnel:
         """What ``tools/list`` answers: the enabled core tools, then the exposed tools."""
         return self.core.definitions() + self._surface.exposed_tools
 
-    def list_tools_raw(self) -> Raw:
+    def list_tools_raw(self, *, tasks: bool = True) -> Raw:
         """:meth:`list_tools` as encoded JSON, computed once per surface snapshot.
 
         ``tools/list`` is the hottest read: with thousands of tools, encoding the list
         again for every client request would cost more than everything else it does.
+        ``tasks=False`` (a client that did not declare tasks) leaves out the tools that
+        can only run as a task (``execution.taskSupport: required``).
         """
         surface = self._surface
+        if not tasks:
+            kept = self._tools_raw_no_tasks
+            if kept is None or kept[0] is not surface:
+                tools = [tool for tool in self.list_tools() if task_support(tool) != "required"]
+                kept = (surface, to_raw(tools))
+                self._tools_raw_no_tasks = kept
+            return kept[1]
         cached = self._tools_raw
         if cached is None or cached[0] is not surface:
             cached = (surface, to_raw(self.list_tools()))
@@ -553,11 +580,15 @@ class Funnel:
         }
         if not current:
             offered["resources"]["subscribe"] = True
-            return {**offered, "logging": {}, "completions": {}}
-        for backend in self._backends.values():
-            session = backend.session
-            if session is None:
-                continue
+            tasks: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+            return {**offered, "logging": {}, "completions": {}, "tasks": tasks}
+        sessions = [b.session for b in self._backends.values() if b.session is not None]
+        merged = merged_tasks_capability([session.server_capabilities for session in sessions])
+        if merged is not None:
+            offered["tasks"] = merged
+        if any(backend_offers_extension(session.server_capabilities) for session in sessions):
+            offered["extensions"] = {TASKS_EXTENSION: {}}
+        for session in sessions:
             theirs = session.server_capabilities
             if isinstance(theirs.get("logging"), dict):
                 offered["logging"] = {}
@@ -581,6 +612,7 @@ class Funnel:
         """Unregister a client and end its resource subscriptions."""
         if client in self._clients:
             self._clients.remove(client)
+        self.tasks.forget_owner(client)
         for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
             self._drop_subscriber(uri, client)
 
@@ -620,7 +652,9 @@ class Funnel:
         needed = needed_capability(request.method)
         if needed is None:
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
-        chosen = choose(self._clients, server, request.method, params)
+        chosen = self._chosen_for_task(server, request.method, params)
+        if chosen is None:
+            chosen = choose(self._clients, server, request.method, params)
         if chosen is None:
             raise RpcError(
                 METHOD_NOT_FOUND,
@@ -628,6 +662,8 @@ class Funnel:
             )
         client, call = chosen
         raw = request.params if isinstance(request.params, Raw) else None
+        if "task" in params or related_task_id(params) is not None:
+            raw = to_raw(self._for_client(server, params))
         if call is None:
             return await client.ask(request.method, raw, None)
         call.asking()
@@ -635,6 +671,39 @@ class Funnel:
             return await client.ask(request.method, raw, call)
         finally:
             call.answered_now()
+
+    def _chosen_for_task(
+        self, server: str, method: str, params: Mapping[str, Any]
+    ) -> tuple[Client, InFlight | None] | None:
+        """A request that names its task goes to the client that created the task."""
+        found = self._task_owner(server, params)
+        if found is None:
+            return None
+        client, _ = found
+        if not client_supports(client.capabilities, method, params):
+            return None
+        calls = [call for call in client.in_flight(server) if not call.waiting]
+        # The call that waits on the task (its tasks/result) carries the request best.
+        return client, max(calls, key=lambda call: call.started) if calls else None
+
+    def _for_client(self, server: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A backend's request as its client sees it: task ids shown, ``task`` dropped.
+
+        funnel declares task-augmented sampling and elicitation to its backends (their
+        tools that ask that way are then offered), and answers such a request as an
+        ordinary one: the backend gets the result itself instead of a task, which a
+        requestor must accept from a receiver that did not create one.
+        """
+        out = with_related_task(
+            params,
+            lambda task_id: (
+                route.exposed
+                if (route := self.tasks.of_backend(server, task_id)) is not None
+                else None
+            ),
+        )
+        out.pop("task", None)
+        return out
 
     def _on_backend_notification(self, server: str, message: Notification) -> None:
         try:
@@ -651,6 +720,13 @@ class Funnel:
             forwarded = Notification(method=message.method, params=to_raw(params))
             for client in list(self._clients):
                 client.deliver(forwarded, level=level if isinstance(level, str) else None)
+        elif message.method in TASK_NOTIFICATIONS:
+            route = self.tasks.of_backend(server, params.get("taskId"))
+            if route is not None and route.owner is not None and route.owner in self._clients:
+                shown = Notification(
+                    method=message.method, params=to_raw(with_task_id(params, route.exposed))
+                )
+                route.owner.deliver(shown)
         elif message.method == "notifications/resources/updated":
             uri = params.get("uri")
             for client in (
@@ -1103,6 +1179,123 @@ class Funnel:
         # The callback reconnects the backend: the retry goes to the new session.
         await backend.wait_replaced(previous, self._connect_timeout)
         return True
+
+    # ------------------------------------------------------------------ tasks
+
+    def check_task_call(self, entry: ToolEntry) -> None:
+        """Refuse a task-augmented call of a tool that cannot run as a task.
+
+        Raises:
+            RpcError: -32601, as the spec says, when the tool's backend did not declare
+                task-augmented ``tools/call`` or the tool's ``taskSupport`` forbids it.
+        """
+        backend = self._backends.get(entry.server)
+        session = backend.session if backend is not None else None
+        offered = session is not None and backend_offers_task_calls(session.server_capabilities)
+        if not offered or task_support(entry.definition) == "forbidden":
+            raise RpcError(
+                METHOD_NOT_FOUND, f"tool {entry.name!r} does not support task-augmented calls"
+            )
+
+    def remember_task(self, server: str, result: Raw, owner: object | None) -> Raw:
+        """If ``result`` created a task, remember its backend and show the client its id.
+
+        Returns ``result`` untouched when it is an ordinary result (no decoding unless the
+        bytes mention a task).
+        """
+        if b'"task' not in bytes(result):
+            return result
+        try:
+            decoded = from_raw(result, dict[str, Any])
+        except DecodeError:
+            return result
+        task = created_task(decoded)
+        if task is None:
+            return result
+        ttl = task.get("ttl", task.get("ttlMs"))
+        route = self.tasks.add(server, task["taskId"], owner, ttl)
+        logger.debug("[%s] task %s is %s", server, task["taskId"], route.exposed)
+        return to_raw(with_task_id(decoded, route.exposed))
+
+    async def task_request(
+        self, method: str, params: Mapping[str, Any], owner: object | None
+    ) -> Raw:
+        """Route ``tasks/get|result|cancel|update`` to the backend that owns the task.
+
+        Raises:
+            RpcError: -32602 for an id funnel does not know (or that belongs to another
+                client), or the backend's own error.
+        """
+        route = self.tasks.find(params.get("taskId"), owner)
+        if route is None:
+            raise RpcError(-32602, f"Invalid params: unknown task {params.get('taskId')!r}")
+        forwarded = {**params, "taskId": route.task_id}
+        timeout = None
+        if method == "tasks/result":
+            # It blocks until the task ends: bounded by the task's life, not the call deadline.
+            timeout = max(1.0, route.expires - time.monotonic())
+        result = await self._backend(route.server).request(method, forwarded, timeout=timeout)
+        return self._show_task(result, route)
+
+    @staticmethod
+    def _show_task(result: Raw, route: TaskRoute) -> Raw:
+        data = bytes(result)
+        if route.task_id.encode() not in data:
+            return result
+        try:
+            decoded = from_raw(result, dict[str, Any])
+        except DecodeError:
+            return result
+        return to_raw(with_task_id(decoded, route.exposed))
+
+    async def list_tasks(self, owner: object | None) -> Raw:
+        """``tasks/list``: the merged list of this client's tasks, with the ids it was shown.
+
+        Each backend that offers ``tasks/list`` is asked (every page, bounded); only the
+        tasks funnel created for ``owner`` are shown. The merged list has no further page.
+        """
+        mine = self.tasks.owned_by(owner)
+        servers = sorted({route.server for route in mine})
+        found: dict[str, dict[str, Any]] = {}
+
+        async def list_one(server: str) -> None:
+            backend = self._backends.get(server)
+            session = backend.session if backend is not None else None
+            if session is None or not isinstance(
+                session.server_capabilities.get("tasks", {}).get("list"), dict
+            ):
+                return
+            cursor: Any = None
+            for _ in range(_MAX_TASK_PAGES):
+                params = {"cursor": cursor} if cursor is not None else {}
+                try:
+                    page = from_raw(
+                        await self.forward(server, "tasks/list", params), dict[str, Any]
+                    )
+                except (ProxyError, TransportError, DecodeError) as exc:
+                    logger.info("[%s] tasks/list failed: %s", server, exc)
+                    return
+                for task in page.get("tasks") or ():
+                    if isinstance(task, dict):
+                        route = self.tasks.of_backend(server, task.get("taskId"))
+                        if route is not None:
+                            found[route.exposed] = with_task_id(task, route.exposed)
+                cursor = page.get("nextCursor")
+                if not isinstance(cursor, str):
+                    return
+
+        async with anyio.create_task_group() as tg:
+            for server in servers:
+                tg.start_soon(list_one, server)
+        ordered = [found[route.exposed] for route in mine if route.exposed in found]
+        return to_raw({"tasks": ordered})
+
+    def _task_owner(self, server: str, params: Mapping[str, Any]) -> tuple[Client, str] | None:
+        """The client whose task a backend's message is about (by ``related-task``)."""
+        route = self.tasks.of_backend(server, related_task_id(params))
+        if route is None or route.owner is None or route.owner not in self._clients:
+            return None
+        return route.owner, route.exposed
 
     def _backend(self, server: str) -> Backend:
         backend = self._backends.get(server)
