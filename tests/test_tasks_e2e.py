@@ -292,3 +292,28 @@ async def test_a_client_without_tasks_is_not_offered_tools_that_need_them(
                 names = {tool["name"] for tool in (await driver.result("tools/list"))["tools"]}
         assert "everything__simulate-research-query" not in names
         assert "everything__echo" in names
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_sdk_client_answers_a_backends_async_elicitation_through_funnel(
+    config: Path, tmp_path: Path, mode: str
+) -> None:
+    from mcp import Client, types
+    from support.peers import funnel_stdio
+
+    async def elicit(context: Any, params: Any) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"name": "Grace Hopper"})
+
+    async with Client(
+        funnel_stdio(config, tmp_path), mode=mode, elicitation_callback=elicit
+    ) as sdk:
+        with anyio.fail_after(30):
+            names = {tool.name for tool in (await sdk.list_tools()).tools}
+            # The SDK client declares no tasks: the tool that only runs as one is not
+            # offered; the tools that ask the client with a task are, and work.
+            assert "everything__simulate-research-query" not in names
+            assert "everything__trigger-elicitation-request-async" in names
+            result = await sdk.call_tool("everything__trigger-elicitation-request-async", {})
+    assert not result.is_error
+    text = "".join(item.text for item in result.content if isinstance(item, types.TextContent))
+    assert "Grace Hopper" in text
