@@ -55,14 +55,15 @@ class Driver:
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         request_id = next(self.ids)
-        done, box = anyio.Event(), []
+        done, box = anyio.Event(), list[dict[str, Any]]()
         self.waiting[request_id] = (done, box)
         message: dict[str, Any] = {"id": request_id, "method": method}
         if params is not None:
             message["params"] = params
         await self.send(message)
         await done.wait()
-        return box[0]
+        reply: dict[str, Any] = box[0]
+        return reply
 
     async def result(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         reply = await self.call(method, params)

@@ -184,6 +184,9 @@ class McpServerSession:
         self._modern = False
         self._queue_send: MemoryObjectSendStream[Notification] | None = None
         self._protocol_version: str | None = None  # negotiated by initialize
+        #: Sends a notification with the client's request it belongs to, without
+        #: waiting; returns whether it could (the HTTP endpoint sets it).
+        self.send_related: Callable[[Notification, RequestId], bool] | None = None
 
     # ------------------------------------------------------------------ as a client
 
@@ -257,10 +260,24 @@ class McpServerSession:
             raise RpcError(reply.error.code, reply.error.message, data)
         return reply.result
 
-    def deliver(self, message: Notification, *, level: str | None = None) -> None:
-        """Queue a notification for the client; :meth:`watch` sends it."""
+    def deliver(
+        self, message: Notification, *, level: str | None = None, server: str | None = None
+    ) -> None:
+        """Queue a notification for the client; :meth:`watch` sends it.
+
+        A notification from ``server`` while this (handshake-era) client has a call in
+        flight to it goes with that call, the most recent one: through ``send_related``
+        when one is set (the HTTP endpoint puts it on that call's POST stream), else
+        queued like the rest.
+        """
         if level is not None and not log_level_passes(level, self._log_level):
             return
+        if server is not None and self.send_related is not None and not self._modern:
+            calls = [call for call in self._calls.values() if call.server == server]
+            if calls:
+                call = max(calls, key=lambda c: c.started)
+                if self.send_related(message, call.request_id):
+                    return
         if self._queue_send is None:
             return  # nobody is watching: the client cannot be sent anything unasked
         try:
@@ -548,7 +565,10 @@ class McpServerSession:
         if method == "completion/complete":
             return await self._complete(request.id, params)
         if method in TASK_METHODS:
-            return await self._funnel.task_request(method, params, self._task_owner)
+            route = self._funnel.find_task(params, self._task_owner)
+            # A call to the task's backend meanwhile (what the task asks comes with it).
+            self._calls[request.id] = InFlight(route.server, request.id)
+            return await self._funnel.task_request(method, params, route)
         if method == "tasks/list":
             return await self._funnel.list_tasks(self._task_owner)
         if method == "resources/subscribe":

@@ -719,14 +719,16 @@ class Funnel:
             level = params.get("level")
             forwarded = Notification(method=message.method, params=to_raw(params))
             for client in list(self._clients):
-                client.deliver(forwarded, level=level if isinstance(level, str) else None)
+                client.deliver(
+                    forwarded, level=level if isinstance(level, str) else None, server=server
+                )
         elif message.method in TASK_NOTIFICATIONS:
             route = self.tasks.of_backend(server, params.get("taskId"))
             if route is not None and route.owner is not None and route.owner in self._clients:
                 shown = Notification(
                     method=message.method, params=to_raw(with_task_id(params, route.exposed))
                 )
-                route.owner.deliver(shown)
+                route.owner.deliver(shown, server=server)
         elif message.method == "notifications/resources/updated":
             uri = params.get("uri")
             for client in (
@@ -1217,18 +1219,24 @@ class Funnel:
         logger.debug("[%s] task %s is %s", server, task["taskId"], route.exposed)
         return to_raw(with_task_id(decoded, route.exposed))
 
-    async def task_request(
-        self, method: str, params: Mapping[str, Any], owner: object | None
-    ) -> Raw:
-        """Route ``tasks/get|result|cancel|update`` to the backend that owns the task.
+    def find_task(self, params: Mapping[str, Any], owner: object | None) -> TaskRoute:
+        """The route of the task ``params.taskId`` names, for ``owner``.
 
         Raises:
-            RpcError: -32602 for an id funnel does not know (or that belongs to another
-                client), or the backend's own error.
+            RpcError: -32602 for an id funnel does not know (expired, or another
+                client's).
         """
         route = self.tasks.find(params.get("taskId"), owner)
         if route is None:
             raise RpcError(-32602, f"Invalid params: unknown task {params.get('taskId')!r}")
+        return route
+
+    async def task_request(self, method: str, params: Mapping[str, Any], route: TaskRoute) -> Raw:
+        """Route ``tasks/get|result|cancel|update`` to the backend that owns the task.
+
+        Raises:
+            RpcError: The backend's own error.
+        """
         forwarded = {**params, "taskId": route.task_id}
         timeout = None
         if method == "tasks/result":

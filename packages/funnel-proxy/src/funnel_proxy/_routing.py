@@ -116,8 +116,14 @@ class Client(Protocol):
         """
         ...
 
-    def deliver(self, message: Notification, *, level: str | None = None) -> None:
-        """Queue a notification for the client (a log message carries its level)."""
+    def deliver(
+        self, message: Notification, *, level: str | None = None, server: str | None = None
+    ) -> None:
+        """Queue a notification for the client (a log message carries its level).
+
+        ``server``: the backend that sent it, so that it can go with the client's call
+        in flight to that backend (on that call's stream, over HTTP).
+        """
         ...
 
 
