@@ -542,7 +542,10 @@ class McpServerSession:
         if method in _LISTS and not self._funnel_ready:
             self._funnel_ready = await self._funnel.wait_ready(self._first_list_wait) or True
         if method == "tools/list":
-            tools = self._funnel.list_tools_raw(tasks=client_declares_tasks(self._capabilities))
+            # Tools that run only as a 2025-11-25 task: for handshake clients that declared
+            # tasks (a 2026-07-28 client's tasks are the server's choice, per call).
+            tasks = not modern and client_declares_tasks(self._capabilities)
+            tools = self._funnel.list_tools_raw(tasks=tasks)
             return self._list({"tools": tools}, modern=modern)
         if method == "tools/call":
             return await self._call_tool(request, modern=modern)
@@ -682,7 +685,9 @@ class McpServerSession:
                 call.answer(responses if isinstance(responses, dict) else {})
             return await self._resume(call)
         extra: dict[str, Any] = {}
-        if params.task is not UNSET:
+        if params.task is not UNSET and not modern:
+            # 2026-07-28 has no task-augmented requests: a modern client's ``task`` is
+            # not of its era and is ignored, as a receiver that does not offer it must.
             self._funnel.check_task_call(entry)
             extra["task"] = params.task
         if isinstance(params.input_responses, Raw):
@@ -707,7 +712,7 @@ class McpServerSession:
         result = await self._funnel.call_tool(
             entry, arguments, meta=meta or None, on_progress=on_progress, extra=extra or None
         )
-        if params.task is not UNSET or (modern and entry.server != CORE_SERVER):
+        if "task" in extra or (modern and entry.server != CORE_SERVER):
             # A task the backend created (asked for, or in 2026-07-28 its own choice).
             result = self._funnel.remember_task(entry.server, result, self._task_owner)
         if not modern and is_input_required(result):

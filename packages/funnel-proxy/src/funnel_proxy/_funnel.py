@@ -571,7 +571,8 @@ class Funnel:
         ``server/discover`` answers, per request). Otherwise everything funnel can relay
         (``initialize``: a handshake-era session keeps its capabilities for its whole
         life, and backends still starting must not be lost from it); a backend that does
-        not offer one answers such a request with its own error.
+        not offer one answers such a request with its own error. ``tasks`` there is the
+        union of the connected backends' once all have made their first attempt.
         """
         offered: dict[str, Any] = {
             "tools": {"listChanged": True},
@@ -580,12 +581,23 @@ class Funnel:
         }
         if not current:
             offered["resources"]["subscribe"] = True
-            tasks: dict[str, Any] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
-            return {**offered, "logging": {}, "completions": {}, "tasks": tasks}
+            result = {**offered, "logging": {}, "completions": {}}
+            # Tasks (2025-11-25): the union of the connected backends' once every backend
+            # made its first attempt; before, everything funnel can route.
+            tasks = (
+                merged_tasks_capability(
+                    b.session.server_capabilities
+                    for b in self._backends.values()
+                    if b.session is not None
+                )
+                if self._settled.is_set()
+                else {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+            )
+            if tasks is not None:
+                result["tasks"] = tasks
+            return result
         sessions = [b.session for b in self._backends.values() if b.session is not None]
-        merged = merged_tasks_capability([session.server_capabilities for session in sessions])
-        if merged is not None:
-            offered["tasks"] = merged
+        # The 2026-07-28 tasks extension, when a backend offers it (per request, current).
         if any(backend_offers_extension(session.server_capabilities) for session in sessions):
             offered["extensions"] = {TASKS_EXTENSION: {}}
         for session in sessions:
