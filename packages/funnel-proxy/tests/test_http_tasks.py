@@ -29,7 +29,7 @@ EVERYTHING = (
     / "tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 )
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-TASKS = {"tasks": {"list": {}, "cancel": {}}}
+TASKS: dict[str, Any] = {"tasks": {"list": {}, "cancel": {}}}
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
     "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
@@ -75,7 +75,8 @@ def _reply(response: httpx2.Response) -> dict[str, Any]:
         ]
         replies = [event for event in events if "id" in event and "method" not in event]
         assert len(replies) == 1, events
-        return replies[0]
+        reply: dict[str, Any] = replies[0]
+        return reply
     decoded: dict[str, Any] = response.json()
     return decoded
 
