@@ -571,7 +571,7 @@ class McpServerSession:
             route = self._funnel.find_task(params, self._task_owner)
             # A call to the task's backend meanwhile (what the task asks comes with it).
             self._calls[request.id] = InFlight(route.server, request.id)
-            return await self._funnel.task_request(method, params, route)
+            return await self._funnel.task_request(method, _without_reserved_meta(params), route)
         if method == "tasks/list":
             return await self._funnel.list_tasks(self._task_owner)
         if method == "resources/subscribe":
