@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -162,3 +163,88 @@ async def test_a_stateless_client_is_not_offered_tools_that_run_only_as_a_2025_t
             tools = {tool["name"] for tool in _reply(response)["result"]["tools"]}
     assert "everything__echo" in tools
     assert "everything__simulate-research-query" not in tools
+
+
+@asynccontextmanager
+async def served_modern() -> AsyncIterator[str]:
+    peer = str(Path(__file__).resolve().parents[3] / "tests" / "servers" / "tasks_modern.py")
+    config = parse_config(
+        {
+            "servers": {
+                "one": {"command": sys.executable, "args": [peer, "one"]},
+                "two": {"command": sys.executable, "args": [peer, "two"]},
+            }
+        },
+        environ={"PATH": os.environ["PATH"]},
+    )
+    async with Funnel(config, environ={"PATH": os.environ["PATH"]}) as funnel:
+        endpoint = McpHttpEndpoint(funnel, version="test")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(endpoint, log_config=None, log_level="warning", lifespan="off")
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.serve, [listener])
+                try:
+                    yield f"http://127.0.0.1:{port}/mcp"
+                finally:
+                    endpoint.close_all()
+                    server.should_exit = True
+        finally:
+            listener.close()
+
+
+async def _modern(
+    http: httpx2.AsyncClient, url: str, method: str, params: dict[str, Any], name: str | None
+) -> dict[str, Any]:
+    meta = {
+        **MODERN_META,
+        "io.modelcontextprotocol/clientCapabilities": {
+            "extensions": {"io.modelcontextprotocol/tasks": {}}
+        },
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+    headers = {**HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": method}
+    if name is not None:
+        headers["mcp-name"] = name
+    return _reply(await http.post(url, headers=headers, json=body))
+
+
+async def test_2026_tasks_of_two_backends_with_colliding_ids_are_told_apart() -> None:
+    with anyio.fail_after(60):
+        async with served_modern() as url, httpx2.AsyncClient() as http:
+            discover = await _modern(http, url, "server/discover", {}, None)
+            assert (
+                "io.modelcontextprotocol/tasks" in discover["result"]["capabilities"]["extensions"]
+            )
+            shown = []
+            for server in ("one", "two"):
+                created = await _modern(
+                    http,
+                    url,
+                    "tools/call",
+                    {"name": f"{server}__job", "arguments": {"what": f"{server}'s work"}},
+                    f"{server}__job",
+                )
+                result = created["result"]
+                assert result["resultType"] == "task", result
+                shown.append(result["taskId"])
+            # Both backends chose id "1"; the client sees two ids, each mapped back.
+            assert shown == ["one:1", "two:1"]
+            for server, task_id in zip(("one", "two"), shown, strict=True):
+                polled = (await _modern(http, url, "tasks/get", {"taskId": task_id}, task_id))[
+                    "result"
+                ]
+                assert polled["taskId"] == task_id
+                assert polled["status"] == "completed"
+                assert polled["result"]["content"][0]["text"] == f"{server} did {server}'s work"
+            cancelled = await _modern(http, url, "tasks/cancel", {"taskId": "two:1"}, "two:1")
+            assert "result" in cancelled, cancelled
+            again = await _modern(http, url, "tasks/get", {"taskId": "two:1"}, "two:1")
+            assert again["result"]["status"] == "cancelled"
+            unknown = await _modern(http, url, "tasks/get", {"taskId": "1"}, "1")
+            assert unknown["error"]["code"] == -32602
