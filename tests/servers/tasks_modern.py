@@ -54,13 +54,13 @@ def answer(method: str, params: dict[str, Any]) -> dict[str, Any]:
         tasks[task_id] = {"status": "completed", "what": what}
         return {**task_state(task_id), "resultType": "task"}
     if method in ("tasks/get", "tasks/cancel"):
-        task_id = params.get("taskId")
-        if task_id not in tasks:
-            raise LookupError(f"unknown task {task_id!r}")
+        wanted = params.get("taskId")
+        if not isinstance(wanted, str) or wanted not in tasks:
+            raise LookupError(f"unknown task {wanted!r}")
         if method == "tasks/cancel":
-            tasks[task_id]["status"] = "cancelled"
+            tasks[wanted]["status"] = "cancelled"
             return {}
-        return task_state(task_id)
+        return task_state(wanted)
     raise NotImplementedError(method)
 
 
