@@ -265,21 +265,23 @@ async def test_task_augmentation_is_refused_for_a_tool_that_forbids_it(client: D
 
 
 async def test_a_backends_task_augmented_elicitation_is_answered_with_the_result(
-    client: Driver,
+    config: Path, tmp_path: Path
 ) -> None:
     async def person(params: dict[str, Any]) -> dict[str, Any]:
         return {"action": "accept", "content": {"name": "Ada"}}
 
-    client.answers["elicitation/create"] = person
-    await _tool_names(client)
-    with anyio.fail_after(30):
-        result = await client.result(
-            "tools/call", {"name": "everything__trigger-elicitation-request-async"}
-        )
-    text = "".join(item.get("text", "") for item in result["content"])
-    assert "Ada" in text
-    asked = [r for r in client.requests if r["method"] == "elicitation/create"]
-    assert "task" not in asked[0]["params"], "funnel answers it as an ordinary request"
+    # This client elicits but takes no task-augmented requests.
+    async for driver in _funnel(config, tmp_path, {"elicitation": {"form": {}}}):
+        driver.answers["elicitation/create"] = person
+        await _tool_names(driver)
+        with anyio.fail_after(30):
+            result = await driver.result(
+                "tools/call", {"name": "everything__trigger-elicitation-request-async"}
+            )
+        text = "".join(item.get("text", "") for item in result["content"])
+        assert "[SYNC]" in text and "Ada" in text, text
+        asked = [r for r in driver.requests if r["method"] == "elicitation/create"]
+        assert "task" not in asked[0]["params"], "funnel answers it as an ordinary request"
 
 
 async def test_a_client_without_tasks_is_not_offered_tools_that_need_them(
@@ -318,3 +320,47 @@ async def test_the_sdk_client_answers_a_backends_async_elicitation_through_funne
     assert not result.is_error
     text = "".join(item.text for item in result.content if isinstance(item, types.TextContent))
     assert "Grace Hopper" in text
+
+
+async def test_a_client_that_takes_task_augmented_elicitation_runs_it_as_a_task(
+    config: Path, tmp_path: Path
+) -> None:
+    capabilities = {
+        "elicitation": {"form": {}},
+        "tasks": {"requests": {"elicitation": {"create": {}}}},
+    }
+    answer = {"action": "accept", "content": {"name": "Ada", "favoriteColor": "Blue"}}
+    task = {
+        "taskId": "mine-1",
+        "createdAt": "2026-12-01T00:00:00Z",
+        "lastUpdatedAt": "2026-12-01T00:00:00Z",
+        "ttl": 60_000,
+        "pollInterval": 100,
+    }
+
+    async def create(params: dict[str, Any]) -> dict[str, Any]:
+        assert "task" in params, "passed on as the backend asked"
+        return {"task": {**task, "status": "working"}}
+
+    async def get(params: dict[str, Any]) -> dict[str, Any]:
+        return {**task, "status": "completed"}
+
+    async def result(params: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "_meta": {RELATED: {"taskId": params["taskId"]}}}
+
+    async for driver in _funnel(config, tmp_path, capabilities):
+        driver.answers.update(
+            {"elicitation/create": create, "tasks/get": get, "tasks/result": result}
+        )
+        await _tool_names(driver)
+        with anyio.fail_after(30):
+            called = await driver.result(
+                "tools/call", {"name": "everything__trigger-elicitation-request-async"}
+            )
+        text = "".join(item.get("text", "") for item in called["content"])
+        assert "[COMPLETED]" in text and "- Name: Ada" in text, text
+        # The backend saw funnel's id for the client's task; the client was asked with its own.
+        assert "Task created: client-1:mine-1" in text, text
+        polls = [r for r in driver.requests if r["method"] in ("tasks/get", "tasks/result")]
+        assert polls and {r["params"]["taskId"] for r in polls} == {"mine-1"}
+        assert polls[-1]["method"] == "tasks/result"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from funnel_proxy._tasks_routing import (
     MAX_TTL_SECONDS,
     RELATED_TASK,
+    ClientTaskTable,
     TaskTable,
     client_declares_tasks,
+    client_takes_task,
     created_task,
     merged_tasks_capability,
     task_support,
@@ -96,3 +100,27 @@ def test_capabilities_and_tool_support() -> None:
     assert merged_tasks_capability(
         [{"tasks": {"list": {}}}, {"tasks": {"cancel": {}, "requests": {"tools": {"call": {}}}}}]
     ) == {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+
+
+def test_client_tasks_of_two_clients_never_collide_and_only_their_backend_polls() -> None:
+    clock = Clock()
+    table = ClientTaskTable(clock=clock)
+    alice, bob = object(), object()
+    a = table.add("everything", alice, "1", 1_000)
+    b = table.add("everything", bob, "1", None)
+    assert a.exposed != b.exposed
+    found = table.find(a.exposed, "everything")
+    assert found is not None and found.client is alice and found.task_id == "1"
+    assert table.find(a.exposed, "another-backend") is None
+    clock.now += 2
+    assert table.find(a.exposed, "everything") is None
+    table.forget_client(bob)
+    assert table.find(b.exposed, "everything") is None
+
+
+def test_client_takes_task_reads_the_request_categories() -> None:
+    declared: dict[str, Any] = {"tasks": {"requests": {"elicitation": {"create": {}}}}}
+    assert client_takes_task(declared, "elicitation/create")
+    assert not client_takes_task(declared, "sampling/createMessage")
+    assert not client_takes_task({"tasks": {}}, "elicitation/create")
+    assert not client_takes_task({}, "roots/list")

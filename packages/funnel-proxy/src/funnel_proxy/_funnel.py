@@ -66,10 +66,12 @@ from funnel_proxy._surface import Surface, ToolEntry, build_surface
 from funnel_proxy._tasks_routing import (
     TASK_NOTIFICATIONS,
     TASKS_EXTENSION,
+    ClientTaskTable,
     TaskRoute,
     TaskTable,
     backend_offers_extension,
     backend_offers_task_calls,
+    client_takes_task,
     created_task,
     merged_tasks_capability,
     related_task_id,
@@ -295,6 +297,7 @@ class Funnel:
         self._resource_subscribers: dict[str, set[Client]] = {}
         self._resource_listens: dict[str, anyio.CancelScope] = {}
         self.tasks = TaskTable()
+        self.client_tasks = ClientTaskTable()
         self._tools_raw_no_tasks: tuple[Surface, Raw] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -625,6 +628,7 @@ class Funnel:
         if client in self._clients:
             self._clients.remove(client)
         self.tasks.forget_owner(client)
+        self.client_tasks.forget_client(client)
         for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
             self._drop_subscriber(uri, client)
 
@@ -661,6 +665,8 @@ class Funnel:
 
     async def _route_server_request(self, server: str, request: Request) -> Raw:
         params = from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
+        if request.method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            return await self._client_task_request(server, request.method, params)
         needed = needed_capability(request.method)
         if needed is None:
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
@@ -674,15 +680,46 @@ class Funnel:
             )
         client, call = chosen
         raw = request.params if isinstance(request.params, Raw) else None
-        if "task" in params or related_task_id(params) is not None:
-            raw = to_raw(self._for_client(server, params))
-        if call is None:
-            return await client.ask(request.method, raw, None)
-        call.asking()
+        as_task = "task" in params and client_takes_task(client.capabilities, request.method)
+        if ("task" in params and not as_task) or related_task_id(params) is not None:
+            raw = to_raw(self._for_client(server, params, keep_task=as_task))
+        if call is not None:
+            call.asking()
         try:
-            return await client.ask(request.method, raw, call)
+            result = await client.ask(request.method, raw, call)
         finally:
-            call.answered_now()
+            if call is not None:
+                call.answered_now()
+        return self._remember_client_task(server, client, result) if as_task else result
+
+    def _remember_client_task(self, server: str, client: Client, result: Raw) -> Raw:
+        """A client's ``CreateTaskResult`` for a backend, with an id only funnel maps back."""
+        try:
+            decoded = from_raw(result, dict[str, Any])
+        except DecodeError:
+            return result
+        task = created_task(decoded)
+        if task is None:
+            return result  # the client answered at once, as it may
+        shown = self.client_tasks.add(server, client, task["taskId"], task.get("ttl"))
+        return to_raw(with_task_id(decoded, shown.exposed))
+
+    async def _client_task_request(
+        self, server: str, method: str, params: Mapping[str, Any]
+    ) -> Raw:
+        """A backend polls a task a client runs for it: ask that client, with its own id."""
+        task = self.client_tasks.find(params.get("taskId"), server)
+        if task is None:
+            raise RpcError(-32602, f"Invalid params: unknown task {params.get('taskId')!r}")
+        client = next((c for c in self._clients if c is task.client), None)
+        if client is None:
+            raise RpcError(-32602, f"the client running task {task.exposed!r} is gone")
+        answer = await client.ask(method, to_raw({**params, "taskId": task.task_id}), None)
+        try:
+            decoded = from_raw(answer, dict[str, Any])
+        except DecodeError:
+            return answer
+        return to_raw(with_task_id(decoded, task.exposed))
 
     def _chosen_for_task(
         self, server: str, method: str, params: Mapping[str, Any]
@@ -698,13 +735,17 @@ class Funnel:
         # The call that waits on the task (its tasks/result) carries the request best.
         return client, max(calls, key=lambda call: call.started) if calls else None
 
-    def _for_client(self, server: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    def _for_client(
+        self, server: str, params: Mapping[str, Any], *, keep_task: bool = False
+    ) -> dict[str, Any]:
         """A backend's request as its client sees it: task ids shown, ``task`` dropped.
 
         funnel declares task-augmented sampling and elicitation to its backends (their
-        tools that ask that way are then offered), and answers such a request as an
-        ordinary one: the backend gets the result itself instead of a task, which a
-        requestor must accept from a receiver that did not create one.
+        tools that ask that way are then offered). A client that declared it too gets the
+        request as it is (``keep_task``) and its task is polled through funnel; to any
+        other client it is an ordinary request, and the backend gets the result itself
+        instead of a task, which a requestor must accept from a receiver that did not
+        create one.
         """
         out = with_related_task(
             params,
@@ -714,7 +755,8 @@ class Funnel:
                 else None
             ),
         )
-        out.pop("task", None)
+        if not keep_task:
+            out.pop("task", None)
         return out
 
     def _on_backend_notification(self, server: str, message: Notification) -> None:

@@ -25,11 +25,14 @@ __all__ = [
     "TASKS_EXTENSION",
     "TASK_METHODS",
     "TASK_NOTIFICATIONS",
+    "ClientTask",
+    "ClientTaskTable",
     "TaskRoute",
     "TaskTable",
     "backend_offers_extension",
     "backend_offers_task_calls",
     "client_declares_tasks",
+    "client_takes_task",
     "created_task",
     "merged_tasks_capability",
     "related_task_id",
@@ -159,6 +162,100 @@ class TaskTable:
         now = self._clock()
         for route in [r for r in self._by_exposed.values() if r.expires <= now]:
             self._drop(route)
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """A task a client runs for a backend's task-augmented request (the other direction).
+
+    Attributes:
+        exposed: The id the backend sees.
+        server: The backend that asked (only it may poll the task).
+        client: The client that runs the task.
+        task_id: The client's own id for it.
+        expires: Monotonic time after which the entry is forgotten.
+    """
+
+    exposed: str
+    server: str
+    client: object
+    task_id: str
+    expires: float
+
+
+class ClientTaskTable:
+    """Shown id → the client running a backend's task; ids of two clients never collide.
+
+    Args:
+        max_tasks: How many tasks are remembered at once (the oldest forgotten first).
+        clock: Monotonic seconds.
+    """
+
+    def __init__(
+        self, *, max_tasks: int = MAX_TASKS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._max = max_tasks
+        self._clock = clock
+        self._tasks: OrderedDict[str, ClientTask] = OrderedDict()
+        self._numbers: dict[int, int] = {}
+        self._next = 0
+
+    def add(self, server: str, client: object, task_id: str, ttl_ms: object) -> ClientTask:
+        """Remember a task ``client`` created for ``server``; return it (``exposed``: its id)."""
+        self._expire()
+        number = self._numbers.get(id(client))
+        if number is None:
+            self._next += 1
+            number = self._numbers[id(client)] = self._next
+        seconds = MAX_TTL_SECONDS
+        if isinstance(ttl_ms, int | float) and not isinstance(ttl_ms, bool) and ttl_ms >= 0:
+            seconds = min(float(ttl_ms) / 1000.0, MAX_TTL_SECONDS)
+        task = ClientTask(
+            f"client-{number}{_SEPARATOR}{task_id}",
+            server,
+            client,
+            task_id,
+            self._clock() + seconds,
+        )
+        self._tasks.pop(task.exposed, None)
+        self._tasks[task.exposed] = task
+        while len(self._tasks) > self._max:
+            self._tasks.popitem(last=False)
+        return task
+
+    def find(self, exposed: object, server: str) -> ClientTask | None:
+        """The task ``exposed`` names, if ``server`` created it and it has not expired."""
+        self._expire()
+        task = self._tasks.get(exposed) if isinstance(exposed, str) else None
+        return task if task is not None and task.server == server else None
+
+    def forget_client(self, client: object) -> None:
+        """The client is gone: its tasks can no longer be polled."""
+        for exposed in [e for e, t in self._tasks.items() if t.client is client]:
+            del self._tasks[exposed]
+        self._numbers.pop(id(client), None)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for exposed in [e for e, t in self._tasks.items() if t.expires <= now]:
+            del self._tasks[exposed]
+
+
+_TASK_REQUESTS: Final = {
+    "sampling/createMessage": ("sampling", "createMessage"),
+    "elicitation/create": ("elicitation", "create"),
+}
+
+
+def client_takes_task(capabilities: Mapping[str, Any], method: str) -> bool:
+    """Whether a client declared task-augmented ``method`` (``tasks.requests.…``)."""
+    path = _TASK_REQUESTS.get(method)
+    tasks = capabilities.get("tasks")
+    requests = tasks.get("requests") if isinstance(tasks, dict) else None
+    if path is None or not isinstance(requests, dict):
+        return False
+    category = requests.get(path[0])
+    return isinstance(category, dict) and isinstance(category.get(path[1]), dict)
 
 
 def client_declares_tasks(capabilities: Mapping[str, Any]) -> bool:
