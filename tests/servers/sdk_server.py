@@ -36,6 +36,13 @@ async def slow(steps: int, ctx: Context) -> str:
 
 
 @server.tool()
+async def chatty(message: str, ctx: Context) -> str:
+    """Log ``message`` (info) while the call runs, then answer."""
+    await ctx.info(message)
+    return f"logged: {message}"
+
+
+@server.tool()
 async def wait_forever() -> str:
     """Never finish (until cancelled)."""
     await anyio.sleep_forever()

@@ -65,6 +65,11 @@ class EventsFunnel:
     def states(self) -> list[BackendState]:
         return [self.state]
 
+    @asynccontextmanager
+    async def client(self, client: object) -> AsyncIterator[None]:
+        # A /ws connection is a client of the funnel while open (it answers elicitations).
+        yield
+
 
 async def next_sent(socket: StuckSocket) -> dict[str, Any]:
     with anyio.fail_after(5):

@@ -33,7 +33,9 @@ class FakeClient:
     async def ask(self, method: str, params: Raw | None, call: InFlight | None) -> Raw:
         raise AssertionError("choose() must not ask the client")
 
-    def deliver(self, message: Notification, *, level: str | None = None) -> None:
+    def deliver(
+        self, message: Notification, *, level: str | None = None, server: str | None = None
+    ) -> None:
         raise AssertionError("choose() must not deliver to the client")
 
 

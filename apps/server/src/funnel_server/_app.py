@@ -16,8 +16,9 @@ import logging
 import math
 import time
 from base64 import b64encode
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.resources import files
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol, TypeVar, cast
 
 import anyio
@@ -56,6 +57,8 @@ from funnel_proxy import (
     ToolNotFound,
     namespaced_name,
 )
+from funnel_proxy._mrtr import is_input_required
+from funnel_proxy._routing import InFlight
 from funnel_proxy._telemetry import tool_call as tool_call_span
 from funnel_server._audit import audit
 from funnel_server._calls import ToolRateLimited, call_origin
@@ -460,6 +463,35 @@ def _schema(definition: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {"type": "object"}
 
 
+class _RestCaller:
+    """A REST call, as a client of the funnel while it runs: nobody can answer questions.
+
+    It declares elicitation and sampling so that the funnel's routing rule attributes a
+    backend's question caused by this call to this call (and not to a person elsewhere);
+    it refuses each at once (the backend gets a JSON-RPC error, never a wait) and the
+    REST caller gets 409 naming what the tool needed.
+    """
+
+    capabilities: Mapping[str, Any] = MappingProxyType(
+        {"elicitation": {"form": {}, "url": {}}, "sampling": {}}
+    )
+
+    def __init__(self, server: str) -> None:
+        self._call = InFlight(server, "rest")
+        self.last_active = time.monotonic()
+        self.asked: str | None = None
+
+    def in_flight(self, server: str) -> list[InFlight]:
+        return [self._call] if server == self._call.server else []
+
+    async def ask(self, method: str, params: Any, call: InFlight | None = None) -> Any:
+        self.asked = method
+        raise RpcError(-32001, f"a REST call cannot answer {method}: nobody is there to ask")
+
+    def deliver(self, message: Any, *, level: str | None = None, server: str | None = None) -> None:
+        """REST callers hear no notifications."""
+
+
 class _ClientGone(HTTPException):
     status_code = 499  # nginx's "client closed request": nobody reads it
     detail = "The client closed the request"
@@ -685,12 +717,14 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         except BackendUnavailable as exc:
             raise ServiceUnavailableException(detail=str(exc)) from None
         started = time.perf_counter()
+        caller = _RestCaller(entry.server)
         try:
-            with tool_call_span(entry.name, protocol="http", headers=request.headers) as span:
-                raw = await _unless_disconnected(
-                    request.receive, funnel.call_tool, entry, data.arguments
-                )
-                span.succeeded(raw)
+            async with funnel.client(caller):
+                with tool_call_span(entry.name, protocol="http", headers=request.headers) as span:
+                    raw = await _unless_disconnected(
+                        request.receive, funnel.call_tool, entry, data.arguments
+                    )
+                    span.succeeded(raw)
         except ToolRateLimited as exc:
             raise TooManyRequestsException(
                 detail=exc.message, headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
@@ -709,6 +743,19 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
             raise HTTPException(status_code=502, detail=str(exc)) from None
         except AuthError as exc:
             raise _auth_http_error(exc, entry.server) from None
+        if caller.asked is None and is_input_required(raw):
+            caller.asked = "input_required"  # a 2026-07-28 backend asks in its result
+        if caller.asked is not None:
+            # Whatever the backend made of the refusal, the answer is that it needed a person.
+            raise HTTPException(
+                status_code=409,
+                detail=(
+                    f"tool {entry.name!r} needs interactive input ({caller.asked}), which a "
+                    "REST call cannot give: call it from the dashboard, over /ws, or from an "
+                    "MCP client that answers it"
+                ),
+                extra={"code": -32001, "needs": caller.asked},
+            )
         duration = round((time.perf_counter() - started) * 1000, 1)
         return CallResult(result=from_raw(raw, dict[str, Any]), duration_ms=duration)
 
@@ -795,7 +842,11 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
         """Live events and tool execution (see the README for the protocol)."""
         await socket.accept()
         await WsConnection(
-            socket, funnel, max_executions=settings.max_ws_executions, logs=logs
+            socket,
+            funnel,
+            max_executions=settings.max_ws_executions,
+            logs=logs,
+            elicitation_timeout=settings.elicitation_timeout,
         ).run()
 
     @asgi("/mcp", copy_scope=False)

@@ -54,6 +54,7 @@ class AppSettings:
         public_url: The externally visible base URL (a load balancer's), if not this
             server's own: OAuth redirect URI, dashboard link, Host/Origin checks.
         drain_timeout: Seconds in-flight requests get to finish after SIGTERM.
+        elicitation_timeout: Seconds a person at ``/ws`` has to answer an elicitation.
     """
 
     api_token: str
@@ -70,6 +71,8 @@ class AppSettings:
     log_capacity: int = 2000
     public_url: str | None = None
     drain_timeout: float = 10.0
+
+    elicitation_timeout: float = 300.0
 
     def public_hosts(self) -> tuple[str, ...]:
         """``allowed_hosts`` and the public URL's host (``Host`` checks)."""

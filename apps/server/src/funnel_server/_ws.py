@@ -3,11 +3,21 @@
 Messages are JSON objects tagged by ``type`` (msgspec tagged unions below).
 
 Client → server: ``subscribe {events}``, ``unsubscribe {events}``, ``execute {id, tool,
-arguments}``, ``cancel {id}``. Server → client: ``server.status``, ``servers.changed``
-(with ``server.status``), ``tools.changed``, ``auth.required``, ``log`` (only to
-subscribers of that kind), ``tool.executing``,
-``tool.progress``, ``tool.result``, ``tool.error`` (only to the socket that asked),
-``error`` for a message that cannot be accepted; the socket stays open.
+arguments}``, ``cancel {id}``, ``elicitation.respond {id, action, content}``. Server →
+client: ``server.status``, ``servers.changed`` (with ``server.status``), ``tools.changed``,
+``auth.required``, ``log`` (only to subscribers of that kind), ``tool.executing``,
+``tool.progress``, ``tool.result``, ``tool.error``, ``elicitation.request``,
+``elicitation.ended`` (only to the socket that asked), ``error`` for a message that
+cannot be accepted; the socket stays open.
+
+A person is behind the socket: while it is open it is a client of the funnel that
+answers form-mode elicitations (``elicitation/create``). A backend's elicitation caused
+by one of its executions (the funnel's routing rule decides) reaches it as
+``elicitation.request`` (an id, the execution, the message and the requested schema);
+the answer is ``elicitation.respond`` (``accept`` with ``content``, ``decline``,
+``cancel``), checked against the schema's required fields and primitive types. Unanswered
+within ``elicitation_timeout`` seconds, or when its execution ends or the socket closes,
+it ends: the backend gets a JSON-RPC error and the socket ``elicitation.ended`` with why.
 
 Theory of operation: one task reads and dispatches, one forwards funnel events, one
 forwards new log entries (when the app keeps a :class:`~funnel_server._logs.LogBuffer`),
@@ -33,9 +43,11 @@ stream is drained as fast as events come.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.abc
@@ -45,17 +57,29 @@ from litestar.exceptions import WebSocketDisconnect
 from msgspec import UNSET, Raw, UnsetType
 
 from funnel_auth import AuthError, redact
-from funnel_proxy import BackendState, BackendUnavailable, Funnel, FunnelEvent, ToolNotFound
+from funnel_proxy import (
+    BackendState,
+    BackendUnavailable,
+    Funnel,
+    FunnelEvent,
+    ToolEntry,
+    ToolNotFound,
+)
+from funnel_proxy._mrtr import drive_rounds, is_input_required
+from funnel_proxy._routing import InFlight
 from funnel_proxy._telemetry import tool_call as tool_call_span
 from funnel_server._calls import ToolRateLimited, call_origin
 from funnel_server._logs import LogBuffer, LogEntry
-from funnel_transports import DecodeError, RpcError, TransportError
+from funnel_transports import DecodeError, Notification, RpcError, TransportError, from_raw, to_raw
 
 __all__ = [
     "EVENT_KINDS",
     "AuthRequired",
     "Cancel",
     "ClientMessage",
+    "ElicitationEnded",
+    "ElicitationRequest",
+    "ElicitationRespond",
     "ErrorMessage",
     "EventsDropped",
     "Execute",
@@ -111,7 +135,15 @@ class Cancel(_In, tag="cancel"):
     id: ExecutionId
 
 
-ClientMessage = Subscribe | Unsubscribe | Execute | Cancel
+class ElicitationRespond(_In, tag="elicitation.respond"):
+    """A person's answer to ``elicitation.request`` ``id``: ``content`` with ``accept``."""
+
+    id: str
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, Any] | UnsetType = UNSET
+
+
+ClientMessage = Subscribe | Unsubscribe | Execute | Cancel | ElicitationRespond
 
 
 class _Out(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
@@ -193,6 +225,24 @@ class ToolError(_Out, tag="tool.error"):
     code: int | UnsetType = UNSET
 
 
+class ElicitationRequest(_Out, tag="elicitation.request"):
+    """A backend asks the person for input (form mode); answer with ``elicitation.respond``."""
+
+    id: str
+    server: str
+    message: str
+    requested_schema: dict[str, Any]
+    timeout_ms: float
+    execution: ExecutionId | UnsetType = UNSET
+
+
+class ElicitationEnded(_Out, tag="elicitation.ended"):
+    """An elicitation ended unanswered (``timed out``, ``withdrawn``); its form goes away."""
+
+    id: str
+    reason: str
+
+
 class ErrorMessage(_Out, tag="error"):
     """A message the server could not accept."""
 
@@ -220,6 +270,8 @@ ServerMessage = (
     | ToolError
     | ErrorMessage
     | EventsDropped
+    | ElicitationRequest
+    | ElicitationEnded
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
@@ -257,6 +309,55 @@ class _TooSlow(Exception):
     """The client let too many answers pile up unread."""
 
 
+#: Seconds a person has to answer an elicitation by default.
+DEFAULT_ELICITATION_TIMEOUT: Final = 300.0
+_CAPABILITIES: Final[Mapping[str, Any]] = {"elicitation": {"form": {}}}
+_JSON_TYPES: Final = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+}
+
+
+class _Pending:
+    """One elicitation waiting for the person's answer."""
+
+    def __init__(self, execution: ExecutionId | None, schema: Mapping[str, Any]) -> None:
+        self.execution = execution
+        self.schema = schema
+        self.done = anyio.Event()
+        self.answer: dict[str, Any] | None = None
+        self.ended: str | None = None
+
+
+def content_problem(schema: Mapping[str, Any], content: Mapping[str, Any]) -> str | None:
+    """Why ``content`` does not fit a (flat, SEP-1034) requested schema, or ``None``."""
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = schema.get("required")
+    for key in required if isinstance(required, list) else ():
+        if key not in content:
+            return f"{key} is required"
+    for key, value in content.items():
+        prop = properties.get(key)
+        if not isinstance(prop, dict):
+            return f"{key} is not asked for"
+        kinds = _JSON_TYPES.get(prop.get("type", ""))
+        if kinds is None:
+            continue
+        if isinstance(value, bool) and bool not in kinds:
+            return f"{key} must be {prop['type']}"
+        if not isinstance(value, kinds):
+            return f"{key} must be {prop['type']}"
+        choices = prop.get("enum")
+        if isinstance(prop.get("oneOf"), list):
+            choices = [c.get("const") for c in prop["oneOf"] if isinstance(c, dict)]
+        if isinstance(choices, list) and value not in choices:
+            return f"{key} must be one of {choices}"
+    return None
+
+
 class WsConnection:
     """One accepted ``/ws`` connection.
 
@@ -266,6 +367,7 @@ class WsConnection:
         max_executions: Executions this socket may run at once.
         max_queued: Messages waiting for a slow client at most (see the module docs).
         logs: The app's log buffer (``log`` events); ``None``: no log events.
+        elicitation_timeout: Seconds a person has to answer an elicitation.
     """
 
     def __init__(
@@ -276,6 +378,7 @@ class WsConnection:
         max_executions: int = 8,
         max_queued: int = 256,
         logs: LogBuffer | None = None,
+        elicitation_timeout: float = DEFAULT_ELICITATION_TIMEOUT,
     ) -> None:
         self._socket = socket
         self._funnel = funnel
@@ -288,6 +391,115 @@ class WsConnection:
         self._dropped = 0
         self._too_slow = False
         self._log_sent = 0
+        self._elicitation_timeout = elicitation_timeout
+        self._calls: dict[ExecutionId, InFlight] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._elicitation_ids = itertools.count(1)
+        self._last_active = time.monotonic()
+
+    # -- as a client of the funnel (a person answers elicitations)
+
+    @property
+    def capabilities(self) -> Mapping[str, Any]:
+        """A person at the dashboard answers form-mode elicitations."""
+        return _CAPABILITIES
+
+    @property
+    def last_active(self) -> float:
+        """When the socket last started an execution (monotonic seconds)."""
+        return self._last_active
+
+    def in_flight(self, server: str) -> list[InFlight]:
+        """This socket's executions running on ``server``."""
+        return [call for call in self._calls.values() if call.server == server]
+
+    def deliver(
+        self, message: Notification, *, level: str | None = None, server: str | None = None
+    ) -> None:
+        """Backends' notifications are not sent here (``log`` events come from the log)."""
+
+    async def ask(self, method: str, params: Any, call: InFlight | None = None) -> Any:
+        """Put a backend's elicitation to the person; return their answer (raw).
+
+        Raises:
+            RpcError: Not a form-mode elicitation (-32601); unanswered in time, withdrawn
+                or the socket closed (-32001).
+        """
+        decoded = from_raw(params, dict[str, Any]) if params is not None else {}
+        if method != "elicitation/create" or decoded.get("mode", "form") != "form":
+            raise RpcError(-32601, f"the dashboard cannot answer {method}")
+        schema = decoded.get("requestedSchema")
+        schema = schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
+        execution = next((key for key, running in self._calls.items() if running is call), None)
+        elicitation_id = f"elicitation-{next(self._elicitation_ids)}"
+        pending = _Pending(execution, schema)
+        self._pending[elicitation_id] = pending
+        try:
+            self._answer(
+                ElicitationRequest(
+                    id=elicitation_id,
+                    execution=execution if execution is not None else UNSET,
+                    server=call.server if call is not None else "",
+                    message=str(decoded.get("message", "")),
+                    requested_schema=schema,
+                    timeout_ms=self._elicitation_timeout * 1000,
+                )
+            )
+            with anyio.move_on_after(self._elicitation_timeout):
+                await pending.done.wait()
+        finally:
+            self._pending.pop(elicitation_id, None)
+        if pending.answer is not None:
+            return to_raw(pending.answer)
+        reason = pending.ended or "timed out"
+        with contextlib.suppress(_TooSlow):
+            self._answer(ElicitationEnded(id=elicitation_id, reason=reason))
+        if reason == "timed out":
+            raise RpcError(
+                -32001,
+                f"nobody answered the elicitation within {self._elicitation_timeout:g} s",
+            )
+        raise RpcError(-32001, f"the elicitation ended unanswered: {reason}")
+
+    async def _rounds(
+        self,
+        entry: ToolEntry,
+        arguments: dict[str, Any],
+        first: Raw,
+        progress: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> Raw:
+        call = next((c for c in self._calls.values() if c.server == entry.server), None)
+
+        async def retry(responses: dict[str, Any], state: Any) -> Raw:
+            extra: dict[str, Any] = {"inputResponses": responses}
+            if state is not None:
+                extra["requestState"] = state
+            return await self._funnel.call_tool(entry, arguments, on_progress=progress, extra=extra)
+
+        return await drive_rounds(first, retry, lambda method, raw, _: self.ask(method, raw, call))
+
+    def _end_pending(self, reason: str, execution: ExecutionId | None = None) -> None:
+        for pending in self._pending.values():
+            if execution is None or pending.execution == execution:
+                pending.ended = reason
+                pending.done.set()
+
+    def _respond(self, message: ElicitationRespond) -> None:
+        pending = self._pending.get(message.id)
+        if pending is None or pending.done.is_set():
+            self._answer(ErrorMessage(message=f"no elicitation {message.id!r} is waiting"))
+            return
+        if message.action != "accept":
+            pending.answer = {"action": message.action}
+        else:
+            content = message.content if isinstance(message.content, dict) else {}
+            problem = content_problem(pending.schema, content)
+            if problem is not None:
+                # The form stays open: the person can correct it.
+                self._answer(ErrorMessage(message=f"elicitation {message.id}: {problem}"))
+                return
+            pending.answer = {"action": "accept", "content": content}
+        pending.done.set()
 
     @property
     def dropped(self) -> int:
@@ -298,7 +510,12 @@ class WsConnection:
         """Serve the connection until the client closes it (or reads too slowly)."""
         call_origin.set("ws")
         try:
-            async with self._outbox, self._outgoing, anyio.create_task_group() as tg:
+            async with (
+                self._funnel.client(self),
+                self._outbox,
+                self._outgoing,
+                anyio.create_task_group() as tg,
+            ):
                 tg.start_soon(self._write_out)
                 tg.start_soon(self._forward_events)
                 if self._logs is not None:
@@ -314,6 +531,7 @@ class WsConnection:
                 except WebSocketDisconnect:
                     pass
                 finally:
+                    self._end_pending("the dashboard connection closed")
                     tg.cancel_scope.cancel()
         except* _TooSlow:
             self._too_slow = True
@@ -396,6 +614,8 @@ class WsConnection:
             self._subscribed |= kinds
             for snapshot in self._snapshot(added):
                 self._offer(snapshot)
+        elif isinstance(message, ElicitationRespond):
+            self._respond(message)
         elif isinstance(message, Execute):
             if message.id in self._running:
                 self._answer(ErrorMessage(message=f"execution {message.id!r} is already running"))
@@ -489,6 +709,8 @@ class WsConnection:
                     self._answer(ToolError(id=execution, error=str(exc), code=-32000))
                     return
                 self._answer(ToolExecuting(id=execution, tool=entry.name))
+                self._last_active = time.monotonic()
+                self._calls[execution] = InFlight(entry.server, str(execution))
 
                 async def progress(update: dict[str, Any]) -> None:
                     self._offer(_progress(execution, update))
@@ -498,6 +720,10 @@ class WsConnection:
                         result = await self._funnel.call_tool(
                             entry, message.arguments, on_progress=progress
                         )
+                        if is_input_required(result):
+                            # A 2026-07-28 backend asks its questions in the result: ask
+                            # the person, then retry with the answers.
+                            result = await self._rounds(entry, message.arguments, result, progress)
                         span.succeeded(result)
                 except ToolRateLimited as exc:
                     self._answer(ToolError(id=execution, error=exc.message, code=exc.code))
@@ -517,6 +743,8 @@ class WsConnection:
                 self._answer(ToolError(id=execution, error="cancelled", code=-32800))
         finally:
             self._running.pop(execution, None)
+            self._calls.pop(execution, None)
+            self._end_pending("the execution ended", execution)
 
 
 def _progress(execution: ExecutionId, update: dict[str, Any]) -> ToolProgress:

@@ -157,11 +157,19 @@ CLIENT_CAPABILITIES: dict[str, Any] = {
     "roots": {"listChanged": True},
     "sampling": {},
     "elicitation": {"form": {}, "url": {}},
+    # Task-augmented sampling and elicitation are answered with the result itself (see
+    # Funnel._for_client): a backend's tools that ask that way are offered too.
+    "tasks": {"requests": {"sampling": {"createMessage": {}}, "elicitation": {"create": {}}}},
 }
 #: Seconds a call waits for a backend that is (re)connecting before it fails.
 _ON_DEMAND_WAIT = 2.0
 _FOR_CLIENTS: frozenset[str] = frozenset(
-    {"notifications/message", "notifications/resources/updated"}
+    {
+        "notifications/message",
+        "notifications/resources/updated",
+        "notifications/tasks/status",
+        "notifications/tasks",
+    }
 )
 
 

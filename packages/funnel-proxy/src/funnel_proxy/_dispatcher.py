@@ -52,6 +52,7 @@ from funnel_proxy._mrtr import (
 )
 from funnel_proxy._routing import LOG_LEVELS as _LOG_LEVELS
 from funnel_proxy._routing import InFlight, log_level_passes
+from funnel_proxy._tasks_routing import TASK_METHODS, client_declares_tasks
 from funnel_transports import (
     HANDSHAKE_VERSIONS,
     MODERN_VERSIONS,
@@ -116,6 +117,7 @@ class _CallParams(msgspec.Struct):
     meta: dict[str, Any] | UnsetType = msgspec.field(default=UNSET, name="_meta")
     input_responses: Raw | UnsetType = msgspec.field(default=UNSET, name="inputResponses")
     request_state: Any = msgspec.field(default=UNSET, name="requestState")
+    task: Any = UNSET
 
 
 class _RequestMeta(msgspec.Struct):
@@ -182,6 +184,9 @@ class McpServerSession:
         self._modern = False
         self._queue_send: MemoryObjectSendStream[Notification] | None = None
         self._protocol_version: str | None = None  # negotiated by initialize
+        #: Sends a notification with the client's request it belongs to, without
+        #: waiting; returns whether it could (the HTTP endpoint sets it).
+        self.send_related: Callable[[Notification, RequestId], bool] | None = None
 
     # ------------------------------------------------------------------ as a client
 
@@ -255,10 +260,24 @@ class McpServerSession:
             raise RpcError(reply.error.code, reply.error.message, data)
         return reply.result
 
-    def deliver(self, message: Notification, *, level: str | None = None) -> None:
-        """Queue a notification for the client; :meth:`watch` sends it."""
+    def deliver(
+        self, message: Notification, *, level: str | None = None, server: str | None = None
+    ) -> None:
+        """Queue a notification for the client; :meth:`watch` sends it.
+
+        A notification from ``server`` while this (handshake-era) client has a call in
+        flight to it goes with that call, the most recent one: through ``send_related``
+        when one is set (the HTTP endpoint puts it on that call's POST stream), else
+        queued like the rest.
+        """
         if level is not None and not log_level_passes(level, self._log_level):
             return
+        if server is not None and self.send_related is not None and not self._modern:
+            calls = [call for call in self._calls.values() if call.server == server]
+            if calls:
+                call = max(calls, key=lambda c: c.started)
+                if self.send_related(message, call.request_id):
+                    return
         if self._queue_send is None:
             return  # nobody is watching: the client cannot be sent anything unasked
         try:
@@ -324,7 +343,7 @@ class McpServerSession:
         meta = params.meta if isinstance(params.meta, dict) else {}
         if _META_VERSION in meta or params.request_state is not UNSET:
             return False
-        if not isinstance(params.input_responses, UnsetType):
+        if not isinstance(params.input_responses, UnsetType) or params.task is not UNSET:
             return False
         try:
             entry = self._funnel.resolve_tool(params.name)
@@ -523,7 +542,11 @@ class McpServerSession:
         if method in _LISTS and not self._funnel_ready:
             self._funnel_ready = await self._funnel.wait_ready(self._first_list_wait) or True
         if method == "tools/list":
-            return self._list({"tools": self._funnel.list_tools_raw()}, modern=modern)
+            # Tools that run only as a 2025-11-25 task: for handshake clients that declared
+            # tasks (a 2026-07-28 client's tasks are the server's choice, per call).
+            tasks = not modern and client_declares_tasks(self._capabilities)
+            tools = self._funnel.list_tools_raw(tasks=tasks)
+            return self._list({"tools": tools}, modern=modern)
         if method == "tools/call":
             return await self._call_tool(request, modern=modern)
         if method == "prompts/list":
@@ -544,6 +567,13 @@ class McpServerSession:
             return await self._set_level(params)
         if method == "completion/complete":
             return await self._complete(request.id, params)
+        if method in TASK_METHODS:
+            route = self._funnel.find_task(params, self._task_owner)
+            # A call to the task's backend meanwhile (what the task asks comes with it).
+            self._calls[request.id] = InFlight(route.server, request.id)
+            return await self._funnel.task_request(method, _without_reserved_meta(params), route)
+        if method == "tasks/list":
+            return await self._funnel.list_tasks(self._task_owner)
         if method == "resources/subscribe":
             await self._funnel.subscribe_resource(self, self._uri(params))
             return Raw(b"{}")
@@ -551,6 +581,11 @@ class McpServerSession:
             await self._funnel.unsubscribe_resource(self, self._uri(params))
             return Raw(b"{}")
         raise _Failure(-32601, f"Method not found: {method}")
+
+    @property
+    def _task_owner(self) -> object | None:
+        # A stateless-era client has no session that could own a task: any may use it.
+        return None if self._modern else self
 
     @staticmethod
     def _uri(params: Mapping[str, Any]) -> str:
@@ -650,6 +685,11 @@ class McpServerSession:
                 call.answer(responses if isinstance(responses, dict) else {})
             return await self._resume(call)
         extra: dict[str, Any] = {}
+        if params.task is not UNSET and not modern:
+            # 2026-07-28 has no task-augmented requests: a modern client's ``task`` is
+            # not of its era and is ignored, as a receiver that does not offer it must.
+            self._funnel.check_task_call(entry)
+            extra["task"] = params.task
         if isinstance(params.input_responses, Raw):
             extra["inputResponses"] = params.input_responses
         if state is not UNSET:
@@ -672,6 +712,9 @@ class McpServerSession:
         result = await self._funnel.call_tool(
             entry, arguments, meta=meta or None, on_progress=on_progress, extra=extra or None
         )
+        if "task" in extra or (modern and entry.server != CORE_SERVER):
+            # A task the backend created (asked for, or in 2026-07-28 its own choice).
+            result = self._funnel.remember_task(entry.server, result, self._task_owner)
         if not modern and is_input_required(result):
             # A modern backend asks for input: ask this handshake-era client, retry.
             async def retry(responses: dict[str, Any], backend_state: Any) -> Raw:

@@ -64,6 +64,22 @@ from funnel_proxy._mrtr import ParkedCall, ParkedCalls, input_required
 from funnel_proxy._reload import ReloadReport, diff_configs
 from funnel_proxy._routing import Client, InFlight, choose, client_supports, needed_capability
 from funnel_proxy._surface import Surface, ToolEntry, build_surface
+from funnel_proxy._tasks_routing import (
+    TASK_NOTIFICATIONS,
+    TASKS_EXTENSION,
+    ClientTaskTable,
+    TaskRoute,
+    TaskTable,
+    backend_offers_extension,
+    backend_offers_task_calls,
+    client_takes_task,
+    created_task,
+    merged_tasks_capability,
+    related_task_id,
+    task_support,
+    with_related_task,
+    with_task_id,
+)
 from funnel_proxy._visibility import VisibilityPolicy
 from funnel_tokenstore import TokenStore, open_token_store
 from funnel_transports import (
@@ -93,6 +109,8 @@ logger = logging.getLogger("funnel_proxy")
 _COALESCE_SECONDS = 0.05
 #: Events one subscriber may have unread before it loses some (list changes are kept).
 MAX_QUEUED_EVENTS = 1024
+#: ``tasks/list`` follows at most this many pages of one backend.
+_MAX_TASK_PAGES = 20
 _STOP_SECONDS = 15.0
 """Bound on stopping one backend (its transport's own shutdown is bounded well below)."""
 #: Where a stateless-era request's ``_meta`` carries the calling client's capabilities.
@@ -286,6 +304,9 @@ class Funnel:
         self._cm: Any = None
         self._resource_subscribers: dict[str, set[Client]] = {}
         self._resource_listens: dict[str, anyio.CancelScope] = {}
+        self.tasks = TaskTable()
+        self.client_tasks = ClientTaskTable()
+        self._tools_raw_no_tasks: tuple[Surface, Raw] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -509,13 +530,22 @@ class Funnel:
         """What ``tools/list`` answers: the enabled core tools, then the exposed tools."""
         return self.core.definitions() + self._surface.exposed_tools
 
-    def list_tools_raw(self) -> Raw:
+    def list_tools_raw(self, *, tasks: bool = True) -> Raw:
         """:meth:`list_tools` as encoded JSON, computed once per surface snapshot.
 
         ``tools/list`` is the hottest read: with thousands of tools, encoding the list
         again for every client request would cost more than everything else it does.
+        ``tasks=False`` (a client that did not declare tasks) leaves out the tools that
+        can only run as a task (``execution.taskSupport: required``).
         """
         surface = self._surface
+        if not tasks:
+            kept = self._tools_raw_no_tasks
+            if kept is None or kept[0] is not surface:
+                tools = [tool for tool in self.list_tools() if task_support(tool) != "required"]
+                kept = (surface, to_raw(tools))
+                self._tools_raw_no_tasks = kept
+            return kept[1]
         cached = self._tools_raw
         if cached is None or cached[0] is not surface:
             cached = (surface, to_raw(self.list_tools()))
@@ -554,7 +584,8 @@ class Funnel:
         ``server/discover`` answers, per request). Otherwise everything funnel can relay
         (``initialize``: a handshake-era session keeps its capabilities for its whole
         life, and backends still starting must not be lost from it); a backend that does
-        not offer one answers such a request with its own error.
+        not offer one answers such a request with its own error. ``tasks`` there is the
+        union of the connected backends' once all have made their first attempt.
         """
         offered: dict[str, Any] = {
             "tools": {"listChanged": True},
@@ -563,11 +594,26 @@ class Funnel:
         }
         if not current:
             offered["resources"]["subscribe"] = True
-            return {**offered, "logging": {}, "completions": {}}
-        for backend in self._backends.values():
-            session = backend.session
-            if session is None:
-                continue
+            result = {**offered, "logging": {}, "completions": {}}
+            # Tasks (2025-11-25): the union of the connected backends' once every backend
+            # made its first attempt; before, everything funnel can route.
+            tasks = (
+                merged_tasks_capability(
+                    b.session.server_capabilities
+                    for b in self._backends.values()
+                    if b.session is not None
+                )
+                if self._settled.is_set()
+                else {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+            )
+            if tasks is not None:
+                result["tasks"] = tasks
+            return result
+        sessions = [b.session for b in self._backends.values() if b.session is not None]
+        # The 2026-07-28 tasks extension, when a backend offers it (per request, current).
+        if any(backend_offers_extension(session.server_capabilities) for session in sessions):
+            offered["extensions"] = {TASKS_EXTENSION: {}}
+        for session in sessions:
             theirs = session.server_capabilities
             if isinstance(theirs.get("logging"), dict):
                 offered["logging"] = {}
@@ -591,6 +637,8 @@ class Funnel:
         """Unregister a client and end its resource subscriptions."""
         if client in self._clients:
             self._clients.remove(client)
+        self.tasks.forget_owner(client)
+        self.client_tasks.forget_client(client)
         for uri in [uri for uri, who in self._resource_subscribers.items() if client in who]:
             self._drop_subscriber(uri, client)
 
@@ -627,10 +675,14 @@ class Funnel:
 
     async def _route_server_request(self, server: str, request: Request) -> Raw:
         params = from_raw(request.params, dict[str, Any]) if isinstance(request.params, Raw) else {}
+        if request.method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            return await self._client_task_request(server, request.method, params)
         needed = needed_capability(request.method)
         if needed is None:
             raise RpcError(METHOD_NOT_FOUND, f"Method not found: {request.method}")
-        chosen = choose(self._clients, server, request.method, params)
+        chosen = self._chosen_for_task(server, request.method, params)
+        if chosen is None:
+            chosen = choose(self._clients, server, request.method, params)
         if chosen is None:
             raise RpcError(
                 METHOD_NOT_FOUND,
@@ -638,13 +690,84 @@ class Funnel:
             )
         client, call = chosen
         raw = request.params if isinstance(request.params, Raw) else None
-        if call is None:
-            return await client.ask(request.method, raw, None)
-        call.asking()
+        as_task = "task" in params and client_takes_task(client.capabilities, request.method)
+        if ("task" in params and not as_task) or related_task_id(params) is not None:
+            raw = to_raw(self._for_client(server, params, keep_task=as_task))
+        if call is not None:
+            call.asking()
         try:
-            return await client.ask(request.method, raw, call)
+            result = await client.ask(request.method, raw, call)
         finally:
-            call.answered_now()
+            if call is not None:
+                call.answered_now()
+        return self._remember_client_task(server, client, result) if as_task else result
+
+    def _remember_client_task(self, server: str, client: Client, result: Raw) -> Raw:
+        """A client's ``CreateTaskResult`` for a backend, with an id only funnel maps back."""
+        try:
+            decoded = from_raw(result, dict[str, Any])
+        except DecodeError:
+            return result
+        task = created_task(decoded)
+        if task is None:
+            return result  # the client answered at once, as it may
+        shown = self.client_tasks.add(server, client, task["taskId"], task.get("ttl"))
+        return to_raw(with_task_id(decoded, shown.exposed))
+
+    async def _client_task_request(
+        self, server: str, method: str, params: Mapping[str, Any]
+    ) -> Raw:
+        """A backend polls a task a client runs for it: ask that client, with its own id."""
+        task = self.client_tasks.find(params.get("taskId"), server)
+        if task is None:
+            raise RpcError(-32602, f"Invalid params: unknown task {params.get('taskId')!r}")
+        client = next((c for c in self._clients if c is task.client), None)
+        if client is None:
+            raise RpcError(-32602, f"the client running task {task.exposed!r} is gone")
+        answer = await client.ask(method, to_raw({**params, "taskId": task.task_id}), None)
+        try:
+            decoded = from_raw(answer, dict[str, Any])
+        except DecodeError:
+            return answer
+        return to_raw(with_task_id(decoded, task.exposed))
+
+    def _chosen_for_task(
+        self, server: str, method: str, params: Mapping[str, Any]
+    ) -> tuple[Client, InFlight | None] | None:
+        """A request that names its task goes to the client that created the task."""
+        found = self._task_owner(server, params)
+        if found is None:
+            return None
+        client, _ = found
+        if not client_supports(client.capabilities, method, params):
+            return None
+        calls = [call for call in client.in_flight(server) if not call.waiting]
+        # The call that waits on the task (its tasks/result) carries the request best.
+        return client, max(calls, key=lambda call: call.started) if calls else None
+
+    def _for_client(
+        self, server: str, params: Mapping[str, Any], *, keep_task: bool = False
+    ) -> dict[str, Any]:
+        """A backend's request as its client sees it: task ids shown, ``task`` dropped.
+
+        funnel declares task-augmented sampling and elicitation to its backends (their
+        tools that ask that way are then offered). A client that declared it too gets the
+        request as it is (``keep_task``) and its task is polled through funnel; to any
+        other client it is an ordinary request, and the backend gets the result itself
+        instead of a task, which a requestor must accept from a receiver that did not
+        create one.
+        """
+        out = with_related_task(
+            params,
+            lambda task_id: (
+                route.exposed
+                if (route := self.tasks.of_backend(server, task_id)) is not None
+                else None
+            ),
+        )
+        if not keep_task:
+            out.pop("task", None)
+        return out
 
     def _on_backend_notification(self, server: str, message: Notification) -> None:
         try:
@@ -660,7 +783,16 @@ class Funnel:
             level = params.get("level")
             forwarded = Notification(method=message.method, params=to_raw(params))
             for client in list(self._clients):
-                client.deliver(forwarded, level=level if isinstance(level, str) else None)
+                client.deliver(
+                    forwarded, level=level if isinstance(level, str) else None, server=server
+                )
+        elif message.method in TASK_NOTIFICATIONS:
+            route = self.tasks.of_backend(server, params.get("taskId"))
+            if route is not None and route.owner is not None and route.owner in self._clients:
+                shown = Notification(
+                    method=message.method, params=to_raw(with_task_id(params, route.exposed))
+                )
+                route.owner.deliver(shown, server=server)
         elif message.method == "notifications/resources/updated":
             uri = params.get("uri")
             for client in (
@@ -1117,6 +1249,129 @@ class Funnel:
         # The callback reconnects the backend: the retry goes to the new session.
         await backend.wait_replaced(previous, self._connect_timeout)
         return True
+
+    # ------------------------------------------------------------------ tasks
+
+    def check_task_call(self, entry: ToolEntry) -> None:
+        """Refuse a task-augmented call of a tool that cannot run as a task.
+
+        Raises:
+            RpcError: -32601, as the spec says, when the tool's backend did not declare
+                task-augmented ``tools/call`` or the tool's ``taskSupport`` forbids it.
+        """
+        backend = self._backends.get(entry.server)
+        session = backend.session if backend is not None else None
+        offered = session is not None and backend_offers_task_calls(session.server_capabilities)
+        if not offered or task_support(entry.definition) == "forbidden":
+            raise RpcError(
+                METHOD_NOT_FOUND, f"tool {entry.name!r} does not support task-augmented calls"
+            )
+
+    def remember_task(self, server: str, result: Raw, owner: object | None) -> Raw:
+        """If ``result`` created a task, remember its backend and show the client its id.
+
+        Returns ``result`` untouched when it is an ordinary result (no decoding unless the
+        bytes mention a task).
+        """
+        if b'"task' not in bytes(result):
+            return result
+        try:
+            decoded = from_raw(result, dict[str, Any])
+        except DecodeError:
+            return result
+        task = created_task(decoded)
+        if task is None:
+            return result
+        ttl = task.get("ttl", task.get("ttlMs"))
+        route = self.tasks.add(server, task["taskId"], owner, ttl)
+        logger.debug("[%s] task %s is %s", server, task["taskId"], route.exposed)
+        return to_raw(with_task_id(decoded, route.exposed))
+
+    def find_task(self, params: Mapping[str, Any], owner: object | None) -> TaskRoute:
+        """The route of the task ``params.taskId`` names, for ``owner``.
+
+        Raises:
+            RpcError: -32602 for an id funnel does not know (expired, or another
+                client's).
+        """
+        route = self.tasks.find(params.get("taskId"), owner)
+        if route is None:
+            raise RpcError(-32602, f"Invalid params: unknown task {params.get('taskId')!r}")
+        return route
+
+    async def task_request(self, method: str, params: Mapping[str, Any], route: TaskRoute) -> Raw:
+        """Route ``tasks/get|result|cancel|update`` to the backend that owns the task.
+
+        Raises:
+            RpcError: The backend's own error.
+        """
+        forwarded = {**params, "taskId": route.task_id}
+        timeout = None
+        if method == "tasks/result":
+            # It blocks until the task ends: bounded by the task's life, not the call deadline.
+            timeout = max(1.0, route.expires - time.monotonic())
+        result = await self._backend(route.server).request(method, forwarded, timeout=timeout)
+        return self._show_task(result, route)
+
+    @staticmethod
+    def _show_task(result: Raw, route: TaskRoute) -> Raw:
+        data = bytes(result)
+        if route.task_id.encode() not in data:
+            return result
+        try:
+            decoded = from_raw(result, dict[str, Any])
+        except DecodeError:
+            return result
+        return to_raw(with_task_id(decoded, route.exposed))
+
+    async def list_tasks(self, owner: object | None) -> Raw:
+        """``tasks/list``: the merged list of this client's tasks, with the ids it was shown.
+
+        Each backend that offers ``tasks/list`` is asked (every page, bounded); only the
+        tasks funnel created for ``owner`` are shown. The merged list has no further page.
+        """
+        mine = self.tasks.owned_by(owner)
+        servers = sorted({route.server for route in mine})
+        found: dict[str, dict[str, Any]] = {}
+
+        async def list_one(server: str) -> None:
+            backend = self._backends.get(server)
+            session = backend.session if backend is not None else None
+            if session is None or not isinstance(
+                session.server_capabilities.get("tasks", {}).get("list"), dict
+            ):
+                return
+            cursor: Any = None
+            for _ in range(_MAX_TASK_PAGES):
+                params = {"cursor": cursor} if cursor is not None else {}
+                try:
+                    page = from_raw(
+                        await self.forward(server, "tasks/list", params), dict[str, Any]
+                    )
+                except (ProxyError, TransportError, DecodeError) as exc:
+                    logger.info("[%s] tasks/list failed: %s", server, exc)
+                    return
+                for task in page.get("tasks") or ():
+                    if isinstance(task, dict):
+                        route = self.tasks.of_backend(server, task.get("taskId"))
+                        if route is not None:
+                            found[route.exposed] = with_task_id(task, route.exposed)
+                cursor = page.get("nextCursor")
+                if not isinstance(cursor, str):
+                    return
+
+        async with anyio.create_task_group() as tg:
+            for server in servers:
+                tg.start_soon(list_one, server)
+        ordered = [found[route.exposed] for route in mine if route.exposed in found]
+        return to_raw({"tasks": ordered})
+
+    def _task_owner(self, server: str, params: Mapping[str, Any]) -> tuple[Client, str] | None:
+        """The client whose task a backend's message is about (by ``related-task``)."""
+        route = self.tasks.of_backend(server, related_task_id(params))
+        if route is None or route.owner is None or route.owner not in self._clients:
+            return None
+        return route.owner, route.exposed
 
     def _backend(self, server: str) -> Backend:
         backend = self._backends.get(server)

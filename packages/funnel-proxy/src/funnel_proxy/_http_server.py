@@ -241,6 +241,24 @@ class _HttpSession:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await target.send(message)
 
+    def route_related(self, message: Notification, related: RequestId) -> bool:
+        """Put a notification on the POST stream of the client's call ``related``.
+
+        A backend's log message (or task notice) during a call goes where the client
+        reads that call's answer. Returns ``False`` when that call has no open stream
+        (the caller then uses the GET stream); a full stream drops it rather than block.
+        """
+        route = self.routes.get(related)
+        if route is None:
+            return False
+        try:
+            route.channel.send_nowait(message)
+        except anyio.WouldBlock:
+            logger.debug("session %s: dropped %s", self.id[:8], message.method)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
     def close(self) -> None:
         self.closed = True
         for scope in list(self.scopes):
@@ -570,6 +588,7 @@ class McpHttpEndpoint:
         session.mcp = McpServerSession(
             self._funnel, session.route, version=self._version, instructions=self._instructions
         )
+        session.mcp.send_related = session.route_related
         # A session can be asked things by backends (and hear their updates) as long as
         # it lives, not only while a stream is open.
         self._funnel.add_client(session.mcp)

@@ -195,7 +195,7 @@ class ParkedCall:
             self._asks.pop(key, None)
         return to_raw(ask.answer)
 
-    def deliver(self, message: Any, *, level: str | None = None) -> None:
+    def deliver(self, message: Any, *, level: str | None = None, server: str | None = None) -> None:
         """A parked call has no channel for notifications: they are dropped."""
 
     # --------------------------------------------------------------- running

@@ -5,6 +5,9 @@ A backend's request to its client (``sampling/createMessage``, ``elicitation/cre
 connection, shared by every client funnel serves. So funnel decides by what it knows of
 the calls in flight to that backend (:class:`InFlight`), in this order:
 
+0. A request that names its task (``_meta`` ``io.modelcontextprotocol/related-task``)
+   goes to the client that created that task, if it declared the capability (the
+   funnel looks that up before this rule; see ``_tasks_routing``).
 1. Only clients that declared the capability the request needs are candidates (for a
    URL-mode elicitation, the ``url`` mode).
 2. Of their calls in flight to that backend, a call already waiting for an answer to an
@@ -116,8 +119,14 @@ class Client(Protocol):
         """
         ...
 
-    def deliver(self, message: Notification, *, level: str | None = None) -> None:
-        """Queue a notification for the client (a log message carries its level)."""
+    def deliver(
+        self, message: Notification, *, level: str | None = None, server: str | None = None
+    ) -> None:
+        """Queue a notification for the client (a log message carries its level).
+
+        ``server``: the backend that sent it, so that it can go with the client's call
+        in flight to that backend (on that call's stream, over HTTP).
+        """
         ...
 
 
