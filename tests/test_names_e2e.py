@@ -69,10 +69,10 @@ async def test_two_transparent_backends_with_the_same_names_both_stay_reachable(
         cwd=str(tmp_path),
     )
     expected = sorted(
-        [
-            *("echo", "add", "slow", "wait_forever"),
-            *("alpha__echo", "alpha__add", "alpha__slow", "alpha__wait_forever"),
-            *("n__echo", "n__add", "n__slow", "n__wait_forever"),
+        [  # the SDK peer's tools (tests/servers/sdk_server.py), three times
+            f"{prefix}{tool}"
+            for prefix in ("", "alpha__", "n__")
+            for tool in ("echo", "add", "slow", "chatty", "wait_forever")
         ]
     )
     changed = anyio.Event()
@@ -122,7 +122,8 @@ def test_check_reports_each_conflict_and_how_it_was_resolved(config: Path, tmp_p
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "7 name conflicts (the server listed first keeps the name):" in lines
+    # 5 tools + 1 prompt shared by zeta and alpha, 1 resource shared by all three (2 pairs)
+    assert "8 name conflicts (the server listed first keeps the name):" in lines
     assert (
         '  tool "echo" is offered by zeta and alpha: zeta keeps the name, alpha\'s is "alpha__echo"'
         in lines
@@ -153,7 +154,7 @@ async def test_the_api_lists_the_conflicts_beside_servers_and_tools(config: Path
             servers = (await http.get("/api/servers")).json()
             tools = (await http.get("/api/tools")).json()
     assert servers["conflicts"] == tools["conflicts"]
-    assert len(servers["conflicts"]) == 7
+    assert len(servers["conflicts"]) == 8
     assert servers["conflicts"][0] == {
         "kind": "tool",
         "name": "add",

@@ -375,6 +375,11 @@ async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_token
         assert query["code_challenge_method"] == "S256"
         assert query["resource"] == protected.url
         assert "mcp:read" in query["scope"].split()
+        #    A stale link (used, expired, or replaced by a wider login) leads to the
+        #    login that is current for every backend still waiting.
+        stale = await browser.get("/api/oauth/callback", params={"state": "stale", "code": "x"})
+        assert stale.status_code == 400
+        assert 'href="/api/oauth/authorize/protected"' in stale.text
 
         # 3. Log in and consent at the AS; it sends the browser back to funnel's callback.
         callback = await follow_authorization(location)
@@ -411,6 +416,7 @@ async def test_a_person_authorizes_a_backend_once_and_a_restart_reuses_the_token
         assert replay.status_code == 400
         assert "unknown or already used authorization state" in replay.text
         assert "<script>alert(1)</script>" not in replay.text
+        assert "/api/oauth/authorize/" not in replay.text, "nothing waits for a login now"
         assert (funnel.home / "tokens.json").read_bytes() == snapshot
         await token_grant_barrier(oidc)
         grants = [e.get("grant_type") for e in oidc.events]

@@ -16,10 +16,11 @@ import logging
 import math
 import time
 from base64 import b64encode
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.resources import files
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol, TypeVar, cast
+from urllib.parse import quote
 
 import anyio
 import msgspec
@@ -43,6 +44,7 @@ from funnel_auth import (
     AuthorizationRequired,
     AuthServerUnavailable,
     InsufficientScope,
+    InvalidState,
     IssuerMismatch,
     RateLimited,
     RateLimiter,
@@ -363,11 +365,24 @@ def _auth_http_error(exc: AuthError, server: str) -> HTTPException:
     return HTTPException(status_code=502, detail=str(exc), extra=extra)
 
 
-def _error_page(status: int, title: str, message: str) -> Response[bytes]:
+def _error_page(
+    status: int, title: str, message: str, *, waiting: Sequence[str] = ()
+) -> Response[bytes]:
+    """An HTML error page; ``waiting`` names backends whose login can be started again."""
+    again = "".join(
+        f'<li><a href="/api/oauth/authorize/{quote(name, safe="")}">Log in to '
+        f"{html.escape(name)}</a></li>"
+        for name in waiting
+    )
     body = _page(
         title,
         f"<h1 class=bad>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
-        "<p>Start again from the dashboard, or run <code>funnel-server login SERVER</code>.</p>",
+        + (
+            f"<p>Waiting for a login (each link opens the current one):</p><ul>{again}</ul>"
+            if again
+            else ""
+        )
+        + "<p>Start again from the dashboard, or run <code>funnel-server login SERVER</code>.</p>",
     )
     return Response(body, status_code=status, media_type=_HTML, headers=_page_headers())
 
@@ -807,6 +822,17 @@ def create_app(  # noqa: PLR0915 - one closure per route keeps the funnel out of
                 400,
                 "Authorization failed",
                 "The response did not come from the expected authorization server; it was discarded.",
+            )
+        except InvalidState as exc:
+            # Used, expired, or replaced by a newer login asking for more: the backends
+            # still waiting link to the login that is current now.
+            waiting = [s.name for s in funnel.states() if s.status == "auth_required"]
+            return _error_page(
+                400,
+                "Authorization failed",
+                f"{exc}. The link may have been used already, expired, or been replaced by a "
+                "newer login that asks for more permissions.",
+                waiting=waiting,
             )
         except AuthError as exc:
             return _error_page(400, "Authorization failed", str(exc))
