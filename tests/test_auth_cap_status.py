@@ -133,6 +133,7 @@ async def test_after_three_authorizations_the_backend_is_auth_required_with_a_re
                     base_dir=tmp_path,
                     redirect_uri=REDIRECT_URI,
                     token_store=MemoryTokenStore(),
+                    authorize_link=lambda name: f"/api/oauth/authorize/{name}",
                 )
                 async with funnel.events() as events, funnel:
 

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 import msgspec
 from msgspec import Raw
@@ -46,7 +47,14 @@ from funnel_transports import RpcError
 if TYPE_CHECKING:
     from funnel_server._shared import SharedState
 
-__all__ = ["RATE_LIMITED", "ServerFunnel", "ToolCallLimits", "ToolRateLimited", "call_origin"]
+__all__ = [
+    "RATE_LIMITED",
+    "ServerFunnel",
+    "ToolCallLimits",
+    "ToolRateLimited",
+    "authorize_route",
+    "call_origin",
+]
 
 logger = logging.getLogger("funnel_server")
 
@@ -63,6 +71,11 @@ call_origin: contextvars.ContextVar[str] = contextvars.ContextVar(
     "funnel_call_origin", default="stdio"
 )
 """Which front door a tool call came through: ``stdio``, ``mcp``, ``ws`` or ``rest``."""
+
+
+def authorize_route(server: str) -> str:
+    """This app's route that starts (or joins) the login of ``server``."""
+    return f"/api/oauth/authorize/{quote(server, safe='')}"
 
 
 class ServerFunnel(Funnel):
@@ -83,6 +96,7 @@ class ServerFunnel(Funnel):
         shared: SharedState | None = None,
         **options: Any,
     ) -> None:
+        options.setdefault("authorize_link", authorize_route)
         super().__init__(config, clock=clock, **options)
         self.shared = shared
         self._replica = f"{os.getpid()}-{id(self):x}"

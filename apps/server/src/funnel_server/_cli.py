@@ -62,7 +62,7 @@ from funnel_proxy._config import load_config
 from funnel_proxy._errors import ConfigError, ConfigNotFound
 from funnel_proxy._telemetry import configure_from_env as configure_telemetry_from_env
 from funnel_server._audit import RedactingFormatter, configure_audit_log, remove_audit_handlers
-from funnel_server._calls import ServerFunnel
+from funnel_server._calls import ServerFunnel, authorize_route
 from funnel_server._live_config import watching_config
 from funnel_server._logs import LogBuffer
 from funnel_server._security import API_TOKEN_ENV, is_loopback_host, load_api_token
@@ -544,16 +544,20 @@ def _startup_wait() -> float:
 
 
 def _funnel_options(port: int | None, public_url: str | None = None) -> dict[str, Any]:
-    """The OAuth redirect URI.
+    """The OAuth redirect URI and the login route of this app.
 
     ``<public url>/api/oauth/callback`` when there is one, else this server's own
-    callback on the port it really listens on.
+    callback on the port it really listens on (``check`` and ``tools``, which serve
+    nothing: the default port, where ``funnel-server`` completes the login later).
     """
-    if port is None or "redirect_uri" not in inspect.signature(Funnel.__init__).parameters:
+    if "redirect_uri" not in inspect.signature(Funnel.__init__).parameters:
         return {}
+    options: dict[str, Any] = {"authorize_link": authorize_route}
     if public_url is not None:
-        return {"redirect_uri": f"{public_url}/api/oauth/callback"}
-    return {"redirect_uri": f"http://localhost:{port}/api/oauth/callback"}
+        options["redirect_uri"] = f"{public_url}/api/oauth/callback"
+    else:
+        options["redirect_uri"] = f"http://localhost:{port or DEFAULT_PORT}/api/oauth/callback"
+    return options
 
 
 async def _shared_options(

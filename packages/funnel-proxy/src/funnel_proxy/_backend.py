@@ -88,8 +88,6 @@ from funnel_transports import WebSocketTransport as WebSocketClientTransport
 __all__ = ["Backend", "BackendState", "BackendStatus"]
 
 logger = logging.getLogger("funnel_proxy.backend")
-# funnel-server's callback on its default port: funnel-auth has no default of its own.
-_DEFAULT_REDIRECT_URI = "http://localhost:3456/api/oauth/callback"
 
 BackendStatus: TypeAlias = Literal[
     "connecting", "connected", "reconnecting", "auth_required", "failed", "disabled"
@@ -220,7 +218,10 @@ class Backend:
         connect_timeout: Seconds one connect attempt (start, negotiate, list) may take.
         token_store: Where OAuth tokens persist (HTTP backends with ``auth``).
         flows: The registry of pending authorization code flows the callback completes.
-        redirect_uri: The OAuth redirect URI unless the server's config sets one.
+        redirect_uri: The OAuth redirect URI unless the server's config sets one (an
+            ``oauth2-code`` backend needs one of the two).
+        authorize_link: Where a person starts this backend's login, given its name (the
+            application's route); without it states carry no authorize URL.
     """
 
     def __init__(
@@ -236,11 +237,13 @@ class Backend:
         token_store: TokenStore | None = None,
         flows: FlowRegistry | None = None,
         redirect_uri: str | None = None,
+        authorize_link: Callable[[str], str] | None = None,
         server_requests: ServerRequestHandler | None = None,
         notifications: NotificationSink | None = None,
     ) -> None:
         self._server = server
         self._config = config
+        self._authorize_link = authorize_link
         self._environ = environ
         self._base_dir = base_dir
         self._listener = listener
@@ -274,6 +277,11 @@ class Backend:
     def name(self) -> str:
         """The server's name."""
         return self._server.name
+
+    @property
+    def authorize_link(self) -> str | None:
+        """Where a person starts this backend's login (the application's route), if known."""
+        return self._authorize_link(self.name) if self._authorize_link is not None else None
 
     @property
     def state(self) -> BackendState:
@@ -500,16 +508,17 @@ class Backend:
             self._publish(
                 status="auth_required",
                 error="authorization required: open the authorize URL",
-                authorize_url=f"/api/oauth/authorize/{self.name}",
+                authorize_url=self.authorize_link,
                 changed=frozenset(LISTS),
             )
             # Worded so that credential redaction leaves it alone ("authorization: ..."
             # reads as a header to it).
             logger.warning(
-                "[%s] needs a login: open /api/oauth/authorize/%s, or run funnel-server login %s",
+                "[%s] needs a login: %s",
                 self.name,
-                self.name,
-                self.name,
+                f"open {self.authorize_link}"
+                if self.authorize_link
+                else "start it with Funnel.begin_authorization",
             )
             return connected
         except InsufficientScope as exc:
@@ -522,7 +531,7 @@ class Backend:
             self._publish(
                 status="auth_required",
                 error=reason,
-                authorize_url=f"/api/oauth/authorize/{self.name}",
+                authorize_url=self.authorize_link,
                 lists={},
                 changed=frozenset(LISTS),
             )
@@ -697,7 +706,7 @@ class Backend:
                 server_url=url,
                 store=self._token_store,
                 flows=self._flows,
-                redirect_uri=self._redirect_uri or _DEFAULT_REDIRECT_URI,
+                redirect_uri=self._redirect_uri,
             )
         return self._auth
 

@@ -135,8 +135,9 @@ class FunnelEvent:
         lists: Which lists changed (``list_changed`` events): ``tools``, ``prompts``,
             ``resources``.
         server: The backend that needs a login (``auth_required`` events).
-        authorize_url: funnel's route that joins that login (``auth_required``
-            events): ``/api/oauth/authorize/<server>``, no secret in it.
+        authorize_url: Where a person joins that login (``auth_required`` events): the
+            ``authorize_link`` the embedder gave (funnel-server's
+            ``/api/oauth/authorize/<server>``), no secret in it; ``None`` without one.
     """
 
     kind: Literal["status", "list_changed", "servers_changed", "auth_required"]
@@ -252,6 +253,10 @@ class Funnel:
         flows: The registry of pending OAuth flows (default: this process's own; several
             replicas pass one they share).
         clock: The monotonic clock of the ``rateLimits`` windows (injectable for tests).
+        authorize_link: Where a person starts a backend's login, given its name: the
+            embedder's own route (funnel-server: ``/api/oauth/authorize/<name>``). States,
+            events and errors carry it; without it they carry none, and a login is started
+            with :meth:`begin_authorization`.
 
     Attributes:
         limits: The config's ``rateLimits``, enforced by :meth:`admit` on every path.
@@ -271,8 +276,10 @@ class Funnel:
         startup_wait: float = 2.0,
         flows: FlowRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        authorize_link: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
+        self._authorize_link = authorize_link
         self._limits_clock = clock
         self.limits = ToolCallLimits(config.rate_limits, clock=clock)
         self.startup_wait = startup_wait
@@ -361,6 +368,7 @@ class Funnel:
             token_store=self._token_store,
             flows=self._flows,
             redirect_uri=self._redirect_uri,
+            authorize_link=self._authorize_link,
             server_requests=self._route_server_request,
             notifications=self._on_backend_notification,
         )
@@ -1158,9 +1166,13 @@ class Funnel:
         (no such client, declined, the login failed or took too long) this returns
         ``None`` and the caller raises ``exc``, whose JSON-RPC error carries the URL.
         """
-        route = f"/api/oauth/authorize/{server}"
+        route = self._authorize_link(server) if self._authorize_link is not None else None
         self._publish(FunnelEvent(kind="auth_required", server=server, authorize_url=route))
-        logger.warning("[%s] a request needs a login: open %s", server, route)
+        logger.warning(
+            "[%s] a request needs a login: %s",
+            server,
+            f"open {route}" if route else "start it with Funnel.begin_authorization",
+        )
         backend = self._backends.get(server)
         auth = backend.auth if backend is not None else None
         if backend is None or not isinstance(auth, AuthorizationCodeAuth):
