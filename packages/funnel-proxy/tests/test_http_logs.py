@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +17,11 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
+from support.asgi import serve_funnel
 
-from funnel_proxy import Funnel, McpHttpEndpoint, parse_config
+from funnel_proxy import McpHttpEndpoint, parse_config
 
 pytestmark = [
     pytest.mark.anyio,
@@ -38,25 +37,8 @@ async def served() -> AsyncIterator[tuple[str, McpHttpEndpoint]]:
         {"servers": {"sdk": {"command": sys.executable, "args": [str(SERVERS / "sdk_server.py")]}}},
         environ={"PATH": os.environ["PATH"]},
     )
-    async with Funnel(config, environ={"PATH": os.environ["PATH"]}) as funnel:
-        endpoint = McpHttpEndpoint(funnel, version="test")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)  # connections queue here until uvicorn accepts them
-        port = listener.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(endpoint, log_config=None, log_level="warning", lifespan="off")
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(server.serve, [listener])
-                try:
-                    yield f"http://127.0.0.1:{port}/mcp", endpoint
-                finally:
-                    endpoint.close_all()
-                    server.should_exit = True
-        finally:
-            listener.close()
+    async with serve_funnel(config, {"PATH": os.environ["PATH"]}) as (url, endpoint):
+        yield url, endpoint
 
 
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}

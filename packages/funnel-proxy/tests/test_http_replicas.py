@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,10 +21,10 @@ import anyio
 import anyio.lowlevel
 import httpx2
 import pytest
-import uvicorn
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
+from support.asgi import serve_asgi
 
 from funnel_proxy import Funnel, McpHttpEndpoint, SessionSharing, parse_config
 from funnel_proxy._http_server import Receive, Scope, Send
@@ -103,24 +102,12 @@ async def replica(
 
 @asynccontextmanager
 async def serve(front: Front) -> AsyncIterator[str]:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(front, log_config=None, log_level="warning", lifespan="off")
-    )
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [listener])
-            try:
-                yield f"http://127.0.0.1:{port}/mcp"
-            finally:
-                for endpoint in front.replicas:
-                    endpoint.close_all()  # ends GET streams so uvicorn can stop
-                server.should_exit = True
-    finally:
-        listener.close()
+    def end_streams() -> None:
+        for endpoint in front.replicas:
+            endpoint.close_all()  # ends GET streams so uvicorn can stop
+
+    async with serve_asgi(front, before_stop=end_streams) as base:
+        yield f"{base}/mcp"
 
 
 @asynccontextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,11 +11,11 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from support.asgi import serve_funnel
 
-from funnel_proxy import Funnel, McpHttpEndpoint, parse_config
+from funnel_proxy import McpHttpEndpoint, parse_config
 
 pytestmark = pytest.mark.anyio
 
@@ -29,25 +28,8 @@ async def served() -> AsyncIterator[tuple[str, McpHttpEndpoint]]:
         {"servers": {"sdk": {"command": sys.executable, "args": [str(SERVERS / "sdk_server.py")]}}},
         environ={"PATH": os.environ["PATH"]},
     )
-    async with Funnel(config, environ={"PATH": os.environ["PATH"]}) as funnel:
-        endpoint = McpHttpEndpoint(funnel, version="test")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)  # connections queue here until uvicorn accepts them
-        port = listener.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(endpoint, log_config=None, log_level="warning", lifespan="off")
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(server.serve, [listener])
-                try:
-                    yield f"http://127.0.0.1:{port}/mcp", endpoint
-                finally:
-                    endpoint.close_all()
-                    server.should_exit = True
-        finally:
-            listener.close()
+    async with serve_funnel(config, {"PATH": os.environ["PATH"]}) as (url, endpoint):
+        yield url, endpoint
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -20,6 +20,7 @@ import anyio
 import httpx2
 import pytest
 import uvicorn
+from support.asgi import serve_funnel
 
 from funnel_proxy import Funnel, McpHttpEndpoint, parse_config
 
@@ -46,25 +47,8 @@ async def served() -> AsyncIterator[str]:
         {"servers": {"everything": {"command": "node", "args": [str(EVERYTHING), "stdio"]}}},
         environ={"PATH": os.environ["PATH"]},
     )
-    async with Funnel(config, environ={"PATH": os.environ["PATH"]}) as funnel:
-        endpoint = McpHttpEndpoint(funnel, version="test")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        port = listener.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(endpoint, log_config=None, log_level="warning", lifespan="off")
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(server.serve, [listener])
-                try:
-                    yield f"http://127.0.0.1:{port}/mcp"
-                finally:
-                    endpoint.close_all()
-                    server.should_exit = True
-        finally:
-            listener.close()
+    async with serve_funnel(config, {"PATH": os.environ["PATH"]}) as (url, _):
+        yield url
 
 
 def _reply(response: httpx2.Response) -> dict[str, Any]:

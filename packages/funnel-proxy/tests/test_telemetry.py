@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +22,6 @@ import anyio
 import httpx2
 import msgspec
 import pytest
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.sdk.metrics import MeterProvider
@@ -32,6 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from support.asgi import serve_funnel
 
 from funnel_auth._audit import audit
 from funnel_proxy import (
@@ -393,25 +392,8 @@ async def test_a_stateless_clients_parked_call_of_a_handshake_era_backend_stays_
 
 @asynccontextmanager
 async def served() -> AsyncIterator[tuple[str, McpHttpEndpoint]]:
-    async with Funnel(trace_config(), environ=ENV) as funnel:
-        endpoint = McpHttpEndpoint(funnel, version="test")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        port = listener.getsockname()[1]
-        server = uvicorn.Server(
-            uvicorn.Config(endpoint, log_config=None, log_level="warning", lifespan="off")
-        )
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(server.serve, [listener])
-                try:
-                    yield f"http://127.0.0.1:{port}/mcp", endpoint
-                finally:
-                    endpoint.close_all()
-                    server.should_exit = True
-        finally:
-            listener.close()
+    async with serve_funnel(trace_config(), ENV) as served_at:
+        yield served_at
 
 
 @pytest.mark.parametrize(("mode", "version"), [("legacy", "2025-11-25"), ("auto", "2026-07-28")])
