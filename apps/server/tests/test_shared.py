@@ -225,10 +225,11 @@ def test_the_public_url_is_the_redirect_uri_and_passes_the_host_and_origin_check
 
     public = check_public_url("https://funnel.example.com:8443/")
     assert public == "https://funnel.example.com:8443"
-    assert _funnel_options(3456, public) == {
-        "redirect_uri": "https://funnel.example.com:8443/api/oauth/callback"
-    }
-    assert _funnel_options(3456) == {"redirect_uri": "http://localhost:3456/api/oauth/callback"}
+    behind = _funnel_options(3456, public)
+    assert behind["redirect_uri"] == "https://funnel.example.com:8443/api/oauth/callback"
+    assert behind["authorize_link"]("a b") == "/api/oauth/authorize/a%20b"
+    own = _funnel_options(3456)
+    assert own["redirect_uri"] == "http://localhost:3456/api/oauth/callback"
     settings = AppSettings(api_token="t" * 20, bind_host="127.0.0.1", public_url=public)
     policy = OriginPolicy(
         bind_host=settings.bind_host,
