@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -264,3 +265,35 @@ async def test_when_redis_goes_away_limits_fail_closed_and_auth_failures_count_l
         assert waits[:2] == [0.0, 0.0] and waits[2] > 0
     finally:
         await shared.__aexit__(None, None, None)
+
+
+def test_check_reads_the_shared_state_and_says_when_it_cannot(
+    redis_url: str, tmp_path: Path
+) -> None:
+    funnel = str(Path(sys.executable).with_name("funnel-server"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "MCP_FUNNEL_HOME": str(tmp_path / "home"),
+        "FUNNEL_STATE_KEY": generate_state_key(),
+    }
+
+    def check(url: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [funnel, "--shared-state", url, "check"],
+            env={**env, **more},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    reached = check(redis_url)
+    assert reached.returncode == 0, reached.stderr
+    assert "demo" in reached.stdout and "connected" in reached.stdout
+    unreachable = check("redis://127.0.0.1:1/0")
+    assert unreachable.returncode == 1
+    assert "cannot reach the shared state at redis://127.0.0.1:1/0" in unreachable.stderr
+    keyless = check(redis_url, FUNNEL_STATE_KEY="")
+    assert keyless.returncode == 2
+    assert "FUNNEL_STATE_KEY" in keyless.stderr

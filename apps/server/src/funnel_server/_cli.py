@@ -314,10 +314,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logger.info("config: %s", source)
     try:
-        if args.command == "check":
-            return _event_loop(_until_signalled, _check, config, base_dir, sys.stdout, source)
-        if args.command == "tools":
-            return _event_loop(_until_signalled, _tools, config, base_dir, sys.stdout)
+        if args.command in ("check", "tools"):
+            try:
+                shared = SharedState.from_environment(args.shared_state)
+            except SharedStateError as exc:
+                print(f"funnel-server: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            if args.command == "check":
+                return _event_loop(
+                    _until_signalled, _check, config, base_dir, sys.stdout, source, shared
+                )
+            return _event_loop(_until_signalled, _tools, config, base_dir, sys.stdout, shared)
         if args.command == "login":
             refused = _login_refusal(config, args.server, source)
             if refused is not None:
@@ -894,8 +901,34 @@ def _overview(funnel: Funnel, out: TextIO) -> None:
     )
 
 
-async def _tools(config: FunnelConfig, base_dir: Path, out: TextIO) -> int:
-    async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
+@asynccontextmanager
+async def _inspecting(
+    config: FunnelConfig, base_dir: Path, shared: SharedState | None
+) -> AsyncIterator[Funnel | None]:
+    """The funnel ``check`` and ``tools`` start (``None``: the shared state is unreachable).
+
+    With shared state it reads the replicas' tokens and pending logins, so it reports what
+    they would see. When it cannot be reached the reason is printed and ``None`` yielded.
+    """
+    async with AsyncExitStack() as stack:
+        try:
+            options = await _shared_options(stack, shared, config)
+        except SharedStateError as exc:
+            print(f"funnel-server: {exc}", file=sys.stderr)
+            yield None
+            return
+        options.pop("shared", None)  # a ServerFunnel option; this one only reads
+        yield await stack.enter_async_context(
+            Funnel(config, base_dir=base_dir, **_funnel_options(None), **options)
+        )
+
+
+async def _tools(
+    config: FunnelConfig, base_dir: Path, out: TextIO, shared: SharedState | None = None
+) -> int:
+    async with _inspecting(config, base_dir, shared) as funnel:
+        if funnel is None:
+            return EXIT_BACKEND_FAILED
         _states(funnel, out)
         tools, tokens = _listed(funnel)
         listed = {str(tool.get("name")) for tool in tools}
@@ -951,8 +984,16 @@ def _fix(state: BackendState, server: ServerConfig | None, source: str) -> str:
     return f'check that {transport.url} is reachable and is an MCP endpoint ("url" of {where})'
 
 
-async def _check(config: FunnelConfig, base_dir: Path, out: TextIO, source: str) -> int:
-    async with Funnel(config, base_dir=base_dir, **_funnel_options(None)) as funnel:
+async def _check(
+    config: FunnelConfig,
+    base_dir: Path,
+    out: TextIO,
+    source: str,
+    shared: SharedState | None = None,
+) -> int:
+    async with _inspecting(config, base_dir, shared) as funnel:
+        if funnel is None:
+            return EXIT_BACKEND_FAILED
         states = funnel.states()
         conflicts = funnel.surface.conflicts
     width = max((len(state.name) for state in states), default=4)
