@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -156,3 +157,28 @@ async def test_the_dashboard_declines_an_elicitation(
         await page.locator("#elicit-decline").click()
         await expect(page.locator("#result")).to_contain_text("declined")
         await expect(page.locator("#elicit")).to_be_hidden()
+
+
+async def test_the_dashboard_shows_a_url_mode_elicitation_as_a_link_and_answers_done(
+    serve: Serve, make_config: Callable[[dict[str, Any]], FunnelConfig], servers_dir: Path
+) -> None:
+    script = str(servers_dir / "url_elicit_server.py")
+    config = make_config({"servers": {"web": {"command": sys.executable, "args": [script]}}})
+    page_url = "http://127.0.0.1:9/connect?account=ada"  # shown, never opened
+    async with serve(config) as served, dashboard(served) as (page, expect):
+        await page.locator("#tool-search").fill("web__visit")
+        await page.locator('.tool[data-name="web__visit"]').click()
+        await page.locator("#arg-url").fill(page_url)
+        await page.locator("#execute").click()
+        await expect(page.locator("#elicit")).to_be_visible()
+        link = page.locator("#elicit-url")
+        await expect(link).to_have_text(page_url)
+        await expect(link).to_have_attribute("href", page_url)
+        await expect(link).to_have_attribute("rel", "noopener noreferrer")
+        await expect(page.locator("#elicit-accept")).to_have_text("Done")
+        await page.screenshot(
+            path=str(screenshot_path("dashboard-elicitation-url")), full_page=True
+        )
+        await page.locator("#elicit-accept").click()
+        await expect(page.locator("#elicit")).to_be_hidden()
+        await expect(page.locator("#result")).to_contain_text("action: accept")

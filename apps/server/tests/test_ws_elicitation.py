@@ -8,6 +8,7 @@ execution and answers with ``elicitation.respond``.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -141,3 +142,52 @@ async def test_a_rest_call_whose_backend_elicits_gets_a_clear_409_not_a_hang(
     body = response.json()
     assert "needs interactive input (elicitation/create)" in body["detail"]
     assert body["extra"]["needs"] == "elicitation/create"
+
+
+@pytest.fixture
+def url_config(
+    make_config: Callable[[dict[str, Any]], FunnelConfig], servers_dir: Path
+) -> FunnelConfig:
+    script = str(servers_dir / "url_elicit_server.py")
+    return make_config({"servers": {"web": {"command": sys.executable, "args": [script]}}})
+
+
+async def test_a_url_mode_elicitation_shows_the_url_and_a_done_answer_carries_no_content(
+    serve: Serve, url_config: FunnelConfig
+) -> None:
+    page = "http://127.0.0.1:9/connect?account=ada"  # shown, never fetched
+    async with serve(url_config) as served, open_ws(served) as ws:
+        await send(
+            ws, {"type": "execute", "id": "u", "tool": "web__visit", "arguments": {"url": page}}
+        )
+        asked = await receive(ws, "elicitation.request", "tool.error", "tool.result")
+        assert asked["type"] == "elicitation.request", asked
+        assert asked["mode"] == "url"
+        assert asked["url"] == page
+        assert asked["execution"] == "u"
+        assert asked["message"] == "Open this page to connect your account"
+        # Content sent with a URL-mode accept is not passed on: the answer has none.
+        await send(
+            ws,
+            {
+                "type": "elicitation.respond",
+                "id": asked["id"],
+                "action": "accept",
+                "content": {"x": 1},
+            },
+        )
+        result = await receive(ws, "tool.result", "tool.error")
+    assert result["type"] == "tool.result", result
+    assert text(result["result"]) == "action: accept"
+
+
+async def test_a_url_mode_elicitation_of_a_non_web_url_is_refused_before_the_person_sees_it(
+    serve: Serve, url_config: FunnelConfig
+) -> None:
+    async with serve(url_config) as served, open_ws(served) as ws:
+        arguments = {"url": "javascript:alert(1)"}
+        await send(ws, {"type": "execute", "id": "j", "tool": "web__visit", "arguments": arguments})
+        result = await receive(ws, "elicitation.request", "tool.result", "tool.error")
+    assert result["type"] != "elicitation.request", result
+    if result["type"] == "tool.result":
+        assert result["result"].get("isError") is True, result

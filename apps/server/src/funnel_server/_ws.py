@@ -11,11 +11,13 @@ client: ``server.status``, ``servers.changed`` (with ``server.status``), ``tools
 cannot be accepted; the socket stays open.
 
 A person is behind the socket: while it is open it is a client of the funnel that
-answers form-mode elicitations (``elicitation/create``). A backend's elicitation caused
-by one of its executions (the funnel's routing rule decides) reaches it as
-``elicitation.request`` (an id, the execution, the message and the requested schema);
-the answer is ``elicitation.respond`` (``accept`` with ``content``, ``decline``,
-``cancel``), checked against the schema's required fields and primitive types. Unanswered
+answers elicitations (``elicitation/create``) in form and URL mode. A backend's
+elicitation caused by one of its executions (the funnel's routing rule decides) reaches it
+as ``elicitation.request`` (an id, the execution, the message, and the requested schema
+or, in URL mode, the ``http(s)`` URL to open; a login funnel itself needs during an
+execution is asked this way too); the answer is ``elicitation.respond`` (``accept`` with
+``content``, or with none in URL mode, ``decline``, ``cancel``), checked against the
+schema's required fields and primitive types. Unanswered
 within ``elicitation_timeout`` seconds, or when its execution ends or the socket closes,
 it ends: the backend gets a JSON-RPC error and the socket ``elicitation.ended`` with why.
 
@@ -226,7 +228,12 @@ class ToolError(_Out, tag="tool.error"):
 
 
 class ElicitationRequest(_Out, tag="elicitation.request"):
-    """A backend asks the person for input (form mode); answer with ``elicitation.respond``."""
+    """A backend asks the person for input; answer with ``elicitation.respond``.
+
+    ``mode`` ``form``: fill in ``requestedSchema``. ``mode`` ``url``: open ``url`` (an
+    ``http(s)`` page of the backend's, a login or a payment) and accept once done, with no
+    content.
+    """
 
     id: str
     server: str
@@ -234,6 +241,8 @@ class ElicitationRequest(_Out, tag="elicitation.request"):
     requested_schema: dict[str, Any]
     timeout_ms: float
     execution: ExecutionId | UnsetType = UNSET
+    mode: Literal["form", "url"] = "form"
+    url: str | UnsetType = UNSET
 
 
 class ElicitationEnded(_Out, tag="elicitation.ended"):
@@ -311,7 +320,7 @@ class _TooSlow(Exception):
 
 #: Seconds a person has to answer an elicitation by default.
 DEFAULT_ELICITATION_TIMEOUT: Final = 300.0
-_CAPABILITIES: Final[Mapping[str, Any]] = {"elicitation": {"form": {}}}
+_CAPABILITIES: Final[Mapping[str, Any]] = {"elicitation": {"form": {}, "url": {}}}
 _JSON_TYPES: Final = {
     "string": (str,),
     "number": (int, float),
@@ -323,9 +332,12 @@ _JSON_TYPES: Final = {
 class _Pending:
     """One elicitation waiting for the person's answer."""
 
-    def __init__(self, execution: ExecutionId | None, schema: Mapping[str, Any]) -> None:
+    def __init__(
+        self, execution: ExecutionId | None, schema: Mapping[str, Any], *, url: bool = False
+    ) -> None:
         self.execution = execution
         self.schema = schema
+        self.url = url
         self.done = anyio.Event()
         self.answer: dict[str, Any] | None = None
         self.ended: str | None = None
@@ -401,7 +413,7 @@ class WsConnection:
 
     @property
     def capabilities(self) -> Mapping[str, Any]:
-        """A person at the dashboard answers form-mode elicitations."""
+        """A person at the dashboard answers elicitations, in form and URL mode."""
         return _CAPABILITIES
 
     @property
@@ -422,17 +434,23 @@ class WsConnection:
         """Put a backend's elicitation to the person; return their answer (raw).
 
         Raises:
-            RpcError: Not a form-mode elicitation (-32601); unanswered in time, withdrawn
-                or the socket closed (-32001).
+            RpcError: Not an elicitation, or a URL-mode one without an ``http(s)`` URL
+                (-32601, -32602); unanswered in time, withdrawn or the socket closed (-32001).
         """
         decoded = from_raw(params, dict[str, Any]) if params is not None else {}
-        if method != "elicitation/create" or decoded.get("mode", "form") != "form":
+        mode = decoded.get("mode", "form")
+        if method != "elicitation/create" or mode not in ("form", "url"):
             raise RpcError(-32601, f"the dashboard cannot answer {method}")
-        schema = decoded.get("requestedSchema")
+        url = decoded.get("url") if mode == "url" else None
+        if mode == "url" and not (
+            isinstance(url, str) and url.lower().startswith(("https://", "http://"))
+        ):
+            raise RpcError(-32602, "a URL-mode elicitation needs an http(s) url")
+        schema = decoded.get("requestedSchema") if mode == "form" else None
         schema = schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
         execution = next((key for key, running in self._calls.items() if running is call), None)
         elicitation_id = f"elicitation-{next(self._elicitation_ids)}"
-        pending = _Pending(execution, schema)
+        pending = _Pending(execution, schema, url=url is not None)
         self._pending[elicitation_id] = pending
         try:
             self._answer(
@@ -443,6 +461,8 @@ class WsConnection:
                     message=str(decoded.get("message", "")),
                     requested_schema=schema,
                     timeout_ms=self._elicitation_timeout * 1000,
+                    mode="url" if isinstance(url, str) else "form",
+                    url=url if isinstance(url, str) else UNSET,
                 )
             )
             with anyio.move_on_after(self._elicitation_timeout):
@@ -489,8 +509,8 @@ class WsConnection:
         if pending is None or pending.done.is_set():
             self._answer(ErrorMessage(message=f"no elicitation {message.id!r} is waiting"))
             return
-        if message.action != "accept":
-            pending.answer = {"action": message.action}
+        if message.action != "accept" or pending.url:
+            pending.answer = {"action": message.action}  # URL mode: an accept has no content
         else:
             content = message.content if isinstance(message.content, dict) else {}
             problem = content_problem(pending.schema, content)
