@@ -78,6 +78,11 @@ def authorize_route(server: str) -> str:
     return f"/api/oauth/authorize/{quote(server, safe='')}"
 
 
+def _call_fields(entry: ToolEntry) -> dict[str, str | float | None]:
+    """The audit fields naming a call: its server, its exposed tool and its front door."""
+    return {"server": entry.server, "tool": entry.name, "client": call_origin.get()}
+
+
 class ServerFunnel(Funnel):
     """The :class:`Funnel` this app runs: rate-limited, audited tool calls.
 
@@ -107,11 +112,7 @@ class ServerFunnel(Funnel):
         Raises:
             ToolRateLimited: A configured limit refused the call.
         """
-        fields: dict[str, str | float | None] = {
-            "server": entry.server,
-            "tool": entry.name,
-            "client": call_origin.get(),
-        }
+        fields = _call_fields(entry)
         if self.shared is None:  # with shared state call_tool counted them in Redis already
             try:
                 super().admit(entry)
@@ -149,9 +150,7 @@ class ServerFunnel(Funnel):
                     "tool.call",
                     outcome="failure",
                     reason="shared state unreachable",
-                    server=entry.server,
-                    tool=entry.name,
-                    client=call_origin.get(),
+                    **_call_fields(entry),
                 )
                 raise RpcError(
                     -32603, f"{entry.name} is rate limited and the shared state is unreachable"
@@ -161,9 +160,7 @@ class ServerFunnel(Funnel):
                     "tool.call",
                     outcome="limited",
                     retry_after=round(wait, 3),
-                    server=entry.server,
-                    tool=entry.name,
-                    client=call_origin.get(),
+                    **_call_fields(entry),
                 )
                 raise ToolRateLimited(entry.name, wait)
         return await super().call_tool(entry, arguments, **options)

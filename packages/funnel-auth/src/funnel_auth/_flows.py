@@ -20,6 +20,7 @@ flow the first one started.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -102,22 +103,12 @@ class PendingAuthorization:
 
     def encode(self) -> bytes:
         """The flow as bytes, without its provider (it holds the PKCE verifier: seal it)."""
-        return _RECORD_ENCODER.encode(
-            _FlowRecord(
-                server=self.provider.server_name,
-                state=self.state,
-                verifier=self.verifier,
-                issuer=self.issuer,
-                iss_advertised=self.iss_advertised,
-                authorization_url=self.authorization_url,
-                redirect_uri=self.redirect_uri,
-                scope=self.scope,
-                resource=self.resource,
-                token_endpoint=self.token_endpoint,
-                registration=self.registration,
-                expires_at=self.expires_at,
-            )
-        )
+        fields = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "provider"
+        }
+        return _RECORD_ENCODER.encode(_FlowRecord(server=self.provider.server_name, **fields))
 
     @staticmethod
     def decode(data: bytes, owners: Mapping[str, FlowOwner]) -> PendingAuthorization:
