@@ -5,11 +5,13 @@ logging that way), and responses are written whole, one per line, under a lock.
 Each request runs in its own task, so a slow tool never delays the answers to others.
 
 When stdin and stdout are pipes or sockets (as MCP clients connect them) on a POSIX
-system, both are switched to non-blocking mode and driven by the event loop
-(``anyio.wait_readable`` / ``wait_writable``): no worker thread per read or write, which
-is what a proxied call would otherwise pay three times. Anywhere else (a terminal,
-Windows) the blocking files are used through worker threads. The original blocking mode
-is restored on the way out.
+system, both are switched to non-blocking mode and driven by the event loop: stdin is
+registered once and every chunk is handled in the readiness callback
+(:func:`funnel_transports.read_chunks`), stdout is written at once while the pipe has
+room. No worker thread and no task wakeup per read or write, which is what a proxied
+call would otherwise pay several times. Anywhere else (a terminal, Windows) the
+blocking files are used through worker threads. The original blocking mode is restored
+on the way out.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from funnel_transports import (
     decode_message,
     defer,
     encode_message,
+    read_chunks,
     recover_request_id,
     write_batch,
 )
@@ -64,33 +67,16 @@ def _is_pipe(fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def _event_loop_io(stdin: BinaryIO, stdout: BinaryIO) -> Iterator[tuple[Reader, Writer]]:
-    """Read and write the raw descriptors without threads, when that is safe."""
-    in_fd, out_fd = stdin.fileno(), stdout.fileno()
-    was_blocking = os.get_blocking(in_fd), os.get_blocking(out_fd)
-    os.set_blocking(in_fd, False)
-    os.set_blocking(out_fd, False)
-
-    async def read() -> bytes:
-        while True:
-            try:
-                return os.read(in_fd, _READ_SIZE)
-            except BlockingIOError:
-                await anyio.wait_readable(in_fd)
-
-    async def write(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(out_fd, view) :]
-            except BlockingIOError:
-                await anyio.wait_writable(out_fd)
-
+def _nonblocking(*fds: int) -> Iterator[None]:
+    """Switch ``fds`` to non-blocking mode for the block; their modes are restored after."""
+    was_blocking = [os.get_blocking(fd) for fd in fds]
+    for fd in fds:
+        os.set_blocking(fd, False)
     try:
-        yield read, write
+        yield
     finally:
-        os.set_blocking(in_fd, was_blocking[0])
-        os.set_blocking(out_fd, was_blocking[1])
+        for fd, blocking in zip(fds, was_blocking, strict=True):
+            os.set_blocking(fd, blocking)
 
 
 @contextlib.contextmanager
@@ -212,19 +198,28 @@ class _Writer:
             await self._drained.wait()
 
 
-async def _pump(read: Reader, session: McpServerSession, tg: anyio.abc.TaskGroup) -> None:
-    """Feed every message the client sends to the session until stdin ends."""
+def _chunk_handler(session: McpServerSession, tg: anyio.abc.TaskGroup) -> Callable[[bytes], None]:
+    """What to do with each chunk the client sends: frame it, serve every message in it."""
     framer = LineFramer(_MAX_MESSAGE_SIZE, peer="the client")
-    handle_nowait = session.handle_nowait
-    while chunk := await read():
+    feed, handle_nowait = framer.feed, session.handle_nowait
+
+    def handle(chunk: bytes) -> None:
         with write_batch():
-            for line in framer.feed(chunk, skip_oversized=True):
+            for line in feed(chunk, skip_oversized=True):
                 if isinstance(line, MessageTooLarge):
                     # The line is dropped, the stream resumes after it; the client hears why.
                     logger.warning("%s; skipped it", line)
                     tg.start_soon(session.handle, _too_large(line))
                 else:
                     _take(line, session, tg, handle_nowait)
+
+    return handle
+
+
+async def _pump(read: Reader, handle: Callable[[bytes], None]) -> None:
+    """Feed every chunk ``read`` returns to ``handle`` until it returns end of file."""
+    while chunk := await read():
+        handle(chunk)
 
 
 def _too_large(exc: MessageTooLarge) -> InvalidRequest:
@@ -277,40 +272,56 @@ async def serve_stdio(
     fast = sys.platform != "win32" and _is_pipe(source.fileno()) and _is_pipe(sink.fileno())
     if fast:
         sink.flush()  # nothing buffered may overtake what we write to the descriptor
-    io = _event_loop_io(source, sink) if fast else _thread_io(source, sink)
-    with io as (read, write):
-        writer = _Writer(sink.fileno()) if fast else None
-        lock = anyio.Lock()
+        with _nonblocking(source.fileno(), sink.fileno()):
+            await _serve_nonblocking(funnel, version, instructions, source, sink)
+    else:
+        with _thread_io(source, sink) as (read, write):
+            await _serve_threaded(funnel, version, instructions, read, write)
 
-        def send_nowait(message: Message) -> None:
-            assert writer is not None  # noqa: S101 - only handed out on the fast path
-            data = _encode(message)
-            if data is not None:
-                writer.write(data)
 
-        async def send(message: Message) -> None:
-            if writer is not None:
-                send_nowait(message)
-                return
-            data = _encode(message)
-            if data is not None:
-                async with lock:
-                    await write(data)
+async def _serve_nonblocking(
+    funnel: Funnel, version: str, instructions: str | None, source: BinaryIO, sink: BinaryIO
+) -> None:
+    """Serve from the event loop: the client's chunks handled as they arrive, writes at once."""
+    writer = _Writer(sink.fileno())
 
-        session = McpServerSession(
-            funnel,
-            send,
-            version=version,
-            instructions=instructions,
-            send_nowait=send_nowait if writer is not None else None,
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(session.watch)
-            if writer is not None:
-                tg.start_soon(writer.run, tg.cancel_scope)
-            await _pump(read, session, tg)
-            logger.info("the MCP client closed stdin; shutting down")
-            session.close()
-            if writer is not None:
-                await writer.drain()
-            tg.cancel_scope.cancel()
+    def send_nowait(message: Message) -> None:
+        data = _encode(message)
+        if data is not None:
+            writer.write(data)
+
+    async def send(message: Message) -> None:
+        send_nowait(message)
+
+    session = McpServerSession(
+        funnel, send, version=version, instructions=instructions, send_nowait=send_nowait
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.watch)
+        tg.start_soon(writer.run, tg.cancel_scope)
+        await read_chunks(source.fileno(), _chunk_handler(session, tg), size=_READ_SIZE)
+        logger.info("the MCP client closed stdin; shutting down")
+        session.close()
+        await writer.drain()
+        tg.cancel_scope.cancel()
+
+
+async def _serve_threaded(
+    funnel: Funnel, version: str, instructions: str | None, read: Reader, write: Writer
+) -> None:
+    """Serve through worker threads: every message a task, writes one at a time."""
+    lock = anyio.Lock()
+
+    async def send(message: Message) -> None:
+        data = _encode(message)
+        if data is not None:
+            async with lock:
+                await write(data)
+
+    session = McpServerSession(funnel, send, version=version, instructions=instructions)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.watch)
+        await _pump(read, _chunk_handler(session, tg))
+        logger.info("the MCP client closed stdin; shutting down")
+        session.close()
+        tg.cancel_scope.cancel()

@@ -59,6 +59,7 @@ from funnel_transports._param_headers import (
     header_params,
     param_headers,
 )
+from funnel_transports._readiness import read_chunks
 from funnel_transports._session import (
     ClientSession,
     NotificationHandler,
@@ -132,6 +133,7 @@ __all__ = [
     "header_params",
     "hosted_tasks",
     "param_headers",
+    "read_chunks",
     "recover_request_id",
     "to_raw",
     "validate_params",

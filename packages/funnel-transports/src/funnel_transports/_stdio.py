@@ -4,12 +4,13 @@ Theory of operation: entering the transport spawns the command in a new process 
 with *exactly* the environment it was given (a parent's secrets never leak to a child by
 accident); on Linux the child also gets ``PR_SET_PDEATHSIG``, so it is told to stop even
 when funnel itself is killed. The child's three pipes are switched to non-blocking mode
-and driven straight from the event loop (``anyio.wait_readable``/``wait_writable``): no
-worker thread and no extra stream layer per message.
+and driven straight from the event loop: stdout is read in the loop's readiness callback
+(:func:`read_chunks`, one registration for the reader's life), stdin written at once while
+the pipe has room. No worker thread, no task wakeup and no extra stream layer per message.
 
-* **Reading.** One reader task frames stdout into lines (:class:`LineFramer`), decodes
-  each and hands it to the session, either through the :class:`Inbox` or, once the
-  session attached itself, by a direct call on this task. A line that is not JSON-RPC is
+* **Reading.** One reader frames stdout into lines (:class:`LineFramer`), decodes each
+  and hands it to the session, either through the :class:`Inbox` or, once the session
+  attached itself, by a direct call from the readiness callback. A line that is not JSON-RPC is
   logged and skipped; a line over the size limit ends the connection with
   :class:`MessageTooLarge`, so pending requests fail at once instead of waiting for an
   answer that was just thrown away. A second task logs stderr as ``[server] line``.
@@ -67,6 +68,7 @@ from funnel_transports._jsonrpc import (
     decode_message,
     encode_message,
 )
+from funnel_transports._readiness import read_chunks
 from funnel_transports._tasks import TaskHost, hosted_tasks
 
 __all__ = ["StdioTransport"]
@@ -81,8 +83,6 @@ DEFAULT_MAX_QUEUED = 32 * 1024 * 1024
 _STDERR_LINE_LIMIT = 4096
 _LOG_PREVIEW = 200
 _READ_SIZE: Final = 256 * 1024
-#: Reads in a row before the reader yields to other tasks even though data keeps coming.
-_READS_BEFORE_YIELD: Final = 16
 _PR_SET_PDEATHSIG: Final = 1
 
 
@@ -383,25 +383,16 @@ class StdioTransport:
         assert process.stdout is not None  # noqa: S101 - opened with stdout=PIPE above
         fd = process.stdout.fileno()
         framer = LineFramer(self._max_message_size, peer=self._name)
+        feed, deliver = framer.feed, self._deliver
         reason: TransportError | None = None
-        streak = 0
+
+        def handle(chunk: bytes) -> None:
+            with write_batch():
+                for line in feed(chunk):
+                    deliver(line)
+
         try:
-            while True:
-                try:
-                    chunk = os.read(fd, _READ_SIZE)
-                except BlockingIOError:
-                    streak = 0
-                    await anyio.wait_readable(fd)
-                    continue
-                if not chunk:
-                    break
-                with write_batch():
-                    for line in framer.feed(chunk):
-                        self._deliver(line)
-                streak += 1
-                if streak >= _READS_BEFORE_YIELD:
-                    streak = 0
-                    await anyio.lowlevel.checkpoint()
+            await read_chunks(fd, handle, size=_READ_SIZE)
         except MessageTooLarge as exc:
             logger.error("[%s] %s; closing the connection", self._name, exc)
             reason = exc
