@@ -234,6 +234,61 @@ def test_a_repeated_audit_text_is_redacted_like_a_new_one(texts: list[str]) -> N
         assert _audit._scrubbed(text) == scrub(text)
 
 
+_field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.sampled_from(
+        ["demo", "demo__echo", "stdio", "Bearer abc.def", "password=hunter2", 'a"b\\c\n']
+    ),
+)
+_field_names = st.one_of(
+    st.sampled_from(["server", "tool", "duration_ms", "reason", "token", "client_secret", "time"]),
+    st.text(min_size=1, max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.tuples(
+        st.sampled_from([logging.INFO, logging.WARNING]),
+        st.sampled_from(["tool.call", "inbound.auth_failed", "ev\u00e9nt"]),
+        st.sampled_from(["success", "error", "failure", "limited"]),
+    ),
+    fields=st.dictionaries(_field_names, _field_values, max_size=6),
+    events=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=4e9), st.integers(), st.floats()),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_a_compiled_audit_line_is_byte_for_byte_the_general_one(
+    shape: tuple[int, str, str],
+    fields: dict[str, object],
+    events: list[tuple[float, int, float]],
+) -> None:
+    # A shape's template is compiled on its first event and reused by the next ones, whose
+    # times and numbers differ: each must be written as the general path (redact, build
+    # the message, encode) writes it.
+    level, event, outcome = shape
+    for created, integer, number in events:
+        renumbered = {
+            name: integer if type(value) is int else number if type(value) is float else value
+            for name, value in fields.items()
+        }
+        extra = _audit._fields(event, outcome, renumbered)
+        general = _audit._json_line(
+            created,
+            logging.getLevelName(level),
+            _audit.AUDIT_LOGGER,
+            _audit._message(event, extra),
+            extra,
+        )
+        assert _audit._event_line(created, level, event, outcome, renumbered) == general
+
+
 def test_events_in_the_same_second_and_across_seconds_get_their_own_times() -> None:
     # The formatted second is cached; the milliseconds and the next second are not.
     assert _audit._timestamp(1_700_000_000.25) == "2023-11-14T22:13:20.250+00:00"
