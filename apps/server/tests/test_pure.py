@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import funnel_server
-from funnel_auth import RateLimiter
+from funnel_auth import AUDIT_LOGGER, RateLimiter
 from funnel_server import _audit
 from funnel_server._audit import (
     AuditLog,
@@ -282,7 +282,7 @@ def test_a_compiled_audit_line_is_byte_for_byte_the_general_one(
         general = _audit._json_line(
             created,
             logging.getLevelName(level),
-            _audit.AUDIT_LOGGER,
+            AUDIT_LOGGER,
             _audit._message(event, extra),
             extra,
         )
