@@ -202,6 +202,20 @@ def _timestamp(created: float) -> str:
     return f"{_second(seconds, _utc_seconds, time.gmtime, '%Y-%m-%dT%H:%M:%S')}.{millis:03d}+00:00"
 
 
+def _timestamp_bytes(created: float) -> bytes:
+    """:func:`_timestamp` as bytes, the last one remembered (events come many a millisecond)."""
+    seconds = int(created)
+    millis = seconds * 1000 + int((created - seconds) * 1000)
+    cached, text = _utc_millis[0]
+    if cached != millis:
+        text = _timestamp(created).encode()
+        _utc_millis[0] = (millis, text)
+    return text
+
+
+_utc_millis: list[tuple[int, bytes]] = [(-1, b"")]
+
+
 # The formatted second of the last event, per format: events come in bursts within the
 # same second, and strftime() is most of what formatting a time costs.
 _utc_seconds: list[tuple[int, str]] = [(-1, "")]
@@ -259,12 +273,13 @@ def _event_line(
 ) -> bytes:
     """The JSON line (without newline) of one audit() event."""
     values = tuple(fields.values())
+    # One flat tuple: the names, then the values with every number replaced by a marker.
     key = (
         level,
         event,
         outcome,
-        tuple(fields),
-        tuple([_VARIABLE if type(value) in _NUMBERS else value for value in values]),
+        *fields,
+        *[_VARIABLE if type(value) in _NUMBERS else value for value in values],
     )
     try:
         template = _line_templates[key]
@@ -277,7 +292,7 @@ def _event_line(
         message = _message(event, extra)
         return _json_line(created, logging.getLevelName(level), AUDIT_LOGGER, message, extra)
     constants, slots = template
-    pieces = [constants[0], _timestamp(created).encode(), constants[1]]
+    pieces = [constants[0], _timestamp_bytes(created), constants[1]]
     encode = _encoder.encode
     for index, slot in enumerate(slots):
         value = values[slot >> 1]
