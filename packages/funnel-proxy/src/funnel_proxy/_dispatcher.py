@@ -31,6 +31,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -82,6 +83,8 @@ Send = Callable[[Message], Awaitable[None]]
 _META_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
 _META_SUBSCRIPTION: Final = "io.modelcontextprotocol/subscriptionId"
 _RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
+# The _meta of a call that has none (no empty dict made per call).
+_NO_META: Final[Mapping[str, Any]] = MappingProxyType({})
 _META_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
 _META_LOG_LEVEL: Final = "io.modelcontextprotocol/logLevel"
 _SERVER_NAME: Final = "funnel"
@@ -141,6 +144,43 @@ def _mark_complete(raw: Raw) -> Raw:
     return Raw(b'{"resultType":"complete"' + (b"," if not rest.startswith(b"}") else b"") + rest)
 
 
+class _HotCall(InFlight):
+    """A handshake-era ``tools/call`` on the hot path: one object from start to answer.
+
+    It is the call's routing record (an :class:`InFlight`), the completion callback the
+    funnel calls with the backend's outcome (which it answers the client with, under the
+    client's id), and the handle that withdraws the call. One object instead of a
+    closure, its cells and a record per call: every proxied call makes one.
+    """
+
+    __slots__ = ("_owner", "_request", "cancel")
+
+    def __init__(self, owner: McpServerSession, server: str, request: Request) -> None:
+        super().__init__(server, request.id)
+        self._owner = owner
+        self._request = request
+        self.cancel: Callable[[], None] | None = None
+
+    def __call__(self, outcome: Outcome) -> None:
+        owner, request_id = self._owner, self.request_id
+        send = owner._send_nowait
+        assert send is not None  # noqa: S101 - hot calls exist only with send_nowait
+        if isinstance(outcome, Response):
+            answer: Message = Response(id=request_id, result=outcome.result)
+        elif isinstance(outcome, ErrorResponse):
+            answer = ErrorResponse(id=request_id, error=outcome.error)
+        else:
+            answer = ErrorResponse(id=request_id, error=owner._error_for(outcome, self._request))
+        owner._fast.pop(request_id, None)
+        owner._calls.pop(request_id, None)
+        send(answer)
+
+    def withdraw(self) -> None:
+        """The client cancelled the call or left: the backend is told, nobody is answered."""
+        if self.cancel is not None:
+            self.cancel()
+
+
 class McpServerSession:
     """Serves one downstream MCP client over a :class:`Funnel`.
 
@@ -165,7 +205,7 @@ class McpServerSession:
         self._funnel = funnel
         self._send = send
         self._send_nowait = send_nowait
-        self._fast: dict[RequestId, Callable[[], None]] = {}
+        self._fast: dict[RequestId, _HotCall] = {}
         self._info = {"name": _SERVER_NAME, "version": version}
         self._instructions = instructions
         self._client_request_timeout = client_request_timeout
@@ -340,7 +380,7 @@ class McpServerSession:
             params = from_raw(message.params, _CallParams)
         except DecodeError:
             return False
-        meta = params.meta if isinstance(params.meta, dict) else {}
+        meta = params.meta if isinstance(params.meta, dict) else _NO_META
         if _META_VERSION in meta or params.request_state is not UNSET:
             return False
         if not isinstance(params.input_responses, UnsetType) or params.task is not UNSET:
@@ -352,47 +392,37 @@ class McpServerSession:
         if entry.server == CORE_SERVER:
             return False
         request_id = message.id
-        send = self._send_nowait
-        token = meta.get("progressToken")
-        on_progress = self._progress_writer(token, send) if token is not None else None
-        forwarded = (
-            {
+        forwarded: dict[str, Any] | None = None
+        on_progress = None
+        if meta:
+            token = meta.get("progressToken")
+            if token is not None:
+                on_progress = self._progress_writer(token, self._send_nowait)
+            forwarded = {
                 key: value
                 for key, value in meta.items()
                 if not key.startswith(_RESERVED_META_PREFIX) and key != "progressToken"
-            }
-            if meta
-            else None
-        )
+            } or None
         self._last_active = time.monotonic()
-        self._calls[request_id] = InFlight(entry.server, request_id)
-
-        def done(outcome: Outcome) -> None:
-            self._fast.pop(request_id, None)
-            self._calls.pop(request_id, None)
-            if isinstance(outcome, Response):
-                send(Response(id=request_id, result=outcome.result))
-            elif isinstance(outcome, ErrorResponse):
-                send(ErrorResponse(id=request_id, error=outcome.error))
-            else:
-                send(ErrorResponse(id=request_id, error=self._error_for(outcome, message)))
-
+        call = _HotCall(self, entry.server, message)
+        self._calls[request_id] = call
         try:
             cancel = self._funnel.start_tool_call(
                 entry,
                 params.arguments if isinstance(params.arguments, Raw) else None,
-                forwarded or None,
-                done,
+                forwarded,
+                call,
                 on_progress,
             )
         except Exception as exc:  # noqa: BLE001 - a refusal (rate limit) is this call's answer
             self._calls.pop(request_id, None)
-            send(ErrorResponse(id=request_id, error=self._error_for(exc, message)))
+            self._send_nowait(ErrorResponse(id=request_id, error=self._error_for(exc, message)))
             return True
         if cancel is None:
             self._calls.pop(request_id, None)
             return False
-        self._fast[request_id] = cancel
+        call.cancel = cancel
+        self._fast[request_id] = call
         return True
 
     @staticmethod
@@ -411,8 +441,8 @@ class McpServerSession:
 
     def close(self) -> None:
         """The client is gone: withdraw its hot-path calls (their backends are told)."""
-        for cancel in list(self._fast.values()):
-            cancel()
+        for call in list(self._fast.values()):
+            call.withdraw()
         self._fast.clear()
 
     async def handle(self, message: Message | DecodeError) -> None:
@@ -805,10 +835,10 @@ class McpServerSession:
             scope = self._in_flight.get(request_id)  # type: ignore[arg-type]
             if scope is not None:
                 scope.cancel()
-            cancel = self._fast.pop(request_id, None)  # type: ignore[arg-type]
-            if cancel is not None:
+            call = self._fast.pop(request_id, None)  # type: ignore[arg-type]
+            if call is not None:
                 self._calls.pop(request_id, None)  # type: ignore[arg-type]
-                cancel()
+                call.withdraw()
 
     async def _notify_changes(self, event: FunnelEvent) -> None:
         if event.kind != "list_changed":

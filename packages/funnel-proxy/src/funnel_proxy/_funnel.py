@@ -92,6 +92,7 @@ from funnel_transports import (
     Outcome,
     ProgressHandler,
     Request,
+    RequestId,
     Response,
     RpcError,
     TaskHost,
@@ -191,6 +192,47 @@ def _call_params(
     if meta:
         params["_meta"] = dict(meta)
     return params
+
+
+class _HotToolCall:
+    """One hot-path tool call, as the funnel sees it: :meth:`Funnel.record` runs around it.
+
+    The session calls it with the backend's outcome; :meth:`cancel` withdraws it. (One
+    slotted object per call instead of two closures and their cells.)
+    """
+
+    __slots__ = ("_context", "_entry", "_funnel", "_on_done", "_session", "_started", "request_id")
+
+    def __init__(
+        self,
+        funnel: Funnel,
+        entry: ToolEntry,
+        context: Any,
+        session: ClientSession,
+        on_done: Callable[[Outcome], None],
+    ) -> None:
+        self._funnel = funnel
+        self._entry = entry
+        self._context = context
+        self._session = session
+        self._on_done = on_done
+        self._started = time.perf_counter()
+        self.request_id: RequestId = 0
+
+    def __call__(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Response):
+            verdict, reason = tool_outcome(outcome.result), None
+        elif isinstance(outcome, ErrorResponse):
+            verdict, reason = "failure", "RpcError"
+        else:
+            verdict, reason = "failure", type(outcome).__name__
+        self._funnel.record(self._context, self._entry, verdict, _ms_since(self._started), reason)
+        self._on_done(outcome)
+
+    def cancel(self) -> None:
+        """Withdraw the call: the backend is told, ``on_done`` is not called."""
+        self._session.cancel_request(self.request_id, "the client cancelled the call")
+        self._funnel.record(self._context, self._entry, "cancelled", _ms_since(self._started), None)
 
 
 def backend_auth_config(funnel: Funnel, server: str) -> object:
@@ -1096,32 +1138,15 @@ class Funnel:
         ):
             return None
         checked = checked_arguments(arguments)
-        context = self.admit(entry)
-        started = time.perf_counter()
-
-        def done(outcome: Outcome) -> None:
-            if isinstance(outcome, Response):
-                verdict, reason = tool_outcome(outcome.result), None
-            elif isinstance(outcome, ErrorResponse):
-                verdict, reason = "failure", "RpcError"
-            else:
-                verdict, reason = "failure", type(outcome).__name__
-            self.record(context, entry, verdict, _ms_since(started), reason)
-            on_done(outcome)
-
-        request_id = session.start_request(
+        call = _HotToolCall(self, entry, self.admit(entry), session, on_done)
+        call.request_id = session.start_request(
             "tools/call",
             _call_params(entry, checked, meta, None),
-            done,
+            call,
             timeout=backend.request_timeout,
             on_progress=on_progress,
         )
-
-        def cancel() -> None:
-            session.cancel_request(request_id, "the client cancelled the call")
-            self.record(context, entry, "cancelled", _ms_since(started), None)
-
-        return cancel
+        return call.cancel
 
     async def forward(
         self,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from msgspec import Raw
@@ -63,9 +62,10 @@ LOG_LEVELS: Final = (
 _order = itertools.count()
 
 
-@dataclass(eq=False)
 class InFlight:
     """One client call in flight to a backend, as the router sees it.
+
+    (A plain class with slots: one is made for every proxied call.)
 
     Attributes:
         server: The backend the call went to.
@@ -76,12 +76,18 @@ class InFlight:
         answered: Order of the last answer (0: none yet).
     """
 
-    server: str
-    request_id: RequestId
-    started: int = field(default_factory=lambda: next(_order))
-    asks: int = 0
-    waiting: int = 0
-    answered: int = 0
+    __slots__ = ("answered", "asks", "request_id", "server", "started", "waiting")
+
+    def __init__(self, server: str, request_id: RequestId) -> None:
+        self.server = server
+        self.request_id = request_id
+        self.started = next(_order)
+        self.asks = 0
+        self.waiting = 0
+        self.answered = 0
+
+    def __repr__(self) -> str:
+        return f"InFlight(server={self.server!r}, request_id={self.request_id!r})"
 
     def asking(self) -> None:
         """A request of the backend goes to this call's client."""

@@ -82,7 +82,9 @@ DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 DEFAULT_MAX_QUEUED = 32 * 1024 * 1024
 _STDERR_LINE_LIMIT = 4096
 _LOG_PREVIEW = 200
-_READ_SIZE: Final = 256 * 1024
+# A pipe holds 64 KiB: a larger read gets no more, and a buffer over glibc's mmap threshold
+# (128 KiB) cost an mmap, an mremap and a munmap on every read.
+_READ_SIZE: Final = 64 * 1024
 _PR_SET_PDEATHSIG: Final = 1
 
 
