@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import stat
 import subprocess
 import sys
@@ -426,3 +427,45 @@ def test_a_program_that_exits_without_closing_the_audit_log_loses_nothing(tmp_pa
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
     lines = (tmp_path / "audit.log").read_text().splitlines()
     assert [json.loads(line)["n"] for line in lines] == list(range(300))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [("success", None), ("error", None), ("cancelled", None), ("failure", "RpcError")],
+)
+@pytest.mark.parametrize("stream_level", [logging.WARNING, logging.DEBUG])
+def test_a_tool_call_line_is_the_line_audit_writes(
+    tmp_path: Path, outcome: str, reason: str | None, stream_level: int
+) -> None:
+    # ToolCallLines keeps a template per outcome; what it writes (file and stderr copy)
+    # must be what audit() writes for the same call, on its first use and after.
+    fields = {"server": "demo", "tool": "demo__echo", "client": "stdio"}
+    lines = _audit.ToolCallLines(fields)
+    written: dict[str, tuple[list[str], str]] = {}
+    for kind in ("compiled", "audit"):
+        stream = io.StringIO()
+        log = configure_audit_log(tmp_path / kind, stream=stream, stream_level=stream_level)
+        try:
+            for duration in (0.25, 12.5, 1e-05):
+                if kind == "compiled":
+                    lines.record(outcome, duration, reason)
+                else:
+                    audit(
+                        "tool.call", outcome=outcome, duration_ms=duration, reason=reason, **fields
+                    )
+            assert log.flush()
+        finally:
+            remove_audit_handlers(log)
+        # Byte for byte, but for the time of writing.
+        entries = [
+            re.sub(r'^\{"time":"[^"]+"', "", line)
+            for line in (tmp_path / kind / "audit.log").read_text().splitlines()
+        ]
+        human = "\n".join(line[24:] for line in stream.getvalue().splitlines())
+        written[kind] = (entries, human)
+    assert written["compiled"] == written["audit"]
+    assert [json.loads("{" + e[1:])["duration_ms"] for e in written["compiled"][0]] == [
+        0.25,
+        12.5,
+        1e-05,
+    ]

@@ -58,6 +58,7 @@ __all__ = [
     "AuditLog",
     "JsonLinesFormatter",
     "RedactingFormatter",
+    "ToolCallLines",
     "audit",
     "configure_audit_log",
     "remove_audit_handlers",
@@ -291,6 +292,11 @@ def _event_line(
         extra = _fields(event, outcome, fields)
         message = _message(event, extra)
         return _json_line(created, logging.getLevelName(level), AUDIT_LOGGER, message, extra)
+    return _render(template, values, created)
+
+
+def _render(template: _Template, values: tuple[object, ...], created: float) -> bytes:
+    """A compiled line with its time and numbers filled in."""
     constants, slots = template
     pieces = [constants[0], _timestamp_bytes(created), constants[1]]
     encode = _encoder.encode
@@ -299,6 +305,53 @@ def _event_line(
         pieces.append(encode(value) if slot & 1 else str(value).encode())
         pieces.append(constants[index + 2])
     return b"".join(pieces)
+
+
+class ToolCallLines:
+    """The ``tool.call`` events of one tool from one front door, compiled once per outcome.
+
+    A tool call's event is ``audit("tool.call", outcome=…, duration_ms=…, reason=…,
+    **fields)`` with ``fields`` naming the call (server, tool, front door). This writes
+    exactly that line, but from a template kept per outcome here, so a call costs its
+    time, its duration and a join: no shape to look up. Anything off the common path (a
+    reason, a human-readable copy, no audit log) goes through :func:`audit` itself.
+
+    Args:
+        fields: The fields naming the call; not changed afterwards.
+    """
+
+    __slots__ = ("_fields", "_templates")
+
+    def __init__(self, fields: Mapping[str, str | float | None]) -> None:
+        self._fields = fields
+        self._templates: dict[str, _Template | None] = {}
+
+    @property
+    def fields(self) -> Mapping[str, str | float | None]:
+        """The fields naming the call."""
+        return self._fields
+
+    def record(self, outcome: str, duration_ms: float, reason: str | None) -> None:
+        """Write the call's event."""
+        sink = _sink
+        level = logging.WARNING if outcome in _FAILURES else logging.INFO
+        if reason is not None or sink is None or level >= sink._stream_level:
+            audit(
+                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self._fields
+            )
+            return
+        try:
+            template = self._templates[outcome]
+        except KeyError:
+            template = self._templates[outcome] = _compile_line(
+                level, "tool.call", outcome, {"duration_ms": 0.0, **self._fields}
+            )
+        if template is None or type(duration_ms) is not float:
+            audit(
+                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self._fields
+            )
+            return
+        sink._put((_render(template, (duration_ms,), time.time()) + b"\n", None))
 
 
 _NUMBERS: Final = frozenset({int, float})

@@ -40,7 +40,7 @@ from funnel_proxy import (
     ToolEntry,
     ToolRateLimited,
 )
-from funnel_server._audit import audit
+from funnel_server._audit import ToolCallLines, audit
 from funnel_server._shared import SharedStateUnavailable
 from funnel_transports import RpcError
 
@@ -78,6 +78,11 @@ def authorize_route(server: str) -> str:
     return f"/api/oauth/authorize/{quote(server, safe='')}"
 
 
+# Tools (times front doors) whose audit lines are kept; a reload that renames many starts
+# the cache afresh.
+_AUDIT_LINES: Final = 10_000
+
+
 def _call_fields(entry: ToolEntry) -> dict[str, str | float | None]:
     """The audit fields naming a call: its server, its exposed tool and its front door."""
     return {"server": entry.server, "tool": entry.name, "client": call_origin.get()}
@@ -105,14 +110,23 @@ class ServerFunnel(Funnel):
         super().__init__(config, clock=clock, **options)
         self.shared = shared
         self._replica = f"{os.getpid()}-{id(self):x}"
+        self._audit_lines: dict[tuple[str, str], ToolCallLines] = {}
 
-    def admit(self, entry: ToolEntry) -> dict[str, str | float | None]:
+    def admit(self, entry: ToolEntry) -> ToolCallLines:
         """Refuse a call that a configured limit does not allow (audited either way).
+
+        Returns the call's audit lines (see :meth:`record`), kept per tool and front door.
 
         Raises:
             ToolRateLimited: A configured limit refused the call.
         """
-        fields = _call_fields(entry)
+        key = (entry.name, call_origin.get())
+        lines = self._audit_lines.get(key)
+        if lines is None or lines.fields["server"] != entry.server:
+            if len(self._audit_lines) >= _AUDIT_LINES:
+                self._audit_lines.clear()
+            lines = self._audit_lines[key] = ToolCallLines(_call_fields(entry))
+        fields = lines.fields
         if self.shared is None:  # with shared state call_tool counted them in Redis already
             try:
                 super().admit(entry)
@@ -124,7 +138,7 @@ class ServerFunnel(Funnel):
                     **fields,
                 )
                 raise
-        return fields
+        return lines
 
     async def call_tool(
         self,
@@ -218,4 +232,4 @@ class ServerFunnel(Funnel):
         self, context: Any, entry: ToolEntry, outcome: str, duration_ms: float, reason: str | None
     ) -> None:
         """Write the call's ``tool.call`` audit event."""
-        audit("tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **context)
+        context.record(outcome, duration_ms, reason)
