@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from funnel_transports import LineFramer, MessageTooLarge
 
@@ -44,3 +46,33 @@ def test_an_unterminated_line_is_refused_as_soon_as_it_exceeds_the_limit() -> No
 def test_a_limit_below_one_is_rejected() -> None:
     with pytest.raises(ValueError, match="positive"):
         LineFramer(0)
+
+
+def _items(framer: LineFramer, chunks: list[bytes], *, bounded: bool) -> list[object]:
+    out: list[object] = []
+    for chunk in chunks:
+        fed = framer._feed_bounded(chunk) if bounded else framer.feed(chunk, skip_oversized=True)
+        out.extend(
+            (item.limit, item.head, str(item)) if isinstance(item, MessageTooLarge) else item
+            for item in fed
+        )
+    out.append(framer.pending)
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    chunks=st.lists(
+        st.binary(max_size=40).map(lambda b: b.replace(b"x", b"\n").replace(b"y", b"\r")),
+        max_size=12,
+    ),
+    limit=st.integers(min_value=1, max_value=30),
+)
+def test_the_quick_split_and_the_bounded_scan_frame_every_stream_alike(
+    chunks: list[bytes], limit: int
+) -> None:
+    # feed() splits a chunk in one C call when no line of it can pass the limit, and scans
+    # line by line otherwise; for any stream and any chunking both give the same lines,
+    # the same refusals and the same leftover.
+    quick = _items(LineFramer(limit, peer="p"), chunks, bounded=False)
+    assert quick == _items(LineFramer(limit, peer="p"), chunks, bounded=True)

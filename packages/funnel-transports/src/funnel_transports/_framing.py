@@ -80,6 +80,28 @@ class LineFramer:
         return len(self._buffer)
 
     def _feed(self, data: bytes) -> list[bytes | MessageTooLarge]:
+        buffer = self._buffer
+        if not self._dropping and len(buffer) + len(data) <= self._limit:
+            # No line of this chunk can be over the limit: split it in C, no loop per line.
+            end = data.rfind(b"\n")
+            if end == -1:
+                buffer += data
+                return []
+            if buffer:
+                buffer += data[:end]
+                complete = bytes(buffer)
+                buffer.clear()
+            else:
+                complete = data[:end]
+            if end + 1 < len(data):
+                buffer += data[end + 1 :]
+            lines = complete.split(b"\n")
+            if b"\r" in complete:
+                lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+            return [line for line in lines if line.strip()]
+        return self._feed_bounded(data)
+
+    def _feed_bounded(self, data: bytes) -> list[bytes | MessageTooLarge]:
         items: list[bytes | MessageTooLarge] = []
         start = 0
         size = len(data)
