@@ -322,6 +322,12 @@ class Backend:
         return session if session is not None and not session.closed else None
 
     @property
+    def hot_session(self) -> ClientSession | None:
+        """The live session when it takes hot-path calls (:attr:`ClientSession.takes_hot_calls`)."""
+        session = self._session
+        return session if session is not None and session.takes_hot_calls else None
+
+    @property
     def request_timeout(self) -> float | None:
         """Seconds a request may take: the transport's ``timeout``, else 60."""
         return getattr(self._server.transport, "timeout", None) or 60.0

@@ -170,9 +170,10 @@ def checked_arguments(arguments: Raw | Mapping[str, Any] | None) -> Raw | None:
     if arguments is None:
         return None
     raw = arguments if isinstance(arguments, Raw) else to_raw(arguments)
-    if not bytes(memoryview(raw)[:1]) == b"{":
+    data = bytes(raw)
+    if not data.startswith(b"{"):
         raise InvalidParams("arguments must be an object")
-    validate_params(raw, what="arguments")
+    validate_params(data, what="arguments")
     return raw
 
 
@@ -1129,21 +1130,15 @@ class Funnel:
             TransportClosed: The session ended just now.
         """
         backend = self._backends.get(entry.server)
-        session = backend.session if backend is not None else None
-        if (
-            backend is None
-            or session is None
-            or not session.sends_nowait
-            or session.era != "legacy"
-        ):
+        session = backend.hot_session if backend is not None else None
+        if session is None:
             return None
         checked = checked_arguments(arguments)
         call = _HotToolCall(self, entry, self.admit(entry), session, on_done)
         call.request_id = session.start_request(
             "tools/call",
             _call_params(entry, checked, meta, None),
-            call,
-            timeout=backend.request_timeout,
+            call,  # within the session's deadline: the backend's request_timeout
             on_progress=on_progress,
         )
         return call.cancel

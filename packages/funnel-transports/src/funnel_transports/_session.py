@@ -340,6 +340,15 @@ class ClientSession:
         return self._send_nowait is not None
 
     @property
+    def takes_hot_calls(self) -> bool:
+        """Whether :meth:`start_request` may carry a proxied call now.
+
+        Open, sending without waiting and in the handshake era (whose results are never
+        ``input_required``).
+        """
+        return not self._ended and self._send_nowait is not None and self._modern_meta is None
+
+    @property
     def in_flight(self) -> int:
         """Requests sent and not answered yet."""
         return len(self._pending)
