@@ -36,6 +36,7 @@ from funnel_server._security import (
     load_api_token,
     safe_next_path,
 )
+from funnel_transports import write_batch
 
 
 def test_the_public_names_are_pinned() -> None:
@@ -434,8 +435,9 @@ def test_a_program_that_exits_without_closing_the_audit_log_loses_nothing(tmp_pa
     [("success", None), ("error", None), ("cancelled", None), ("failure", "RpcError")],
 )
 @pytest.mark.parametrize("stream_level", [logging.WARNING, logging.DEBUG])
+@pytest.mark.parametrize("in_batch", [False, True], ids=["alone", "in a reader's batch"])
 def test_a_tool_call_line_is_the_line_audit_writes(
-    tmp_path: Path, outcome: str, reason: str | None, stream_level: int
+    tmp_path: Path, outcome: str, reason: str | None, stream_level: int, in_batch: bool
 ) -> None:
     # ToolCallLines keeps a template per outcome; what it writes (file and stderr copy)
     # must be what audit() writes for the same call, on its first use and after.
@@ -447,7 +449,11 @@ def test_a_tool_call_line_is_the_line_audit_writes(
         log = configure_audit_log(tmp_path / kind, stream=stream, stream_level=stream_level)
         try:
             for duration in (0.25, 12.5, 1e-05):
-                if kind == "compiled":
+                if kind == "compiled" and in_batch:
+                    # Rendered when the batch ends (after its answers are written).
+                    with write_batch():
+                        lines.record(outcome, duration, reason)
+                elif kind == "compiled":
                     lines.record(outcome, duration, reason)
                 else:
                     audit(

@@ -52,6 +52,7 @@ import msgspec
 
 from funnel_auth import AUDIT_LOGGER, redact
 from funnel_auth._redact import REDACTED, redact_fast
+from funnel_transports import defer
 
 __all__ = [
     "AUDIT_FILE_NAME",
@@ -324,7 +325,7 @@ class ToolCallLines:
 
     def __init__(self, fields: Mapping[str, str | float | None]) -> None:
         self._fields = fields
-        self._templates: dict[str, _Template | None] = {}
+        self._templates: dict[str, tuple[bytes, bytes, bytes, bytes] | None] = {}
 
     @property
     def fields(self) -> Mapping[str, str | float | None]:
@@ -341,18 +342,70 @@ class ToolCallLines:
             )
             return
         try:
-            template = self._templates[outcome]
+            parts = self._templates[outcome]
         except KeyError:
-            template = self._templates[outcome] = _compile_line(
-                level, "tool.call", outcome, {"duration_ms": 0.0, **self._fields}
-            )
-        if template is None or type(duration_ms) is not float:
+            parts = self._templates[outcome] = self._compile(level, outcome)
+        if parts is None or type(duration_ms) is not float:
             audit(
                 "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self._fields
             )
             return
-        sink._put((_render(template, (duration_ms,), time.time()) + b"\n", None))
+        created = time.time()
+        if defer(_after_writes):
+            # Inside a reader's batch: rendered once the batch's answers are written.
+            _after_writes.lines.append((sink, parts, duration_ms, created))
+        else:
+            sink._put((_tool_call_line(parts, duration_ms, created), None))
 
+    def _compile(self, level: int, outcome: str) -> tuple[bytes, bytes, bytes, bytes] | None:
+        # The shape's template, when its only number is the duration (as _render fills it).
+        template = _compile_line(level, "tool.call", outcome, {"duration_ms": 0.0, **self._fields})
+        if template is None or template[1] != (0, 1):
+            return None
+        head, before_message, before_json, tail = template[0]
+        return head, before_message, before_json, tail + b"\n"
+
+
+def _tool_call_line(
+    parts: tuple[bytes, bytes, bytes, bytes], duration_ms: float, created: float
+) -> bytes:
+    head, before_message, before_json, tail = parts
+    return b"".join(
+        (
+            head,
+            _timestamp_bytes(created),
+            before_message,
+            str(duration_ms).encode(),
+            before_json,
+            _encoder.encode(duration_ms),
+            tail,
+        )
+    )
+
+
+class _AfterWrites:
+    """Tool-call lines waiting for the end of a reader's batch (:func:`write_batch`).
+
+    A proxy's reader routes a chunk's messages and writes the answers when the chunk is
+    done; a line registered after the answers' writer is rendered after their write, so
+    formatting it never delays an answer.
+    """
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[AuditLog, tuple[bytes, bytes, bytes, bytes], float, float]] = []
+
+    def flush(self) -> None:
+        lines, self.lines = self.lines, []
+        for sink, parts, duration_ms, created in lines:
+            try:
+                sink._put((_tool_call_line(parts, duration_ms, created), None))
+            except Exception:  # noqa: BLE001 - one unformattable event must not stop the rest
+                sys.stderr.write("funnel-server: an audit event could not be formatted\n")
+
+
+_after_writes: Final = _AfterWrites()
 
 _NUMBERS: Final = frozenset({int, float})
 
