@@ -14,12 +14,44 @@ trap 'rm -rf "$kr"' EXIT
 export XDG_DATA_HOME="$kr/data" XDG_CACHE_HOME="$kr/cache" XDG_RUNTIME_DIR="$kr/run"
 mkdir -p "$XDG_DATA_HOME" "$XDG_CACHE_HOME" "$XDG_RUNTIME_DIR"
 chmod 700 "$XDG_RUNTIME_DIR"
-# The inner shell unlocks the keyring with a throwaway password, waits (bounded) until the
-# daemon owns the Secret Service name on the bus, then runs the command. Without the wait,
-# a busy machine lets the first request reach the bus before the daemon did: D-Bus then
-# activates a second daemon, one of them exits, and its clients see "disconnected".
-dbus-run-session -- bash -c '
-  echo funnel-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+# The bus has no activatable services: if the daemon ever leaves it, nothing starts a
+# second, locked daemon in its place (whose unlock prompt has no display, so the tests
+# hang or fail with "Message recipient disconnected", as seen once under heavy load).
+# Instead the inner shell keeps the daemon running in the foreground and starts it again,
+# unlocked with the same throwaway password, should it exit. It waits (bounded) until the
+# daemon owns the Secret Service name before running the command, and stops the daemon
+# after it.
+# The session bus's own limits (the defaults of a custom config are the system bus's).
+limits=$(grep -h '<limit ' /usr/share/dbus-1/session.conf 2>/dev/null || true)
+cat >"$kr/bus.conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+$limits
+</busconfig>
+CONF
+dbus-run-session --config-file="$kr/bus.conf" -- bash -c '
+  (
+    daemon=
+    trap "kill -TERM \"\$daemon\" 2>/dev/null; exit 0" TERM
+    while :; do
+      echo funnel-test | gnome-keyring-daemon --unlock --foreground --components=secrets \
+        >/dev/null 2>&1 &
+      daemon=$!
+      wait "$daemon" || true
+      sleep 0.2
+    done
+  ) 2>/dev/null &
+  keeper=$!
   for _ in $(seq 200); do
     if dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
         org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null \
@@ -28,5 +60,9 @@ dbus-run-session -- bash -c '
     fi
     sleep 0.1
   done
-  exec "$@"
+  status=0
+  "$@" || status=$?
+  kill -TERM "$keeper" 2>/dev/null || true
+  wait "$keeper" 2>/dev/null || true
+  exit "$status"
 ' with-keyring "$@"

@@ -321,16 +321,12 @@ class ToolCallLines:
         fields: The fields naming the call; not changed afterwards.
     """
 
-    __slots__ = ("_fields", "_templates")
+    __slots__ = ("_templates", "fields")
 
     def __init__(self, fields: Mapping[str, str | float | None]) -> None:
-        self._fields = fields
+        #: The fields naming the call.
+        self.fields = fields
         self._templates: dict[str, tuple[bytes, bytes, bytes, bytes] | None] = {}
-
-    @property
-    def fields(self) -> Mapping[str, str | float | None]:
-        """The fields naming the call."""
-        return self._fields
 
     def record(self, outcome: str, duration_ms: float, reason: str | None) -> None:
         """Write the call's event."""
@@ -338,7 +334,7 @@ class ToolCallLines:
         level = logging.WARNING if outcome in _FAILURES else logging.INFO
         if reason is not None or sink is None or level >= sink._stream_level:
             audit(
-                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self._fields
+                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self.fields
             )
             return
         try:
@@ -347,7 +343,7 @@ class ToolCallLines:
             parts = self._templates[outcome] = self._compile(level, outcome)
         if parts is None or type(duration_ms) is not float:
             audit(
-                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self._fields
+                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self.fields
             )
             return
         created = time.time()
@@ -359,7 +355,7 @@ class ToolCallLines:
 
     def _compile(self, level: int, outcome: str) -> tuple[bytes, bytes, bytes, bytes] | None:
         # The shape's template, when its only number is the duration (as _render fills it).
-        template = _compile_line(level, "tool.call", outcome, {"duration_ms": 0.0, **self._fields})
+        template = _compile_line(level, "tool.call", outcome, {"duration_ms": 0.0, **self.fields})
         if template is None or template[1] != (0, 1):
             return None
         head, before_message, before_json, tail = template[0]

@@ -52,12 +52,11 @@ async def read_chunks(fd: int, handle: Callable[[bytes], None], *, size: int = 6
         return
     ended = anyio.Event()
     failure: list[BaseException] = []
+    read = os.read
 
     def readable() -> None:
-        if ended.is_set():
-            return
         try:
-            chunk = os.read(fd, size)
+            chunk = read(fd, size)
             if chunk:
                 handle(chunk)
                 return
@@ -65,7 +64,7 @@ async def read_chunks(fd: int, handle: Callable[[bytes], None], *, size: int = 6
             return  # a spurious wakeup: the poller will call again
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             failure.append(exc)
-        loop.remove_reader(fd)
+        loop.remove_reader(fd)  # (so this is never called again)
         ended.set()
 
     try:
