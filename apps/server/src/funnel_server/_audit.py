@@ -351,7 +351,7 @@ class ToolCallLines:
             # Inside a reader's batch: rendered once the batch's answers are written.
             _after_writes.lines.append((sink, parts, duration_ms, created))
         else:
-            sink._put((_tool_call_line(parts, duration_ms, created), None))
+            sink._put(_tool_call_line(parts, duration_ms, created))
 
     def _compile(self, level: int, outcome: str) -> tuple[bytes, bytes, bytes, bytes] | None:
         # The shape's template, when its only number is the duration (as _render fills it).
@@ -396,7 +396,7 @@ class _AfterWrites:
         lines, self.lines = self.lines, []
         for sink, parts, duration_ms, created in lines:
             try:
-                sink._put((_tool_call_line(parts, duration_ms, created), None))
+                sink._put(_tool_call_line(parts, duration_ms, created))
             except Exception:  # noqa: BLE001 - one unformattable event must not stop the rest
                 sys.stderr.write("funnel-server: an audit event could not be formatted\n")
 
@@ -480,9 +480,10 @@ class RedactingFormatter(logging.Formatter):
 
 # ---------------------------------------------------------------------- the writer
 
-# What the queue holds: an event's JSON line (newline included) and its human-readable
-# line (``None`` below the stream's level), or a flush marker.
-_Item = tuple[bytes, str | None]
+# What the queue holds: an event's JSON line (newline included), alone or with its
+# human-readable line, or a flush marker. (A line alone is plain bytes, which the garbage
+# collector does not track: the queue holds up to ``linger`` seconds of tool calls.)
+_Item = bytes | tuple[bytes, str]
 
 
 class _Flush:
@@ -576,7 +577,7 @@ class AuditLog:
         except Exception:  # noqa: BLE001 - one unformattable event must not fail the call
             sys.stderr.write("funnel-server: an audit event could not be formatted\n")
             return
-        self._put((line, human))
+        self._put(line if human is None else (line, human))
 
     def submit_record(
         self, created: float, level: int, message: str, extra: Mapping[str, object]
@@ -590,7 +591,8 @@ class AuditLog:
         except Exception:  # noqa: BLE001 - one unformattable event must not stop the log
             sys.stderr.write("funnel-server: an audit event could not be formatted\n")
             return
-        self._put((line + b"\n", human))
+        line += b"\n"
+        self._put(line if human is None else (line, human))
 
     @staticmethod
     def _human(created: float, level: int, message: str) -> str:
@@ -656,9 +658,12 @@ class AuditLog:
                 lines, human = [], []
                 item.done.set()
                 continue
-            lines.append(item[0])
-            if item[1] is not None:
-                human.append(item[1])
+            if isinstance(item, bytes):
+                lines.append(item)
+            else:
+                line, copy = item
+                lines.append(line)
+                human.append(copy)
         dropped = self._dropped
         if dropped > self._reported:
             count = dropped - self._reported
