@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -108,10 +109,13 @@ class TestKeyringStoreOnSecretService(TokenStoreContract):
     large_value_size = 8 * 1024
 
     @pytest.fixture
-    def store(self, secret_service: keyring.backend.KeyringBackend) -> TokenStore:
-        return KeyringTokenStore(
+    def store(self, secret_service: keyring.backend.KeyringBackend) -> Iterator[TokenStore]:
+        yield KeyringTokenStore(
             service=f"funnel-test-{secrets.token_hex(4)}", backend=secret_service
         )
+        # keyring leaves a D-Bus connection unclosed when the daemon fails a call; collect
+        # it here, so that its ResourceWarning is this test's, not whichever runs next.
+        gc.collect()
 
 
 # -- chunking --------------------------------------------------------------------------
