@@ -308,6 +308,11 @@ def _render(template: _Template, values: tuple[object, ...], created: float) -> 
     return b"".join(pieces)
 
 
+def _unformattable() -> None:
+    # One event that cannot be formatted must not fail its call or stop the log.
+    sys.stderr.write("funnel-server: an audit event could not be formatted\n")
+
+
 class ToolCallLines:
     """The ``tool.call`` events of one tool from one front door, compiled once per outcome.
 
@@ -332,16 +337,13 @@ class ToolCallLines:
         """Write the call's event."""
         sink = _sink
         level = logging.WARNING if outcome in _FAILURES else logging.INFO
-        if reason is not None or sink is None or level >= sink._stream_level:
-            audit(
-                "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self.fields
-            )
-            return
-        try:
-            parts = self._templates[outcome]
-        except KeyError:
-            parts = self._templates[outcome] = self._compile(level, outcome)
-        if parts is None or type(duration_ms) is not float:
+        parts = None
+        if reason is None and sink is not None and level < sink._stream_level:
+            try:
+                parts = self._templates[outcome]
+            except KeyError:
+                parts = self._templates[outcome] = self._compile(level, outcome)
+        if parts is None or sink is None or type(duration_ms) is not float:
             audit(
                 "tool.call", outcome=outcome, duration_ms=duration_ms, reason=reason, **self.fields
             )
@@ -398,7 +400,7 @@ class _AfterWrites:
             try:
                 sink._put(_tool_call_line(parts, duration_ms, created))
             except Exception:  # noqa: BLE001 - one unformattable event must not stop the rest
-                sys.stderr.write("funnel-server: an audit event could not be formatted\n")
+                _unformattable()
 
 
 _after_writes: Final = _AfterWrites()
@@ -575,7 +577,7 @@ class AuditLog:
                 else None
             )
         except Exception:  # noqa: BLE001 - one unformattable event must not fail the call
-            sys.stderr.write("funnel-server: an audit event could not be formatted\n")
+            _unformattable()
             return
         self._put(line if human is None else (line, human))
 
@@ -589,7 +591,7 @@ class AuditLog:
             line = _json_line(created, logging.getLevelName(level), AUDIT_LOGGER, text, cleaned)
             human = self._human(created, level, text) if level >= self._stream_level else None
         except Exception:  # noqa: BLE001 - one unformattable event must not stop the log
-            sys.stderr.write("funnel-server: an audit event could not be formatted\n")
+            _unformattable()
             return
         line += b"\n"
         self._put(line if human is None else (line, human))

@@ -1,8 +1,10 @@
 """Serving the funnel to one MCP client over this process's stdin and stdout.
 
 stdout carries MCP and nothing else: every log line goes to stderr (the app configures
-logging that way), and responses are written whole, one per line, under a lock.
-Each request runs in its own task, so a slow tool never delays the answers to others.
+logging that way), and responses are written whole, one per line, through one ordered
+writer. A handshake-era tool call for a stdio backend is started from the reader itself
+(the hot path: no task); every other request runs in its own task. Either way a slow
+tool never delays the answers to others.
 
 When stdin and stdout are pipes or sockets (as MCP clients connect them) on a POSIX
 system, both are switched to non-blocking mode and driven by the event loop: stdin is
