@@ -94,14 +94,18 @@ class TestKeyringStoreOnAFakeWindowsSizedKeychain(TokenStoreContract):
 
 
 @pytest.fixture
-def secret_service() -> keyring.backend.KeyringBackend:
+def secret_service() -> Iterator[keyring.backend.KeyringBackend]:
     backend = keyring.get_keyring()
     if not isinstance(backend, keyring.backends.SecretService.Keyring):
         pytest.skip(
             f"needs a real Secret Service keyring, keyring chose {backend}; run the tests "
             "under tools/with-keyring.sh (gnome-keyring in a private D-Bus session)"
         )
-    return backend
+    yield backend
+    # keyring leaves a D-Bus connection unclosed when the daemon fails a call (it has
+    # aborted under heavy load: a GLib assertion in gnome-keyring); collect it here, so
+    # that its ResourceWarning is this test's, not whichever runs next.
+    gc.collect()
 
 
 @pytest.mark.keyring
@@ -109,13 +113,10 @@ class TestKeyringStoreOnSecretService(TokenStoreContract):
     large_value_size = 8 * 1024
 
     @pytest.fixture
-    def store(self, secret_service: keyring.backend.KeyringBackend) -> Iterator[TokenStore]:
-        yield KeyringTokenStore(
+    def store(self, secret_service: keyring.backend.KeyringBackend) -> TokenStore:
+        return KeyringTokenStore(
             service=f"funnel-test-{secrets.token_hex(4)}", backend=secret_service
         )
-        # keyring leaves a D-Bus connection unclosed when the daemon fails a call; collect
-        # it here, so that its ResourceWarning is this test's, not whichever runs next.
-        gc.collect()
 
 
 # -- chunking --------------------------------------------------------------------------
